@@ -1,0 +1,809 @@
+//! The driver: one thread per node that runs every replica on the node.
+//!
+//! Each loop turn:
+//! 1. wait for work (a mailbox message or the next tick), then drain the mailbox: inbound Raft messages
+//!    are stepped, proposals and reads handed to their replica;
+//! 2. tick every replica when a tick is due;
+//! 3. run the Ready sequence for every replica that has one, in raft-rs's documented order — send the
+//!    messages a leader may send before persisting, stage snapshot / entries / hard state of **all**
+//!    replicas into one write batch and write it with **one fsync** (group commit), then send the
+//!    messages that had to wait for persistence, advance, and apply committed entries (each with its apply
+//!    state, in one batch).
+//!
+//! The thread blocks on RocksDB's fsync, which is why it is a plain thread and not a tokio task. Callers
+//! talk to it through [`RaftNode`], whose async methods resolve through oneshot channels.
+//!
+//! Failure policy: an apply or storage error stops the node (every waiting request gets `Stopped`); Raft
+//! rather than a half-written replica.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use protobuf::Message as _;
+use raft::eraftpb::{Message, MessageType};
+use raft::{RawNode, SnapshotStatus, StateRole};
+use serde::Deserialize;
+use tokio::sync::oneshot;
+use trestle_engine::{Engine, WriteBatch};
+
+use crate::peer::{Peer, Reply};
+use crate::storage::PeerStorage;
+use crate::{Envelope, GroupDesc, ProposeError, StateMachine, Transport};
+
+/// Raft settings for every group on a node.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// Length of one Raft tick.
+    pub tick_ms: u64,
+    /// Ticks without a leader before a follower campaigns (randomized up to twice this).
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+    /// For deterministic simulations: this node's election timeout is exactly this many ticks (raft-rs
+    /// randomizes in `[min, max)`, so `max = min + 1` makes it fixed). Unset: randomized.
+    pub fixed_election_ticks: Option<usize>,
+    pub max_size_per_msg: u64,
+    pub max_inflight_msgs: usize,
+    /// Compact a group's log once this many applied entries sit before the truncation point.
+    pub log_compact_threshold: u64,
+    pub max_proposal_bytes: usize,
+    /// How long a proposal may wait to be applied before the caller gets `ProposeError::Timeout` (its
+    /// outcome is then unknown: it may still be applied).
+    pub propose_timeout_ms: u64,
+    /// Start every replica in "recovering" mode (its disk was lost; see `peer::Recovery`).
+    pub recovering: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            tick_ms: 100,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            fixed_election_ticks: None,
+            max_size_per_msg: 1024 * 1024,
+            max_inflight_msgs: 256,
+            log_compact_threshold: 10_000,
+            max_proposal_bytes: 8 * 1024 * 1024,
+            propose_timeout_ms: 10_000,
+            recovering: false,
+        }
+    }
+}
+
+impl Config {
+    /// Fast elections for tests.
+    pub fn for_test() -> Self {
+        Config {
+            tick_ms: 20,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+            ..Config::default()
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.tick_ms == 0 {
+            return Err("raft.tick-ms must be positive".into());
+        }
+        if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
+            return Err("raft.election-ticks must exceed raft.heartbeat-ticks (> 0)".into());
+        }
+        if self
+            .fixed_election_ticks
+            .is_some_and(|t| t < self.election_ticks)
+        {
+            return Err("raft.fixed-election-ticks must be at least raft.election-ticks".into());
+        }
+        if self.log_compact_threshold == 0
+            || self.max_proposal_bytes == 0
+            || self.propose_timeout_ms == 0
+        {
+            return Err(
+                "raft.log-compact-threshold and raft.max-proposal-bytes must be positive".into(),
+            );
+        }
+        Ok(())
+    }
+
+    fn raft_config(&self, id: u64, applied: u64) -> raft::Config {
+        let mut c = raft::Config {
+            id,
+            election_tick: self.election_ticks,
+            heartbeat_tick: self.heartbeat_ticks,
+            applied,
+            max_size_per_msg: self.max_size_per_msg,
+            max_inflight_msgs: self.max_inflight_msgs,
+            check_quorum: true,
+            pre_vote: true,
+            read_only_option: raft::ReadOnlyOption::Safe,
+            ..Default::default()
+        };
+        if let Some(t) = self.fixed_election_ticks {
+            c.min_election_tick = t;
+            c.max_election_tick = t + 1;
+        }
+        c
+    }
+}
+
+/// A replica's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    Follower,
+    Candidate,
+    PreCandidate,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::PreCandidate => "pre-candidate",
+        }
+    }
+
+    fn from_raft(r: StateRole) -> Role {
+        match r {
+            StateRole::Leader => Role::Leader,
+            StateRole::Follower => Role::Follower,
+            StateRole::Candidate => Role::Candidate,
+            StateRole::PreCandidate => Role::PreCandidate,
+        }
+    }
+}
+
+/// One replica's view of its group, refreshed by the driver after every turn that touched it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupStatus {
+    pub group: u64,
+    pub role: Role,
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub first_index: u64,
+    pub last_index: u64,
+    /// Leader only: (peer, matched index) for every voter.
+    pub progress: Vec<(u64, u64)>,
+    pub recovering: bool,
+}
+
+enum Cmd {
+    Messages(Vec<Envelope>),
+    Propose {
+        group: u64,
+        data: Vec<u8>,
+        reply: Reply<Vec<u8>>,
+    },
+    ReadIndex {
+        group: u64,
+        reply: Reply<()>,
+    },
+    TransferLeader {
+        group: u64,
+        to: u64,
+        reply: Reply<()>,
+    },
+    Campaign {
+        group: u64,
+        reply: Reply<()>,
+    },
+    CreateGroup {
+        desc: GroupDesc,
+        sm: Box<dyn StateMachine>,
+        reply: Reply<()>,
+    },
+    Shutdown,
+}
+
+/// A handle that delivers inbound Raft messages to a node's driver (given to transports).
+#[derive(Clone)]
+pub struct Mailbox {
+    tx: mpsc::Sender<Cmd>,
+}
+
+impl Mailbox {
+    pub fn deliver(&self, batch: Vec<Envelope>) {
+        let _ = self.tx.send(Cmd::Messages(batch));
+    }
+}
+
+type StatusMap = Arc<RwLock<HashMap<u64, GroupStatus>>>;
+
+/// A node's multi-Raft runtime: owns the driver thread; cheap to share behind an `Arc`.
+pub struct RaftNode {
+    id: u64,
+    tx: mpsc::Sender<Cmd>,
+    engine: Arc<dyn Engine>,
+    status: StatusMap,
+    stopped: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    read_timeout: Duration,
+    propose_timeout: Duration,
+}
+
+impl RaftNode {
+    /// Starts the driver thread of node `id`. Groups are added with [`RaftNode::create_group`].
+    pub fn start(
+        id: u64,
+        engine: Arc<dyn Engine>,
+        transport: Arc<dyn Transport>,
+        config: Config,
+    ) -> std::io::Result<RaftNode> {
+        let (tx, rx) = mpsc::channel();
+        let read_timeout = Duration::from_millis(
+            config.tick_ms
+                * 2
+                * config
+                    .fixed_election_ticks
+                    .unwrap_or(config.election_ticks * 2) as u64,
+        );
+        let propose_timeout = Duration::from_millis(config.propose_timeout_ms);
+        let status: StatusMap = Arc::default();
+        let stopped = Arc::new(AtomicBool::new(false));
+        let driver = Driver {
+            id,
+            engine: engine.clone(),
+            transport,
+            config,
+            peers: HashMap::new(),
+            status: status.clone(),
+            stopped: stopped.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("raft-driver-{id}"))
+            .spawn(move || driver.run(rx))?;
+        Ok(RaftNode {
+            id,
+            tx,
+            engine,
+            status,
+            stopped,
+            thread: Mutex::new(Some(thread)),
+            read_timeout,
+            propose_timeout,
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
+    pub fn mailbox(&self) -> Mailbox {
+        Mailbox {
+            tx: self.tx.clone(),
+        }
+    }
+
+    /// Whether the driver has stopped (shutdown or a fatal storage error).
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .map_err(|_| ProposeError::Stopped)?;
+        rx.await.map_err(|_| ProposeError::Stopped)?
+    }
+
+    /// Hosts a replica of `desc` on this node: loads it from the engine, or bootstraps it with
+    /// `desc.voters` as its configuration when the engine has nothing for it.
+    pub async fn create_group(
+        &self,
+        desc: GroupDesc,
+        sm: Box<dyn StateMachine>,
+    ) -> Result<(), ProposeError> {
+        self.call(|reply| Cmd::CreateGroup { desc, sm, reply })
+            .await
+    }
+
+    /// Proposes `command` to `group` (this replica must be the leader) and resolves with the state
+    /// machine's response once the command is committed and applied here.
+    ///
+    /// After `propose-timeout-ms` the caller gets `Timeout`: the outcome is unknown (the command may still
+    /// be applied), exactly like a lost response.
+    pub async fn propose(&self, group: u64, command: Vec<u8>) -> Result<Vec<u8>, ProposeError> {
+        let call = self.call(|reply| Cmd::Propose {
+            group,
+            data: command,
+            reply,
+        });
+        tokio::time::timeout(self.propose_timeout, call)
+            .await
+            .unwrap_or(Err(ProposeError::Timeout))
+    }
+
+    /// Resolves once this replica is the leader and has applied everything committed when the read was
+    /// requested (ReadIndex): a read of the engine afterwards is linearizable.
+    ///
+    /// Works on followers too (the leader is asked for the read index). A read that raft-rs drops — the
+    /// leader changed while it was in flight — fails with `NotLeader` after two election timeouts.
+    pub async fn read_index(&self, group: u64) -> Result<(), ProposeError> {
+        match tokio::time::timeout(
+            self.read_timeout,
+            self.call(|reply| Cmd::ReadIndex { group, reply }),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(ProposeError::NotLeader { leader: None }),
+        }
+    }
+
+    /// Asks the leader of `group` (this replica) to hand leadership to `to`.
+    pub async fn transfer_leader(&self, group: u64, to: u64) -> Result<(), ProposeError> {
+        self.call(|reply| Cmd::TransferLeader { group, to, reply })
+            .await
+    }
+
+    /// Makes this replica campaign now (tests and operator action).
+    pub async fn campaign(&self, group: u64) -> Result<(), ProposeError> {
+        self.call(|reply| Cmd::Campaign { group, reply }).await
+    }
+
+    /// This replica's last known leader of `group`.
+    pub fn leader(&self, group: u64) -> Option<u64> {
+        self.status.read().ok()?.get(&group)?.leader
+    }
+
+    pub fn group_status(&self, group: u64) -> Option<GroupStatus> {
+        self.status.read().ok()?.get(&group).cloned()
+    }
+
+    /// Every hosted group's status, by group id.
+    pub fn status(&self) -> Vec<GroupStatus> {
+        let mut all: Vec<GroupStatus> = self
+            .status
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        all.sort_by_key(|s| s.group);
+        all
+    }
+
+    /// Stops the driver thread and waits for it. Idempotent.
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(Cmd::Shutdown);
+        let handle = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for RaftNode {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct Driver {
+    id: u64,
+    engine: Arc<dyn Engine>,
+    transport: Arc<dyn Transport>,
+    config: Config,
+    peers: HashMap<u64, Peer>,
+    status: StatusMap,
+    stopped: Arc<AtomicBool>,
+}
+
+/// Most mailbox messages handled before the replicas' Ready is processed, so a flood of inbound
+/// messages cannot starve persistence and apply.
+const MAX_COMMANDS_PER_TURN: usize = 4096;
+
+impl Driver {
+    fn run(mut self, rx: mpsc::Receiver<Cmd>) {
+        let tick = Duration::from_millis(self.config.tick_ms);
+        let mut next_tick = Instant::now() + tick;
+        'turns: loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let mut touched = HashSet::new();
+            match rx.recv_timeout(wait) {
+                Ok(cmd) => {
+                    if !self.handle(cmd, &mut touched) {
+                        break 'turns;
+                    }
+                    for _ in 0..MAX_COMMANDS_PER_TURN {
+                        match rx.try_recv() {
+                            Ok(cmd) => {
+                                if !self.handle(cmd, &mut touched) {
+                                    break 'turns;
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if Instant::now() >= next_tick {
+                next_tick += tick;
+                if next_tick < Instant::now() {
+                    next_tick = Instant::now() + tick;
+                }
+                for (id, peer) in self.peers.iter_mut() {
+                    if peer.may_tick() {
+                        peer.raw.tick();
+                    }
+                    touched.insert(*id);
+                }
+            }
+            if let Err(e) = self.process_readies(&mut touched) {
+                tracing::error!(node = self.id, error = %e, "stopping node after a storage failure");
+                break;
+            }
+            self.publish_status(&touched);
+        }
+        self.stopped.store(true, Ordering::SeqCst);
+        // Dropping the peers drops every waiting reply: callers see `Stopped`.
+        self.peers.clear();
+    }
+
+    /// Handles one command; returns false on shutdown.
+    fn handle(&mut self, cmd: Cmd, touched: &mut HashSet<u64>) -> bool {
+        match cmd {
+            Cmd::Messages(batch) => {
+                for env in batch {
+                    self.step(env, touched);
+                }
+            }
+            Cmd::Propose { group, data, reply } => {
+                if data.len() > self.config.max_proposal_bytes {
+                    let _ = reply.send(Err(ProposeError::TooLarge(data.len())));
+                } else if let Some(peer) = self.peers.get_mut(&group) {
+                    peer.propose(data, reply);
+                    touched.insert(group);
+                } else {
+                    let _ = reply.send(Err(ProposeError::GroupNotFound(group)));
+                }
+            }
+            Cmd::ReadIndex { group, reply } => match self.peers.get_mut(&group) {
+                Some(peer) => {
+                    peer.read_index(reply);
+                    touched.insert(group);
+                }
+                None => {
+                    let _ = reply.send(Err(ProposeError::GroupNotFound(group)));
+                }
+            },
+            Cmd::TransferLeader { group, to, reply } => match self.peers.get_mut(&group) {
+                Some(peer) if peer.is_leader() => {
+                    peer.raw.transfer_leader(to);
+                    touched.insert(group);
+                    let _ = reply.send(Ok(()));
+                }
+                Some(peer) => {
+                    let _ = reply.send(Err(ProposeError::NotLeader {
+                        leader: peer.leader_id(),
+                    }));
+                }
+                None => {
+                    let _ = reply.send(Err(ProposeError::GroupNotFound(group)));
+                }
+            },
+            Cmd::Campaign { group, reply } => match self.peers.get_mut(&group) {
+                Some(peer) => {
+                    let _ = peer.raw.campaign();
+                    touched.insert(group);
+                    let _ = reply.send(Ok(()));
+                }
+                None => {
+                    let _ = reply.send(Err(ProposeError::GroupNotFound(group)));
+                }
+            },
+            Cmd::CreateGroup { desc, sm, reply } => {
+                let group = desc.id;
+                let result = self.create_group(desc, sm);
+                touched.insert(group);
+                let _ = reply.send(result);
+            }
+            Cmd::Shutdown => return false,
+        }
+        true
+    }
+
+    fn create_group(
+        &mut self,
+        desc: GroupDesc,
+        sm: Box<dyn StateMachine>,
+    ) -> Result<(), ProposeError> {
+        if self.peers.contains_key(&desc.id) {
+            return Ok(());
+        }
+        let fail = |what: &str, e: &dyn std::fmt::Display| {
+            tracing::error!(node = self.id, group = desc.id, error = %e, "{what}");
+            ProposeError::Stopped
+        };
+        let (storage, created) = PeerStorage::open(
+            desc.id,
+            self.engine.clone(),
+            desc.span.clone(),
+            &desc.voters,
+        )
+        .map_err(|e| fail("opening raft storage", &e))?;
+        let applied = storage.applied().0;
+        let logger = slog::Logger::root(
+            TracingDrain {
+                node: self.id,
+                group: desc.id,
+            },
+            slog::o!(),
+        );
+        let raw = RawNode::new(&self.config.raft_config(self.id, applied), storage, &logger)
+            .map_err(|e| fail("starting raft", &e))?;
+        tracing::info!(
+            node = self.id,
+            group = desc.id,
+            created,
+            applied,
+            "replica started"
+        );
+        let peer = Peer::new(
+            self.id,
+            desc.id,
+            raw,
+            sm,
+            self.config.recovering && created,
+            self.config.log_compact_threshold,
+        );
+        self.peers.insert(desc.id, peer);
+        Ok(())
+    }
+
+    fn step(&mut self, env: Envelope, touched: &mut HashSet<u64>) {
+        if env.to != self.id {
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&env.group) else {
+            tracing::trace!(
+                node = self.id,
+                group = env.group,
+                "message for an unknown group dropped"
+            );
+            return;
+        };
+        let msg = match Message::parse_from_bytes(&env.message) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(node = self.id, group = env.group, error = %e, "undecodable raft message");
+                return;
+            }
+        };
+        if msg.from != env.from || msg.to != env.to || !peer.admit(&msg) {
+            return;
+        }
+        let mut msg = msg;
+        // A leader's view of a follower that lost its disk is stale: it believes the follower holds
+        // entries up to its old matched index, so it never probes below it, and its heartbeats carry a
+        // commit index beyond the follower's (now empty) log, which raft-rs treats as fatal. The
+        // follower's log is a prefix of the leader's, so committing only what it has is safe; and it
+        // asks the leader for a snapshot with a rejection that names `request_snapshot`, the one
+        // rejection raft-rs honours even at or below the matched index.
+        let mut ask_snapshot = None;
+        if msg.get_msg_type() == MessageType::MsgHeartbeat {
+            let last = peer.raw.raft.raft_log.last_index();
+            if msg.commit > last {
+                msg.commit = last;
+                let mut ask = Message::default();
+                ask.set_msg_type(MessageType::MsgAppendResponse);
+                ask.from = self.id;
+                ask.to = msg.from;
+                ask.term = msg.term;
+                ask.reject = true;
+                ask.index = u64::MAX;
+                ask.reject_hint = last;
+                ask.request_snapshot = last.max(1);
+                ask_snapshot = Some(ask);
+            }
+        }
+        if let Err(e) = peer.raw.step(msg) {
+            tracing::debug!(node = self.id, group = env.group, error = %e, "raft step");
+        }
+        if let Some(ask) = ask_snapshot {
+            tracing::info!(
+                node = self.id,
+                group = env.group,
+                "replica is behind its leader's view; asking for a snapshot"
+            );
+            let mut outbox = HashMap::new();
+            collect_messages(peer, env.group, vec![ask], &mut outbox);
+            self.flush(&mut outbox);
+        }
+        touched.insert(env.group);
+    }
+
+    fn process_readies(&mut self, touched: &mut HashSet<u64>) -> Result<(), String> {
+        let mut batch = WriteBatch::new();
+        let mut readies = Vec::new();
+        let mut outbox: HashMap<u64, Vec<Envelope>> = HashMap::new();
+        let mut restored = Vec::new();
+        for (&group, peer) in self.peers.iter_mut() {
+            if !peer.raw.has_ready() {
+                continue;
+            }
+            touched.insert(group);
+            let mut rd = peer.raw.ready();
+            collect_messages(peer, group, rd.take_messages(), &mut outbox);
+            if !rd.snapshot().is_empty() {
+                peer.raw
+                    .mut_store()
+                    .apply_snapshot(rd.snapshot(), &mut batch)
+                    .map_err(|e| format!("group {group}: applying snapshot: {e}"))?;
+                restored.push(group);
+            }
+            let store = peer.raw.mut_store();
+            store
+                .append(rd.entries(), &mut batch)
+                .map_err(|e| format!("group {group}: append: {e}"))?;
+            if let Some(hs) = rd.hs() {
+                store
+                    .set_hard_state(hs, &mut batch)
+                    .map_err(|e| format!("group {group}: hard state: {e}"))?;
+            }
+            peer.on_read_states(rd.take_read_states());
+            let is_leader = peer.is_leader();
+            if peer.was_leader && !is_leader {
+                peer.on_lost_leadership();
+            }
+            peer.was_leader = is_leader;
+            readies.push((group, rd));
+        }
+        // Sends what may go out before persistence (a leader's appends to followers) right away.
+        self.flush(&mut outbox);
+        if !batch.is_empty() {
+            self.engine
+                .write(&batch, true)
+                .map_err(|e| format!("persisting raft state: {e}"))?;
+        }
+        for group in restored {
+            if let Some(peer) = self.peers.get_mut(&group) {
+                peer.restored().map_err(|e| format!("group {group}: {e}"))?;
+            }
+        }
+        let mut compaction = WriteBatch::new();
+        for (group, mut rd) in readies {
+            let Some(peer) = self.peers.get_mut(&group) else {
+                continue;
+            };
+            peer.apply_committed(rd.take_committed_entries())
+                .map_err(|e| format!("group {group}: {e}"))?;
+            collect_messages(peer, group, rd.take_persisted_messages(), &mut outbox);
+            let mut light = peer.raw.advance(rd);
+            collect_messages(peer, group, light.take_messages(), &mut outbox);
+            peer.apply_committed(light.take_committed_entries())
+                .map_err(|e| format!("group {group}: {e}"))?;
+            peer.raw.advance_apply();
+            peer.serve_reads();
+            peer.maybe_compact(&mut compaction)
+                .map_err(|e| format!("group {group}: compaction: {e}"))?;
+        }
+        if !compaction.is_empty() {
+            self.engine
+                .write(&compaction, false)
+                .map_err(|e| format!("compacting raft logs: {e}"))?;
+        }
+        self.flush(&mut outbox);
+        Ok(())
+    }
+
+    fn flush(&self, outbox: &mut HashMap<u64, Vec<Envelope>>) {
+        for (node, batch) in outbox.drain() {
+            if !batch.is_empty() {
+                self.transport.send(node, batch);
+            }
+        }
+    }
+
+    fn publish_status(&self, touched: &HashSet<u64>) {
+        if touched.is_empty() {
+            return;
+        }
+        let Ok(mut map) = self.status.write() else {
+            return;
+        };
+        for group in touched {
+            if let Some(peer) = self.peers.get(group) {
+                map.insert(*group, peer_status(peer));
+            }
+        }
+    }
+}
+
+fn collect_messages(
+    peer: &mut Peer,
+    group: u64,
+    msgs: Vec<Message>,
+    outbox: &mut HashMap<u64, Vec<Envelope>>,
+) {
+    for msg in msgs {
+        let bytes = match msg.write_to_bytes() {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(group, error = %e, "unencodable raft message");
+                continue;
+            }
+        };
+        if msg.get_msg_type() == MessageType::MsgSnapshot {
+            // The transport delivers best effort; if the snapshot is lost the follower rejects the next
+            // append and the leader sends a new snapshot.
+            peer.raw.report_snapshot(msg.to, SnapshotStatus::Finish);
+        }
+        outbox.entry(msg.to).or_default().push(Envelope {
+            group,
+            from: msg.from,
+            to: msg.to,
+            message: bytes.into(),
+        });
+    }
+}
+
+fn peer_status(peer: &Peer) -> GroupStatus {
+    let raft = &peer.raw.raft;
+    let store = peer.raw.store();
+    let progress = if peer.is_leader() {
+        let mut p: Vec<(u64, u64)> = raft
+            .prs()
+            .iter()
+            .map(|(id, pr)| (*id, pr.matched))
+            .collect();
+        p.sort_unstable();
+        p
+    } else {
+        Vec::new()
+    };
+    GroupStatus {
+        group: peer.group,
+        role: Role::from_raft(raft.state),
+        leader: peer.leader_id(),
+        term: raft.term,
+        commit_index: raft.raft_log.committed,
+        applied_index: store.applied().0,
+        first_index: store.first_index_value(),
+        last_index: store.last_index_value(),
+        progress,
+        recovering: peer.recovery.as_ref().is_some_and(|r| r.floor.is_none()),
+    }
+}
+
+/// Forwards raft-rs's slog records to `tracing` (raft-rs's info level is chatty, so it becomes debug).
+struct TracingDrain {
+    node: u64,
+    group: u64,
+}
+
+impl slog::Drain for TracingDrain {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(
+        &self,
+        record: &slog::Record<'_>,
+        _values: &slog::OwnedKVList,
+    ) -> Result<(), slog::Never> {
+        let (node, group) = (self.node, self.group);
+        match record.level() {
+            slog::Level::Critical | slog::Level::Error => {
+                tracing::error!(target: "raft", node, group, "{}", record.msg())
+            }
+            slog::Level::Warning => tracing::warn!(target: "raft", node, group, "{}", record.msg()),
+            slog::Level::Info => tracing::debug!(target: "raft", node, group, "{}", record.msg()),
+            _ => tracing::trace!(target: "raft", node, group, "{}", record.msg()),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,133 @@
+//! Multi-Raft on raft-rs: every range of the keyspace (and the meta group) is a Raft group with three
+//! replicas, one per node, and one driver thread per node runs all of that node's replicas.
+//!
+//! What this crate owns, and nothing else does:
+//! - the Raft log, hard state and apply state of every group, persisted in `Cf::Raft`
+//!   ([`storage::PeerStorage`]);
+//! - the ready loop ([`driver`]): one synced write batch per loop turn covers the log entries and hard
+//!   states of *every* group that had something to persist (group commit), messages that must wait for
+//!   persistence go out after the fsync, committed entries are applied with their apply state in the same
+//!   write batch as the data they produce;
+//! - proposals and linearizable reads (ReadIndex), leader transfer, log compaction, snapshots;
+//! - the transports: [`Transport`] with a batched gRPC implementation ([`grpc`]) and an in-memory one
+//!   with partition/drop/delay filters for tests ([`memory`]).
+//!
+//! What it does not know: tables, entities or locks. Those are [`StateMachine`]s: deterministic functions
+//! from committed commands to writes in the group's own keyspace ([`Span`]). raft-rs types never leave
+//! this crate: the rest of Trestle sees groups, node ids, byte commands and byte responses.
+
+mod driver;
+pub mod grpc;
+pub mod memory;
+mod peer;
+mod storage;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+
+use trestle_engine::{Cf, Engine, WriteBatch};
+
+pub use driver::{Config, GroupStatus, RaftNode, Role};
+
+/// A Raft group's replicated keyspace: the keys in `[start, end)` of `cf`. Snapshots copy exactly these
+/// keys, and a restored snapshot replaces exactly these keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    pub cf: Cf,
+    pub start: Vec<u8>,
+    /// `None`: to the end of the column family.
+    pub end: Option<Vec<u8>>,
+}
+
+/// What a node needs to know to host one replica of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDesc {
+    pub id: u64,
+    /// Node ids of the voters. Raft peer ids are node ids.
+    pub voters: Vec<u64>,
+    pub span: Span,
+}
+
+/// A group's deterministic state machine.
+///
+/// `apply` must be a pure function of the engine's contents (within the group's [`Span`]), the index and
+/// the command: it never reads a clock or randomness, so every replica produces the same writes.
+/// Deterministic failures (an entity already exists, a condition failed) are part of the response bytes.
+/// An `Err` means the node cannot go on (I/O failure, corrupt data): the driver stops the node rather than
+/// let replicas diverge.
+pub trait StateMachine: Send + 'static {
+    /// Applies the command committed at `index`. Reads go to `engine` (which already holds every earlier
+    /// entry's writes); writes go into `batch`, which the driver writes together with the new apply state.
+    fn apply(
+        &mut self,
+        engine: &dyn Engine,
+        batch: &mut WriteBatch,
+        index: u64,
+        command: &[u8],
+    ) -> Result<Vec<u8>, ApplyError>;
+
+    /// Called after a snapshot replaced the group's keyspace, so in-memory caches can be rebuilt.
+    fn on_snapshot_restored(&mut self, _engine: &dyn Engine) -> Result<(), ApplyError> {
+        Ok(())
+    }
+}
+
+/// A fatal apply failure: the replica's storage can no longer be trusted.
+#[derive(Debug, thiserror::Error)]
+#[error("apply failed: {0}")]
+pub struct ApplyError(pub String);
+
+/// Why a proposal or read was not served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// This replica is not the group's leader; the leader's node id, if known.
+    #[error("not leader (leader: {leader:?})")]
+    NotLeader { leader: Option<u64> },
+    /// The proposal was overwritten by another leader's entry: it was not applied, it may be retried.
+    #[error("proposal dropped by a leader change")]
+    Dropped,
+    /// This node hosts no replica of the group.
+    #[error("group {0} not found on this node")]
+    GroupNotFound(u64),
+    /// The node is shutting down or stopped after a fatal error.
+    #[error("node stopped")]
+    Stopped,
+    /// The proposal's outcome is unknown: it was not applied in time, or its leader stepped down before
+    /// it committed. It may still be applied.
+    #[error("proposal outcome unknown (timed out or leader stepped down)")]
+    Timeout,
+    /// The proposal is larger than the configured limit.
+    #[error("proposal too large: {0} bytes")]
+    TooLarge(usize),
+}
+
+/// A Raft message between two replicas of one group, in Trestle's own envelope. `message` is a serialized
+/// raft-rs `eraftpb::Message`; only this crate looks inside.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub group: u64,
+    pub from: u64,
+    pub to: u64,
+    pub message: bytes::Bytes,
+}
+
+impl fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Envelope(g{} {}→{} {}B)",
+            self.group,
+            self.from,
+            self.to,
+            self.message.len()
+        )
+    }
+}
+
+/// Carries envelopes to other nodes. Sending is best effort and never blocks the driver: Raft retries
+/// whatever is lost.
+pub trait Transport: Send + Sync + 'static {
+    /// Sends a batch of envelopes, all addressed to replicas on node `to_node`.
+    fn send(&self, to_node: u64, batch: Vec<Envelope>);
+}

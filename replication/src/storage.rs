@@ -1,0 +1,604 @@
+//! `PeerStorage`: one replica's Raft log, hard state and apply state, persisted in `Cf::Raft`, served to
+//! raft-rs through its [`raft::Storage`] trait.
+//!
+//! Invariants:
+//! - Every mutation is *staged* into a caller-provided [`WriteBatch`] and mirrored in memory at once; the
+//!   driver writes the batch (synced) before it tells raft-rs the entries are persisted, so raft-rs never
+//!   acts on state that is not yet durable.
+//! - `first_index = truncated_index + 1`; entries `[first_index, last_index]` are in the engine (recent
+//!   ones also in `cache`); `term(truncated_index)` is kept for log matching after compaction.
+//! - The apply state (applied index and term) is written in the same batch as the data the applied
+//!   entries produce, so after a crash a replica resumes applying exactly where its data stops.
+//! - A snapshot is the group's [`Span`] read at the applied index plus the apply state; restoring one
+//!   replaces the span's keys and the whole log in one batch.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use trestle_engine::{Cf, Engine, WriteBatch, keys};
+
+use crate::Span;
+
+/// Entries kept in memory after they are persisted, so the leader can feed followers without reads.
+const CACHE_ENTRIES: usize = 4096;
+const SNAPSHOT_FORMAT: u8 = 1;
+
+/// Raft-local state: what the log looks like (persisted at `keys::raft_local_key`).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct LocalState {
+    last_index: u64,
+    truncated_index: u64,
+    truncated_term: u64,
+    conf_state: ConfState,
+}
+
+impl LocalState {
+    fn encode(&self) -> Result<Vec<u8>, raft::Error> {
+        let mut out = Vec::with_capacity(32);
+        out.extend_from_slice(&self.last_index.to_le_bytes());
+        out.extend_from_slice(&self.truncated_index.to_le_bytes());
+        out.extend_from_slice(&self.truncated_term.to_le_bytes());
+        out.extend_from_slice(&self.conf_state.write_to_bytes()?);
+        Ok(out)
+    }
+
+    fn decode(bytes: &[u8]) -> Result<LocalState, raft::Error> {
+        let u64_at = |i: usize| -> Result<u64, raft::Error> {
+            bytes
+                .get(i..i + 8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+                .ok_or_else(|| corrupt("raft-local state too short"))
+        };
+        Ok(LocalState {
+            last_index: u64_at(0)?,
+            truncated_index: u64_at(8)?,
+            truncated_term: u64_at(16)?,
+            conf_state: ConfState::parse_from_bytes(&bytes[24..])?,
+        })
+    }
+}
+
+fn corrupt(what: &str) -> raft::Error {
+    raft::Error::Store(StorageError::Other(what.to_string().into()))
+}
+
+fn engine_err(e: trestle_engine::Error) -> raft::Error {
+    raft::Error::Store(StorageError::Other(Box::new(e)))
+}
+
+fn encode_u64_pair(a: u64, b: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    out.extend_from_slice(&a.to_le_bytes());
+    out.extend_from_slice(&b.to_le_bytes());
+    out
+}
+
+fn decode_u64_pair(bytes: &[u8]) -> Option<(u64, u64)> {
+    let a = u64::from_le_bytes(bytes.get(0..8)?.try_into().ok()?);
+    let b = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
+    Some((a, b))
+}
+
+pub(crate) struct PeerStorage {
+    group: u64,
+    engine: Arc<dyn Engine>,
+    span: Span,
+    hard_state: HardState,
+    local: LocalState,
+    last_term: u64,
+    applied_index: u64,
+    applied_term: u64,
+    /// Contiguous persisted-or-staged entries ending at `last_index`.
+    cache: VecDeque<Entry>,
+}
+
+impl PeerStorage {
+    /// Loads a replica's state, or bootstraps it (empty log, `voters` as the configuration) when the
+    /// engine has none. Returns the storage and whether it was newly created.
+    pub(crate) fn open(
+        group: u64,
+        engine: Arc<dyn Engine>,
+        span: Span,
+        voters: &[u64],
+    ) -> Result<(PeerStorage, bool), raft::Error> {
+        let local_bytes = engine
+            .get(Cf::Raft, &keys::raft_local_key(group))
+            .map_err(engine_err)?;
+        let created = local_bytes.is_none();
+        let local = match local_bytes {
+            Some(b) => LocalState::decode(&b)?,
+            None => LocalState {
+                conf_state: ConfState {
+                    voters: voters.to_vec(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        };
+        let hard_state = match engine
+            .get(Cf::Raft, &keys::hard_state_key(group))
+            .map_err(engine_err)?
+        {
+            Some(b) => HardState::parse_from_bytes(&b)?,
+            None => HardState::default(),
+        };
+        let (applied_index, applied_term) = match engine
+            .get(Cf::Raft, &keys::apply_state_key(group))
+            .map_err(engine_err)?
+        {
+            Some(b) => decode_u64_pair(&b).ok_or_else(|| corrupt("apply state too short"))?,
+            None => (local.truncated_index, local.truncated_term),
+        };
+        let mut storage = PeerStorage {
+            group,
+            engine,
+            span,
+            hard_state,
+            local,
+            last_term: 0,
+            applied_index,
+            applied_term,
+            cache: VecDeque::new(),
+        };
+        storage.last_term = if storage.local.last_index == storage.local.truncated_index {
+            storage.local.truncated_term
+        } else {
+            storage.read_entry(storage.local.last_index)?.term
+        };
+        if created {
+            let mut batch = WriteBatch::new();
+            storage.stage_local(&mut batch)?;
+            storage.engine.write(&batch, true).map_err(engine_err)?;
+        }
+        Ok((storage, created))
+    }
+
+    pub(crate) fn applied(&self) -> (u64, u64) {
+        (self.applied_index, self.applied_term)
+    }
+
+    pub(crate) fn conf_state(&self) -> &ConfState {
+        &self.local.conf_state
+    }
+
+    pub(crate) fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
+    pub(crate) fn first_index_value(&self) -> u64 {
+        self.local.truncated_index + 1
+    }
+
+    pub(crate) fn last_index_value(&self) -> u64 {
+        self.local.last_index
+    }
+
+    fn stage_local(&self, batch: &mut WriteBatch) -> Result<(), raft::Error> {
+        batch.put(
+            Cf::Raft,
+            keys::raft_local_key(self.group),
+            self.local.encode()?,
+        );
+        Ok(())
+    }
+
+    /// Stages `entries` (from a Ready) for appending, truncating any conflicting tail of the log.
+    pub(crate) fn append(
+        &mut self,
+        entries: &[Entry],
+        batch: &mut WriteBatch,
+    ) -> Result<(), raft::Error> {
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(());
+        };
+        for e in entries {
+            batch.put(
+                Cf::Raft,
+                keys::log_key(self.group, e.index),
+                e.write_to_bytes()?,
+            );
+        }
+        if last.index < self.local.last_index {
+            batch.delete_range(
+                Cf::Raft,
+                keys::log_key(self.group, last.index + 1),
+                keys::log_key(self.group, self.local.last_index + 1),
+            );
+        }
+        while self.cache.back().is_some_and(|e| e.index >= first.index) {
+            self.cache.pop_back();
+        }
+        if self
+            .cache
+            .back()
+            .is_some_and(|e| e.index + 1 != first.index)
+        {
+            self.cache.clear();
+        }
+        self.cache.extend(entries.iter().cloned());
+        while self.cache.len() > CACHE_ENTRIES {
+            self.cache.pop_front();
+        }
+        self.local.last_index = last.index;
+        self.last_term = last.term;
+        self.stage_local(batch)
+    }
+
+    pub(crate) fn set_hard_state(
+        &mut self,
+        hs: &HardState,
+        batch: &mut WriteBatch,
+    ) -> Result<(), raft::Error> {
+        self.hard_state = hs.clone();
+        batch.put(
+            Cf::Raft,
+            keys::hard_state_key(self.group),
+            hs.write_to_bytes()?,
+        );
+        Ok(())
+    }
+
+    /// Raises the persisted commit index (never lowers it), so that on restart `applied <= committed`.
+    pub(crate) fn set_commit(
+        &mut self,
+        commit: u64,
+        batch: &mut WriteBatch,
+    ) -> Result<(), raft::Error> {
+        if commit > self.hard_state.commit {
+            let mut hs = self.hard_state.clone();
+            hs.commit = commit;
+            self.set_hard_state(&hs, batch)?;
+        }
+        Ok(())
+    }
+
+    /// Stages the apply state after applying entry `index` of `term`; the caller writes it in the same
+    /// batch as the entry's data, then calls [`PeerStorage::applied_to`].
+    pub(crate) fn stage_apply_state(&self, index: u64, term: u64, batch: &mut WriteBatch) {
+        batch.put(
+            Cf::Raft,
+            keys::apply_state_key(self.group),
+            encode_u64_pair(index, term),
+        );
+    }
+
+    pub(crate) fn applied_to(&mut self, index: u64, term: u64) {
+        self.applied_index = index;
+        self.applied_term = term;
+    }
+
+    pub(crate) fn set_conf_state(
+        &mut self,
+        cs: ConfState,
+        batch: &mut WriteBatch,
+    ) -> Result<(), raft::Error> {
+        self.local.conf_state = cs;
+        self.stage_local(batch)
+    }
+
+    /// Stages discarding log entries up to and including `index` (which must be applied).
+    pub(crate) fn compact_to(
+        &mut self,
+        index: u64,
+        batch: &mut WriteBatch,
+    ) -> Result<(), raft::Error> {
+        if index <= self.local.truncated_index || index > self.applied_index {
+            return Ok(());
+        }
+        let term = self.entry_term(index)?;
+        batch.delete_range(
+            Cf::Raft,
+            keys::log_key(self.group, self.local.truncated_index + 1),
+            keys::log_key(self.group, index + 1),
+        );
+        self.local.truncated_index = index;
+        self.local.truncated_term = term;
+        while self.cache.front().is_some_and(|e| e.index <= index) {
+            self.cache.pop_front();
+        }
+        self.stage_local(batch)
+    }
+
+    /// Stages restoring `snap` (sent by the leader): the span's keys are replaced by the snapshot's, the
+    /// log is emptied, and the apply state jumps to the snapshot index.
+    pub(crate) fn apply_snapshot(
+        &mut self,
+        snap: &Snapshot,
+        batch: &mut WriteBatch,
+    ) -> Result<(), raft::Error> {
+        let meta = snap.get_metadata();
+        let span = &self.span;
+        match &span.end {
+            Some(end) => batch.delete_range(span.cf, span.start.clone(), end.clone()),
+            // No Trestle key starts with 0xFF (data keys start with a table id whose escaped UTF-8 keys
+            // never contain 0xFF; meta keys start with 0x01), so 32 0xFF bytes bound every key.
+            None => batch.delete_range(span.cf, span.start.clone(), vec![0xFF; 32]),
+        }
+        for (key, value) in decode_snapshot_data(snap.get_data())? {
+            batch.put(span.cf, key, value);
+        }
+        batch.delete_range(
+            Cf::Raft,
+            keys::log_prefix(self.group),
+            keys::log_key(self.group, u64::MAX),
+        );
+        self.cache.clear();
+        self.local.last_index = meta.index;
+        self.local.truncated_index = meta.index;
+        self.local.truncated_term = meta.term;
+        self.local.conf_state = meta.get_conf_state().clone();
+        self.last_term = meta.term;
+        let mut hs = self.hard_state.clone();
+        hs.term = hs.term.max(meta.term);
+        hs.commit = hs.commit.max(meta.index);
+        self.set_hard_state(&hs, batch)?;
+        self.stage_apply_state(meta.index, meta.term, batch);
+        self.applied_to(meta.index, meta.term);
+        self.stage_local(batch)
+    }
+
+    fn read_entry(&self, index: u64) -> Result<Entry, raft::Error> {
+        if let Some(front) = self.cache.front()
+            && index >= front.index
+            && let Some(e) = self.cache.get((index - front.index) as usize)
+        {
+            return Ok(e.clone());
+        }
+        match self
+            .engine
+            .get(Cf::Raft, &keys::log_key(self.group, index))
+            .map_err(engine_err)?
+        {
+            Some(b) => Ok(Entry::parse_from_bytes(&b)?),
+            None => Err(raft::Error::Store(StorageError::Unavailable)),
+        }
+    }
+
+    fn entry_term(&self, index: u64) -> Result<u64, raft::Error> {
+        if index == self.local.truncated_index {
+            return Ok(self.local.truncated_term);
+        }
+        if index == self.local.last_index {
+            return Ok(self.last_term);
+        }
+        Ok(self.read_entry(index)?.term)
+    }
+
+    /// The group's keyspace and apply state as a Raft snapshot (built from one engine snapshot).
+    fn build_snapshot(&self) -> Result<Snapshot, raft::Error> {
+        let view = self.engine.snapshot();
+        let mut data = vec![SNAPSHOT_FORMAT];
+        let iter = view
+            .scan(self.span.cf, &self.span.start, self.span.end.as_deref())
+            .map_err(engine_err)?;
+        for kv in iter {
+            let (k, v) = kv.map_err(engine_err)?;
+            data.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            data.extend_from_slice(&k);
+            data.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            data.extend_from_slice(&v);
+        }
+        let mut snap = Snapshot::default();
+        snap.set_data(data.into());
+        let meta = snap.mut_metadata();
+        meta.index = self.applied_index;
+        meta.term = self.applied_term;
+        meta.set_conf_state(self.local.conf_state.clone());
+        Ok(snap)
+    }
+}
+
+/// Decodes a snapshot's key-value records.
+fn decode_snapshot_data(data: &[u8]) -> Result<Vec<trestle_engine::KvPair>, raft::Error> {
+    let Some((&format, mut rest)) = data.split_first() else {
+        return Err(corrupt("empty snapshot data"));
+    };
+    if format != SNAPSHOT_FORMAT {
+        return Err(corrupt("unknown snapshot format"));
+    }
+    let mut out = Vec::new();
+    let take = |rest: &mut &[u8]| -> Result<Vec<u8>, raft::Error> {
+        let len = rest
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+            .ok_or_else(|| corrupt("truncated snapshot"))? as usize;
+        let bytes = rest
+            .get(4..4 + len)
+            .ok_or_else(|| corrupt("truncated snapshot"))?
+            .to_vec();
+        *rest = &rest[4 + len..];
+        Ok(bytes)
+    };
+    while !rest.is_empty() {
+        let k = take(&mut rest)?;
+        let v = take(&mut rest)?;
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+impl raft::Storage for PeerStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(
+            self.hard_state.clone(),
+            self.local.conf_state.clone(),
+        ))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.local.truncated_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.local.last_index + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        let mut out = Vec::with_capacity((high - low) as usize);
+        let mut size = 0u64;
+        for index in low..high {
+            let e = self.read_entry(index)?;
+            size += u64::from(e.compute_size());
+            if !out.is_empty() && size > max_size {
+                break;
+            }
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx < self.local.truncated_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.local.last_index {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        self.entry_term(idx)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.local.truncated_index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.local.last_index)
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        if self.applied_index < request_index {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        self.build_snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::Storage as _;
+    use trestle_engine::MemoryEngine;
+
+    fn span() -> Span {
+        Span {
+            cf: Cf::Data,
+            start: vec![],
+            end: None,
+        }
+    }
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            data: vec![index as u8].into(),
+            ..Default::default()
+        }
+    }
+
+    fn open(engine: &Arc<dyn Engine>) -> PeerStorage {
+        PeerStorage::open(7, engine.clone(), span(), &[1, 2, 3])
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn bootstraps_with_voters_then_reloads_appended_entries() {
+        let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+        let mut s = open(&engine);
+        assert_eq!(s.initial_state().unwrap().conf_state.voters, vec![1, 2, 3]);
+        let mut batch = WriteBatch::new();
+        s.append(&[entry(1, 1), entry(2, 1), entry(3, 2)], &mut batch)
+            .unwrap();
+        s.set_hard_state(
+            &HardState {
+                term: 2,
+                vote: 1,
+                commit: 2,
+                ..Default::default()
+            },
+            &mut batch,
+        )
+        .unwrap();
+        engine.write(&batch, true).unwrap();
+
+        let s2 = open(&engine);
+        assert_eq!(s2.last_index().unwrap(), 3);
+        assert_eq!(s2.term(3).unwrap(), 2);
+        assert_eq!(
+            s2.entries(1, 4, None, GetEntriesContext::empty(false))
+                .unwrap()
+                .len(),
+            3
+        );
+        assert_eq!(s2.initial_state().unwrap().hard_state.commit, 2);
+    }
+
+    #[test]
+    fn conflicting_append_truncates_the_tail() {
+        let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+        let mut s = open(&engine);
+        let mut batch = WriteBatch::new();
+        s.append(&[entry(1, 1), entry(2, 1), entry(3, 1)], &mut batch)
+            .unwrap();
+        s.append(&[entry(2, 2)], &mut batch).unwrap();
+        engine.write(&batch, true).unwrap();
+        let s2 = open(&engine);
+        assert_eq!(s2.last_index().unwrap(), 2);
+        assert_eq!(s2.term(2).unwrap(), 2);
+        assert!(
+            s2.entries(3, 4, None, GetEntriesContext::empty(false))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn compaction_keeps_the_truncated_term_and_snapshot_restores_the_span() {
+        let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+        let mut s = open(&engine);
+        let mut batch = WriteBatch::new();
+        s.append(&[entry(1, 1), entry(2, 1), entry(3, 2)], &mut batch)
+            .unwrap();
+        batch.put(Cf::Data, b"k1".to_vec(), b"v1".to_vec());
+        s.stage_apply_state(3, 2, &mut batch);
+        s.applied_to(3, 2);
+        s.compact_to(2, &mut batch).unwrap();
+        engine.write(&batch, true).unwrap();
+        assert_eq!(s.first_index().unwrap(), 3);
+        assert_eq!(s.term(2).unwrap(), 1);
+        assert!(matches!(
+            s.entries(2, 3, None, GetEntriesContext::empty(false)),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+
+        let snap = s.snapshot(3, 2).unwrap();
+        assert_eq!(snap.get_metadata().index, 3);
+
+        let other: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+        let mut t = open(&other);
+        let mut batch = WriteBatch::new();
+        batch.put(Cf::Data, b"stale".to_vec(), b"x".to_vec());
+        other.write(&batch, true).unwrap();
+        let mut batch = WriteBatch::new();
+        t.apply_snapshot(&snap, &mut batch).unwrap();
+        other.write(&batch, true).unwrap();
+        assert_eq!(other.get(Cf::Data, b"k1").unwrap(), Some(b"v1".to_vec()));
+        assert_eq!(other.get(Cf::Data, b"stale").unwrap(), None);
+        let t2 = open(&other);
+        assert_eq!(t2.applied(), (3, 2));
+        assert_eq!(t2.first_index().unwrap(), 4);
+        assert_eq!(t2.last_index().unwrap(), 3);
+    }
+}

@@ -1,0 +1,345 @@
+//! In-process Raft clusters on the memory engine and the memory network: replication, elections,
+//! partitions, restarts and snapshots, with a tiny key-value state machine.
+//!
+//! Tests wait on conditions with deadlines (`eventually`), never on fixed sleeps.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use trestle_engine::{Cf, Engine, MemoryEngine, WriteBatch};
+
+use crate::memory::MemoryNetwork;
+use crate::{ApplyError, Config, GroupDesc, ProposeError, RaftNode, Span, StateMachine};
+
+const GROUP: u64 = 7;
+
+/// `key=value` puts `value` at `key` in `Cf::Data`; the response is the applied index.
+struct KvMachine;
+
+impl StateMachine for KvMachine {
+    fn apply(
+        &mut self,
+        _engine: &dyn Engine,
+        batch: &mut WriteBatch,
+        index: u64,
+        command: &[u8],
+    ) -> Result<Vec<u8>, ApplyError> {
+        let text = std::str::from_utf8(command).map_err(|e| ApplyError(e.to_string()))?;
+        if let Some((k, v)) = text.split_once('=') {
+            batch.put(Cf::Data, k.as_bytes().to_vec(), v.as_bytes().to_vec());
+        }
+        Ok(index.to_le_bytes().to_vec())
+    }
+}
+
+fn desc() -> GroupDesc {
+    GroupDesc {
+        id: GROUP,
+        voters: vec![1, 2, 3],
+        span: Span {
+            cf: Cf::Data,
+            start: vec![],
+            end: None,
+        },
+    }
+}
+
+struct Cluster {
+    net: Arc<MemoryNetwork>,
+    engines: Vec<Arc<MemoryEngine>>,
+    nodes: Vec<Option<Arc<RaftNode>>>,
+    config: Config,
+}
+
+impl Cluster {
+    async fn new(config: Config) -> Cluster {
+        let mut c = Cluster {
+            net: Arc::new(MemoryNetwork::new()),
+            engines: (0..3).map(|_| Arc::new(MemoryEngine::new())).collect(),
+            nodes: vec![None, None, None],
+            config,
+        };
+        for id in 1..=3 {
+            c.start(id).await;
+        }
+        c
+    }
+
+    async fn start(&mut self, id: u64) {
+        let engine: Arc<dyn Engine> = self.engines[(id - 1) as usize].clone();
+        let node = Arc::new(
+            RaftNode::start(id, engine, self.net.transport(id), self.config.clone()).unwrap(),
+        );
+        self.net.register(id, node.mailbox());
+        node.create_group(desc(), Box::new(KvMachine))
+            .await
+            .unwrap();
+        self.nodes[(id - 1) as usize] = Some(node);
+    }
+
+    fn stop(&mut self, id: u64) {
+        self.net.unregister(id);
+        if let Some(n) = self.nodes[(id - 1) as usize].take() {
+            n.shutdown();
+        }
+    }
+
+    fn node(&self, id: u64) -> &Arc<RaftNode> {
+        self.nodes[(id - 1) as usize]
+            .as_ref()
+            .expect("node is running")
+    }
+
+    async fn leader(&self, among: &[u64]) -> u64 {
+        eventually(Duration::from_secs(10), || {
+            among.iter().copied().find(|&id| {
+                self.nodes[(id - 1) as usize]
+                    .as_ref()
+                    .and_then(|n| n.group_status(GROUP))
+                    .is_some_and(|s| s.role == crate::Role::Leader)
+            })
+        })
+        .await
+        .expect("a leader is elected")
+    }
+
+    /// Proposes through whichever of `among` leads, retrying across elections.
+    async fn must_put(&self, among: &[u64], key: &str, value: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let leader = self.leader(among).await;
+            match self
+                .node(leader)
+                .propose(GROUP, format!("{key}={value}").into_bytes())
+                .await
+            {
+                Ok(_) => return,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "retrying proposal");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("put {key} failed: {e}"),
+            }
+        }
+    }
+
+    fn get(&self, id: u64, key: &str) -> Option<String> {
+        self.engines[(id - 1) as usize]
+            .get(Cf::Data, key.as_bytes())
+            .unwrap()
+            .map(|v| String::from_utf8(v).unwrap())
+    }
+
+    async fn must_get_equal(&self, id: u64, key: &str, value: &str) {
+        let found = eventually(Duration::from_secs(10), || {
+            (self.get(id, key).as_deref() == Some(value)).then_some(())
+        })
+        .await;
+        assert!(
+            found.is_some(),
+            "node {id}: {key} = {:?}, want {value}",
+            self.get(id, key)
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for id in 1..=3 {
+            self.stop(id);
+        }
+    }
+}
+
+/// Polls `f` until it returns `Some` or the deadline passes.
+async fn eventually<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t01_a_write_reaches_all_three_replicas() {
+    let c = Cluster::new(Config::for_test()).await;
+    c.must_put(&[1, 2, 3], "k1", "v1").await;
+    for id in 1..=3 {
+        c.must_get_equal(id, "k1", "v1").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t02_followers_refuse_proposals_and_name_the_leader() {
+    let c = Cluster::new(Config::for_test()).await;
+    let leader = c.leader(&[1, 2, 3]).await;
+    c.must_put(&[1, 2, 3], "k", "v").await;
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let err = c
+        .node(follower)
+        .propose(GROUP, b"x=y".to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ProposeError::NotLeader {
+            leader: Some(leader)
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t03_leader_failure_elects_a_new_leader_and_writes_continue() {
+    let mut c = Cluster::new(Config::for_test()).await;
+    c.must_put(&[1, 2, 3], "before", "1").await;
+    let old = c.leader(&[1, 2, 3]).await;
+    c.stop(old);
+    let rest: Vec<u64> = (1..=3).filter(|&id| id != old).collect();
+    c.must_put(&rest, "after", "2").await;
+    for &id in &rest {
+        c.must_get_equal(id, "before", "1").await;
+        c.must_get_equal(id, "after", "2").await;
+    }
+    // The old leader restarts from its engine and catches up.
+    c.start(old).await;
+    c.must_get_equal(old, "after", "2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t04_minority_partition_cannot_commit_majority_keeps_going() {
+    let c = Cluster::new(Config::for_test()).await;
+    c.must_put(&[1, 2, 3], "a", "1").await;
+    let leader = c.leader(&[1, 2, 3]).await;
+    let others: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    c.net.partition(&[&[leader], &others]);
+
+    // The isolated old leader cannot commit: its proposal never applies.
+    let isolated = c.node(leader).clone();
+    let stuck = tokio::time::timeout(
+        Duration::from_millis(600),
+        isolated.propose(GROUP, b"lost=1".to_vec()),
+    )
+    .await;
+    assert!(
+        !matches!(stuck, Ok(Ok(_))),
+        "a minority leader acknowledged a write"
+    );
+
+    c.must_put(&others, "b", "2").await;
+    c.net.heal();
+    for id in 1..=3 {
+        c.must_get_equal(id, "b", "2").await;
+    }
+    // The minority's unacknowledged entry was overwritten, never applied anywhere.
+    for id in 1..=3 {
+        assert_eq!(c.get(id, "lost"), None, "node {id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t05_read_index_is_refused_by_a_deposed_leader() {
+    let c = Cluster::new(Config::for_test()).await;
+    c.must_put(&[1, 2, 3], "a", "1").await;
+    let leader = c.leader(&[1, 2, 3]).await;
+    c.node(leader).read_index(GROUP).await.unwrap();
+    let others: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    c.net.partition(&[&[leader], &others]);
+    c.must_put(&others, "a", "2").await;
+    // The old leader must not serve a stale read: ReadIndex needs a quorum it no longer has.
+    let stale =
+        tokio::time::timeout(Duration::from_millis(800), c.node(leader).read_index(GROUP)).await;
+    assert!(
+        !matches!(stale, Ok(Ok(()))),
+        "a deposed leader served a linearizable read"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t06_wiped_replica_is_restored_by_snapshot() {
+    let config = Config {
+        log_compact_threshold: 20,
+        ..Config::for_test()
+    };
+    let mut c = Cluster::new(config).await;
+    for i in 0..100 {
+        c.must_put(&[1, 2, 3], &format!("k{i:03}"), &i.to_string())
+            .await;
+    }
+    let leader = c.leader(&[1, 2, 3]).await;
+    let first = c.node(leader).group_status(GROUP).unwrap().first_index;
+    assert!(
+        first > 50,
+        "the leader's log was compacted (first index {first})"
+    );
+
+    let victim = (1..=3).find(|&id| id != leader).unwrap();
+    c.stop(victim);
+    c.engines[(victim - 1) as usize] = Arc::new(MemoryEngine::new());
+    c.config.recovering = true;
+    c.start(victim).await;
+    c.must_put(&[1, 2, 3], "after-wipe", "yes").await;
+    c.must_get_equal(victim, "k000", "0").await;
+    c.must_get_equal(victim, "k099", "99").await;
+    c.must_get_equal(victim, "after-wipe", "yes").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t07_leader_transfer_moves_leadership() {
+    let c = Cluster::new(Config::for_test()).await;
+    c.must_put(&[1, 2, 3], "a", "1").await;
+    let leader = c.leader(&[1, 2, 3]).await;
+    let target = (1..=3).find(|&id| id != leader).unwrap();
+    c.node(leader).transfer_leader(GROUP, target).await.unwrap();
+    let moved = eventually(Duration::from_secs(5), || {
+        (c.node(target).group_status(GROUP).map(|s| s.role) == Some(crate::Role::Leader))
+            .then_some(())
+    })
+    .await;
+    assert!(moved.is_some(), "leadership moved to node {target}");
+    c.must_put(&[target], "b", "2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t08_restart_of_every_node_keeps_every_acknowledged_write() {
+    let mut c = Cluster::new(Config::for_test()).await;
+    for i in 0..30 {
+        c.must_put(&[1, 2, 3], &format!("k{i}"), "v").await;
+    }
+    for id in 1..=3 {
+        c.stop(id);
+    }
+    // Power loss: only what was synced survives.
+    for e in c.engines.iter_mut() {
+        *e = Arc::new(e.crash_copy());
+    }
+    for id in 1..=3 {
+        c.start(id).await;
+    }
+    for id in 1..=3 {
+        for i in 0..30 {
+            c.must_get_equal(id, &format!("k{i}"), "v").await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t09_message_loss_and_delay_do_not_lose_writes() {
+    let c = Cluster::new(Config::for_test()).await;
+    c.net.set_drop_rate(0.2);
+    c.net.set_delay(Duration::from_millis(3));
+    for i in 0..20 {
+        c.must_put(&[1, 2, 3], &format!("k{i}"), &i.to_string())
+            .await;
+    }
+    let (_, dropped) = c.net.counters();
+    assert!(dropped > 0, "the filter dropped messages");
+    c.net.heal();
+    for id in 1..=3 {
+        c.must_get_equal(id, "k19", "19").await;
+    }
+}

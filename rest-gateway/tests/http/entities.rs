@@ -1,0 +1,267 @@
+//! Entity operations: insert, get, update, merge, upserts, delete, ETags, X-HTTP-Method.
+
+use crate::support::TestGateway;
+
+const ENTITY: &str = r#"{"PartitionKey":"pk","RowKey":"rk","age":"39","age@odata.type":"Edm.Int64","ratio":3.0,
+    "Birthday":"1973-10-04T00:00:00Z","Birthday@odata.type":"Edm.DateTime","binary":"YmluYXJ5",
+    "binary@odata.type":"Edm.Binary","clsid":"c9da6455-213d-42c9-9a79-3e9149a57833","clsid@odata.type":"Edm.Guid",
+    "name":"x","count":7,"ok":true}"#;
+
+#[tokio::test]
+async fn insert_echoes_the_entity_with_etag_and_location() {
+    let gw = TestGateway::start().await;
+    gw.must_create_table("tab1").await;
+    let resp = gw.request("POST", "tab1").json(ENTITY).send().await;
+    assert_eq!(resp.status, 201, "{}", resp.body);
+    let etag = resp.header("etag").unwrap().to_string();
+    assert!(
+        etag.starts_with("W/\"datetime'") && etag.contains("%3A"),
+        "{etag}"
+    );
+    assert_eq!(
+        resp.header("location"),
+        Some(format!("{}/tab1(PartitionKey='pk',RowKey='rk')", gw.base()).as_str())
+    );
+    let body = resp.json();
+    assert_eq!(
+        body["odata.metadata"],
+        format!("{}/$metadata#tab1/@Element", gw.base())
+    );
+    assert_eq!(body["odata.etag"], etag);
+    assert_eq!(body["age"], "39");
+    assert_eq!(body["age@odata.type"], "Edm.Int64");
+    assert_eq!(body["Birthday"], "1973-10-04T00:00:00.0000000Z");
+    assert_eq!(body["clsid@odata.type"], "Edm.Guid");
+    assert_eq!(body["count"], 7);
+    assert!(body.get("count@odata.type").is_none());
+    assert!(body.get("Timestamp@odata.type").is_none());
+    assert!(
+        resp.body.contains("\"ratio\":3.0"),
+        "whole doubles keep .0: {}",
+        resp.body
+    );
+}
+
+#[tokio::test]
+async fn get_entity_with_select_and_metadata_levels() {
+    let gw = TestGateway::start().await;
+    gw.must_create_table("tab1").await;
+    let etag = gw.must_insert("tab1", ENTITY).await;
+    let resp = gw
+        .request("GET", "tab1(PartitionKey='pk',RowKey='rk')")
+        .send()
+        .await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("etag"), Some(etag.as_str()));
+    assert_eq!(resp.json()["binary"], "YmluYXJ5");
+
+    let resp = gw
+        .request(
+            "GET",
+            "tab1(PartitionKey='pk',RowKey='rk')?$select=name,missing",
+        )
+        .send()
+        .await;
+    let body = resp.json();
+    assert_eq!(body["name"], "x");
+    assert!(body["missing"].is_null() && body.as_object().unwrap().contains_key("missing"));
+    assert!(body.get("count").is_none());
+
+    let resp = gw
+        .request("GET", "tab1(PartitionKey='pk',RowKey='rk')")
+        .header("Accept", "application/json;odata=nometadata")
+        .send()
+        .await;
+    assert_eq!(
+        resp.header("content-type"),
+        Some("application/json;odata=nometadata;streaming=true;charset=utf-8")
+    );
+    assert!(!resp.body.contains("odata"), "{}", resp.body);
+
+    let resp = gw
+        .request(
+            "GET",
+            "tab1(PartitionKey='pk',RowKey='rk')?$format=application/json;odata=fullmetadata",
+        )
+        .send()
+        .await;
+    let body = resp.json();
+    assert_eq!(body["odata.type"], "devstoreaccount1.tab1");
+    assert_eq!(
+        body["odata.editLink"],
+        "tab1(PartitionKey='pk',RowKey='rk')"
+    );
+    assert_eq!(body["Timestamp@odata.type"], "Edm.DateTime");
+}
+
+#[tokio::test]
+async fn keys_with_quotes_and_unicode_round_trip() {
+    let gw = TestGateway::start().await;
+    gw.must_create_table("tab1").await;
+    gw.must_insert("tab1", r#"{"PartitionKey":"it's","RowKey":"ü b","v":1}"#)
+        .await;
+    let resp = gw
+        .request("GET", "tab1(PartitionKey='it''s',RowKey='%C3%BC%20b')")
+        .send()
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(resp.json()["PartitionKey"], "it's");
+    let resp = gw
+        .request("GET", "tab1(PartitionKey='it%27%27s',RowKey='%C3%BC%20b')")
+        .send()
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+}
+
+#[tokio::test]
+async fn update_requires_matching_etag_and_upsert_needs_none() {
+    let gw = TestGateway::start().await;
+    gw.must_create_table("tab1").await;
+    let path = "tab1(PartitionKey='p',RowKey='r')";
+    // Insert-or-replace creates.
+    let resp = gw
+        .request("PUT", path)
+        .json(r#"{"a":1,"b":2}"#)
+        .send()
+        .await;
+    assert_eq!(resp.status, 204, "{}", resp.body);
+    let etag1 = resp.header("etag").unwrap().to_string();
+    // Replace with the right ETag.
+    let resp = gw
+        .request("PUT", path)
+        .json(r#"{"a":10}"#)
+        .header("If-Match", &etag1)
+        .send()
+        .await;
+    assert_eq!(resp.status, 204);
+    let etag2 = resp.header("etag").unwrap().to_string();
+    assert_ne!(etag1, etag2);
+    // Stale ETag: 412, XML body when the client does not accept JSON.
+    let resp = gw
+        .request("PUT", path)
+        .json(r#"{"a":11}"#)
+        .header("If-Match", &etag1)
+        .header("Accept", "application/xml")
+        .send()
+        .await;
+    resp.assert_error(412, "UpdateConditionNotSatisfied");
+    assert!(resp.body.starts_with("<?xml version=\"1.0\" encoding=\"utf-8\"?><error xmlns=\"http://schemas.microsoft.com/ado/2007/08/dataservices/metadata\">"));
+    // Replace removed b.
+    let body = gw.request("GET", path).send().await.json();
+    assert_eq!(body["a"], 10);
+    assert!(body.get("b").is_none());
+    // Merge keeps a, adds c (PATCH and MERGE both).
+    let resp = gw
+        .request("PATCH", path)
+        .json(r#"{"c":3}"#)
+        .header("If-Match", "*")
+        .send()
+        .await;
+    assert_eq!(resp.status, 204);
+    let resp = gw
+        .request("MERGE", path)
+        .json(r#"{"d":4}"#)
+        .header("If-Match", "*")
+        .send()
+        .await;
+    assert_eq!(resp.status, 204);
+    let body = gw.request("GET", path).send().await.json();
+    assert_eq!(
+        (body["a"].as_i64(), body["c"].as_i64(), body["d"].as_i64()),
+        (Some(10), Some(3), Some(4))
+    );
+    // Update with If-Match on a missing entity: 404.
+    let resp = gw
+        .request("PUT", "tab1(PartitionKey='p',RowKey='none')")
+        .json("{}")
+        .header("If-Match", "*")
+        .send()
+        .await;
+    resp.assert_error(404, "ResourceNotFound");
+    // Insert-or-merge creates.
+    let resp = gw
+        .request("MERGE", "tab1(PartitionKey='p',RowKey='new')")
+        .json(r#"{"x":1}"#)
+        .send()
+        .await;
+    assert_eq!(resp.status, 204);
+}
+
+#[tokio::test]
+async fn body_keys_must_match_url_keys() {
+    let gw = TestGateway::start().await;
+    gw.must_create_table("tab1").await;
+    let resp = gw
+        .request("PUT", "tab1(PartitionKey='p',RowKey='r')")
+        .json(r#"{"PartitionKey":"other","a":1}"#)
+        .send()
+        .await;
+    resp.assert_error(400, "InvalidInput");
+}
+
+#[tokio::test]
+async fn delete_with_etag_and_star() {
+    let gw = TestGateway::start().await;
+    gw.must_create_table("tab1").await;
+    let etag = gw
+        .must_insert("tab1", r#"{"PartitionKey":"p","RowKey":"r"}"#)
+        .await;
+    let path = "tab1(PartitionKey='p',RowKey='r')";
+    let resp = gw
+        .request("DELETE", path)
+        .header("If-Match", &etag)
+        .send()
+        .await;
+    assert_eq!(resp.status, 204);
+    let resp = gw
+        .request("DELETE", path)
+        .header("If-Match", "*")
+        .send()
+        .await;
+    resp.assert_error(404, "ResourceNotFound");
+}
+
+#[tokio::test]
+async fn x_http_method_tunnels_through_post() {
+    let gw = TestGateway::start().await;
+    gw.must_create_table("tab1").await;
+    gw.must_insert("tab1", r#"{"PartitionKey":"p","RowKey":"r","a":1}"#)
+        .await;
+    let path = "tab1(PartitionKey='p',RowKey='r')";
+    let resp = gw
+        .request("POST", path)
+        .header("X-HTTP-Method", "MERGE")
+        .header("If-Match", "*")
+        .json(r#"{"b":2}"#)
+        .send()
+        .await;
+    assert_eq!(resp.status, 204, "{}", resp.body);
+    let body = gw.request("GET", path).send().await.json();
+    assert_eq!((body["a"].as_i64(), body["b"].as_i64()), (Some(1), Some(2)));
+    let resp = gw
+        .request("POST", path)
+        .header("X-HTTP-Method", "DELETE")
+        .header("If-Match", "*")
+        .send()
+        .await;
+    assert_eq!(resp.status, 204);
+    gw.request("GET", path)
+        .send()
+        .await
+        .assert_error(404, "ResourceNotFound");
+}
+
+#[tokio::test]
+async fn entity_type_round_trip_in_nometadata_keeps_int64_as_string() {
+    let gw = TestGateway::start().await;
+    gw.must_create_table("tab1").await;
+    gw.must_insert("tab1", r#"{"PartitionKey":"p","RowKey":"r","big":"9223372036854775807","big@odata.type":"Edm.Int64","nan":"NaN","nan@odata.type":"Edm.Double"}"#).await;
+    let body = gw
+        .request("GET", "tab1(PartitionKey='p',RowKey='r')")
+        .send()
+        .await
+        .json();
+    assert_eq!(body["big"], "9223372036854775807");
+    assert_eq!(body["nan"], "NaN");
+    assert_eq!(body["nan@odata.type"], "Edm.Double");
+}

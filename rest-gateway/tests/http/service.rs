@@ -1,0 +1,162 @@
+//! Service properties, stats and CORS.
+
+use crate::support::{Auth, TestGateway};
+
+const CORS_PROPERTIES: &str = "<?xml version=\"1.0\" encoding=\"utf-8\"?><StorageServiceProperties><Cors><CorsRule>\
+    <AllowedOrigins>http://app.example</AllowedOrigins><AllowedMethods>GET,PUT</AllowedMethods>\
+    <MaxAgeInSeconds>600</MaxAgeInSeconds><ExposedHeaders>x-ms-request-id</ExposedHeaders>\
+    <AllowedHeaders>x-ms-*,content-type</AllowedHeaders></CorsRule></Cors></StorageServiceProperties>";
+
+#[tokio::test]
+async fn service_properties_default_set_and_merge() {
+    let gw = TestGateway::start().await;
+    let resp = gw
+        .request("GET", "?restype=service&comp=properties")
+        .header("Accept", "application/xml")
+        .send()
+        .await;
+    assert_eq!(resp.status, 200);
+    assert!(
+        resp.body
+            .contains("<StorageServiceProperties><Logging><Version>1.0</Version>"),
+        "{}",
+        resp.body
+    );
+    let resp = gw
+        .request("PUT", "?restype=service&comp=properties")
+        .header("Content-Type", "application/xml")
+        .body(CORS_PROPERTIES.as_bytes().to_vec())
+        .send()
+        .await;
+    assert_eq!(resp.status, 202, "{}", resp.body);
+    let resp = gw
+        .request("GET", "?restype=service&comp=properties")
+        .send()
+        .await;
+    assert!(
+        resp.body.contains("<Logging><Version>1.0</Version>"),
+        "logging kept: {}",
+        resp.body
+    );
+    assert!(
+        resp.body
+            .contains("<AllowedOrigins>http://app.example</AllowedOrigins>")
+    );
+}
+
+#[tokio::test]
+async fn bad_service_properties_are_invalid_xml() {
+    let gw = TestGateway::start().await;
+    let resp = gw
+        .request("PUT", "?restype=service&comp=properties")
+        .body(b"<StorageServiceProperties><Nope/></StorageServiceProperties>".to_vec())
+        .send()
+        .await;
+    resp.assert_error(400, "InvalidXmlDocument");
+    let resp = gw
+        .request("DELETE", "?restype=service&comp=properties")
+        .send()
+        .await;
+    resp.assert_error(405, "UnsupportedHttpVerb");
+}
+
+#[tokio::test]
+async fn stats_only_on_the_secondary() {
+    let gw = TestGateway::start().await;
+    let url = format!(
+        "http://{}/devstoreaccount1-secondary/?restype=service&comp=stats",
+        gw.addr
+    );
+    let resp = gw.request_url("GET", &url).send().await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert!(
+        resp.body
+            .contains("<GeoReplication><Status>live</Status><LastSyncTime>")
+    );
+    let resp = gw
+        .request("GET", "?restype=service&comp=stats")
+        .send()
+        .await;
+    resp.assert_error(400, "InvalidQueryParameterValue");
+    // The secondary is read-only.
+    let url = format!("http://{}/devstoreaccount1-secondary/Tables", gw.addr);
+    let resp = gw
+        .request_url("POST", &url)
+        .json(r#"{"TableName":"nope"}"#)
+        .send()
+        .await;
+    resp.assert_error(403, "AuthorizationFailure");
+}
+
+#[tokio::test]
+async fn cors_preflight_and_actual_requests() {
+    let gw = TestGateway::start().await;
+    // No rules yet: preflight fails.
+    let preflight = |origin: &'static str, method: &'static str| {
+        gw.request("OPTIONS", "Tables")
+            .auth(Auth::None)
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", method)
+            .header(
+                "Access-Control-Request-Headers",
+                "x-ms-version,content-type",
+            )
+    };
+    preflight("http://app.example", "GET")
+        .send()
+        .await
+        .assert_error(403, "CorsPreflightFailure");
+    let resp = gw
+        .request("PUT", "?restype=service&comp=properties")
+        .body(CORS_PROPERTIES.as_bytes().to_vec())
+        .send()
+        .await;
+    assert_eq!(resp.status, 202);
+    let resp = preflight("http://app.example", "GET").send().await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(
+        resp.header("access-control-allow-origin"),
+        Some("http://app.example")
+    );
+    assert_eq!(resp.header("access-control-allow-methods"), Some("GET"));
+    assert_eq!(
+        resp.header("access-control-allow-headers"),
+        Some("x-ms-version,content-type")
+    );
+    assert_eq!(resp.header("access-control-max-age"), Some("600"));
+    preflight("http://evil.example", "GET")
+        .send()
+        .await
+        .assert_error(403, "CorsPreflightFailure");
+    preflight("http://app.example", "DELETE")
+        .send()
+        .await
+        .assert_error(403, "CorsPreflightFailure");
+    let resp = gw
+        .request("OPTIONS", "Tables")
+        .auth(Auth::None)
+        .send()
+        .await;
+    resp.assert_error(400, "InvalidHeaderValue");
+    // An actual request from the allowed origin gets the CORS headers.
+    let resp = gw
+        .request("GET", "Tables")
+        .header("Origin", "http://app.example")
+        .send()
+        .await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        resp.header("access-control-allow-origin"),
+        Some("http://app.example")
+    );
+    assert_eq!(
+        resp.header("access-control-expose-headers"),
+        Some("x-ms-request-id")
+    );
+    let resp = gw
+        .request("GET", "Tables")
+        .header("Origin", "http://evil.example")
+        .send()
+        .await;
+    assert!(resp.header("access-control-allow-origin").is_none());
+}

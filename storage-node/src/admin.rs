@@ -1,0 +1,119 @@
+//! The Admin gRPC service: cluster status (`trestle ctl status`), range location for the SDK's routing
+//! cache, and leader transfer.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use trestle_proto::admin::admin_server::{Admin, AdminServer};
+use trestle_proto::admin::{
+    LocateRequest, LocateResponse, NodeInfo, RangeStatus, ReplicaStatus, StatusRequest,
+    StatusResponse, TransferLeaderRequest, TransferLeaderResponse,
+};
+use trestle_replication::RaftNode;
+
+use crate::cluster::ClusterTableService;
+use crate::config::PeerConfig;
+
+pub struct AdminService {
+    pub(crate) cluster_id: String,
+    pub(crate) raft: Arc<RaftNode>,
+    pub(crate) peers: Vec<PeerConfig>,
+    pub(crate) tables: Arc<ClusterTableService>,
+}
+
+impl AdminService {
+    pub fn server(self) -> AdminServer<AdminService> {
+        AdminServer::new(self)
+    }
+
+    fn addr_of(&self, node: u64) -> String {
+        self.peers
+            .iter()
+            .find(|p| p.id == node)
+            .map(|p| p.grpc_addr.clone())
+            .unwrap_or_default()
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let ranges = self
+            .raft
+            .status()
+            .into_iter()
+            .map(|g| {
+                let replicas = vec![ReplicaStatus {
+                    node_id: self.raft.id(),
+                    role: g.role.as_str().to_string(),
+                    term: g.term,
+                    commit_index: g.commit_index,
+                    applied_index: g.applied_index,
+                    last_index: g.last_index,
+                    matched_index: 0,
+                }];
+                RangeStatus {
+                    range_id: g.group,
+                    span: self.tables.describe_range(g.group),
+                    leader_node_id: g.leader.unwrap_or_default(),
+                    replicas,
+                }
+            })
+            .collect();
+        Ok(Response::new(StatusResponse {
+            cluster_id: self.cluster_id.clone(),
+            node_id: self.raft.id(),
+            nodes: self
+                .peers
+                .iter()
+                .map(|p| NodeInfo {
+                    id: p.id,
+                    grpc_addr: p.grpc_addr.clone(),
+                    rest_addr: p.rest_addr.clone().unwrap_or_default(),
+                })
+                .collect(),
+            ranges,
+        }))
+    }
+
+    async fn locate(
+        &self,
+        request: Request<LocateRequest>,
+    ) -> Result<Response<LocateResponse>, Status> {
+        let req = request.into_inner();
+        let account = if req.account.is_empty() {
+            trestle_rest_gateway::config::DEV_ACCOUNT
+        } else {
+            &req.account
+        };
+        let range = self
+            .tables
+            .range_of_table(account, &req.table)
+            .await
+            .map_err(|e| crate::grpc_api::status_from_error(&e))?;
+        let leader = self.raft.leader(range).unwrap_or_default();
+        Ok(Response::new(LocateResponse {
+            range_id: range,
+            leader_node_id: leader,
+            leader_grpc_addr: self.addr_of(leader),
+        }))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderResponse>, Status> {
+        let req = request.into_inner();
+        if !self.peers.iter().any(|p| p.id == req.to_node_id) {
+            return Err(Status::invalid_argument(format!(
+                "node {} is not a member",
+                req.to_node_id
+            )));
+        }
+        self.raft
+            .transfer_leader(req.range_id, req.to_node_id)
+            .await
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        Ok(Response::new(TransferLeaderResponse {}))
+    }
+}

@@ -1,0 +1,159 @@
+//! `trestle ctl`: cluster status and admin actions over the Admin gRPC service.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use trestle_proto::admin::admin_client::AdminClient;
+use trestle_proto::admin::{StatusRequest, StatusResponse, TransferLeaderRequest};
+
+#[derive(Args)]
+pub struct CtlArgs {
+    /// gRPC address of any node.
+    #[arg(long, default_value = "http://127.0.0.1:10101", global = true)]
+    addr: String,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Nodes, ranges, leaders, commit and applied indexes, as every reachable node sees them.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a range's leadership to another node.
+    TransferLeader {
+        #[arg(long)]
+        range: u64,
+        #[arg(long)]
+        to: u64,
+    },
+}
+
+fn with_scheme(addr: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+async fn status_of(addr: &str) -> anyhow::Result<StatusResponse> {
+    let mut client = AdminClient::connect(with_scheme(addr))
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    Ok(client.status(StatusRequest {}).await?.into_inner())
+}
+
+pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
+    match args.command {
+        CtlCommand::Status { json } => {
+            let first = status_of(&args.addr).await?;
+            // Ask every node for its own view: each node reports the replicas it hosts.
+            let mut views = Vec::new();
+            for n in &first.nodes {
+                match status_of(&n.grpc_addr).await {
+                    Ok(s) => views.push((n.id, Some(s))),
+                    Err(_) => views.push((n.id, None)),
+                }
+            }
+            if json {
+                println!("{}", render_json(&first, &views));
+            } else {
+                print!("{}", render_table(&first, &views));
+            }
+            Ok(())
+        }
+        CtlCommand::TransferLeader { range, to } => {
+            let mut client = AdminClient::connect(with_scheme(&args.addr)).await?;
+            client
+                .transfer_leader(TransferLeaderRequest {
+                    range_id: range,
+                    to_node_id: to,
+                })
+                .await?;
+            println!("asked range {range} to transfer leadership to node {to}");
+            Ok(())
+        }
+    }
+}
+
+/// Renders the cluster as text: the nodes, then one line per (range, replica).
+pub fn render_table(first: &StatusResponse, views: &[(u64, Option<StatusResponse>)]) -> String {
+    let mut out = format!(
+        "cluster {}\n\nNODE  GRPC                   REST                   STATE\n",
+        first.cluster_id
+    );
+    for n in &first.nodes {
+        let up = views.iter().any(|(id, v)| *id == n.id && v.is_some());
+        out += &format!(
+            "{:<5} {:<22} {:<22} {}\n",
+            n.id,
+            n.grpc_addr,
+            if n.rest_addr.is_empty() {
+                "-"
+            } else {
+                &n.rest_addr
+            },
+            if up { "up" } else { "unreachable" }
+        );
+    }
+    out += "\nRANGE SPAN                          NODE  ROLE        TERM   COMMIT   APPLIED  LAST     LAG\n";
+    let mut rows: BTreeMap<(u64, u64), String> = BTreeMap::new();
+    for (_, view) in views {
+        let Some(view) = view else { continue };
+        for r in &view.ranges {
+            for rep in &r.replicas {
+                let lag = rep.commit_index.saturating_sub(rep.applied_index);
+                rows.insert(
+                    (r.range_id, rep.node_id),
+                    format!(
+                        "{:<5} {:<29} {:<5} {:<11} {:<6} {:<8} {:<8} {:<8} {}\n",
+                        r.range_id,
+                        r.span,
+                        rep.node_id,
+                        rep.role,
+                        rep.term,
+                        rep.commit_index,
+                        rep.applied_index,
+                        rep.last_index,
+                        lag
+                    ),
+                );
+            }
+        }
+    }
+    for line in rows.values() {
+        out += line;
+    }
+    out
+}
+
+fn render_json(first: &StatusResponse, views: &[(u64, Option<StatusResponse>)]) -> String {
+    let nodes: Vec<serde_json::Value> = first
+        .nodes
+        .iter()
+        .map(|n| {
+            serde_json::json!({"id": n.id, "grpc_addr": n.grpc_addr, "rest_addr": n.rest_addr,
+            "up": views.iter().any(|(id, v)| *id == n.id && v.is_some())})
+        })
+        .collect();
+    let mut replicas = Vec::new();
+    for (_, view) in views {
+        let Some(view) = view else { continue };
+        for r in &view.ranges {
+            for rep in &r.replicas {
+                replicas.push(serde_json::json!({
+                    "range": r.range_id, "span": r.span, "leader": r.leader_node_id, "node": rep.node_id,
+                    "role": rep.role, "term": rep.term, "commit": rep.commit_index,
+                    "applied": rep.applied_index, "last": rep.last_index,
+                }));
+            }
+        }
+    }
+    serde_json::json!({"cluster": first.cluster_id, "nodes": nodes, "replicas": replicas})
+        .to_string()
+}

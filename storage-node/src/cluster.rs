@@ -1,0 +1,286 @@
+//! `ClusterTableService`: the table service as every front end of a node sees it — any node accepts any
+//! request.
+//!
+//! Each call first runs on this node ([`LocalTables`]), which serves it if this node's replica leads the
+//! range involved. Otherwise the request is forwarded over gRPC to the node the replica names as leader;
+//! the receiving node runs it locally only (a forwarded request is never forwarded again, so two nodes
+//! with stale views cannot bounce a request between them). While a range has no leader (an election is
+//! under way) the call waits and retries with backoff, up to the node's request timeout.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tonic::transport::Channel;
+use trestle_rest_gateway::{Fencing, TableService};
+use trestle_types::{
+    AccessPolicy, BatchError, Entity, Error, ErrorCode, QueryPage, QuerySpec, Result, TableInfo,
+    TableName, WriteOp, WriteOutcome,
+};
+
+use crate::forward;
+use crate::tables::LocalTables;
+
+tokio::task_local! {
+    /// Set while serving a request another node forwarded here: it must not be forwarded again.
+    pub static FORWARDED: bool;
+}
+
+fn is_forwarded() -> bool {
+    FORWARDED.try_with(|f| *f).unwrap_or(false)
+}
+
+pub struct ClusterTableService {
+    local: Arc<LocalTables>,
+    /// node id → gRPC address of every peer.
+    peers: HashMap<u64, String>,
+    channels: std::sync::Mutex<HashMap<u64, Channel>>,
+    timeout: Duration,
+}
+
+/// What to do after a local attempt failed with `NotLeader`.
+enum Next {
+    Forward(u64),
+    Wait,
+}
+
+impl ClusterTableService {
+    pub fn new(local: Arc<LocalTables>, peers: HashMap<u64, String>, timeout: Duration) -> Self {
+        ClusterTableService {
+            local,
+            peers,
+            channels: Default::default(),
+            timeout,
+        }
+    }
+
+    pub fn local(&self) -> &Arc<LocalTables> {
+        &self.local
+    }
+
+    /// A human-readable description of a range's span, for status output.
+    pub fn describe_range(&self, range: u64) -> String {
+        self.local.describe_range(range)
+    }
+
+    /// The range that holds `table` of `account`.
+    pub async fn range_of_table(&self, account: &str, table: &str) -> Result<u64> {
+        self.local.range_of_table(account, table).await
+    }
+
+    fn channel(&self, node: u64) -> Result<Channel> {
+        let mut channels = self
+            .channels
+            .lock()
+            .map_err(|_| Error::internal("channel cache poisoned"))?;
+        if let Some(c) = channels.get(&node) {
+            return Ok(c.clone());
+        }
+        let addr = self
+            .peers
+            .get(&node)
+            .ok_or_else(|| Error::internal(format!("no address for node {node}")))?;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Error::internal(format!("bad peer address {addr}: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(node, channel.clone());
+        Ok(channel)
+    }
+
+    fn next_step(&self, err: &Error) -> Option<Next> {
+        if err.code != ErrorCode::NotLeader {
+            return None;
+        }
+        match crate::tables::leader_hint(err) {
+            Some(leader) if self.peers.contains_key(&leader) => Some(Next::Forward(leader)),
+            _ => Some(Next::Wait),
+        }
+    }
+
+    /// Runs `local` here; on `NotLeader`, forwards with `remote` or waits for an election, until the
+    /// deadline. Forwarded requests only ever run locally.
+    async fn route<T, L, LF, R, RF>(&self, mut local: L, mut remote: R) -> Result<T>
+    where
+        L: FnMut() -> LF,
+        LF: std::future::Future<Output = Result<T>>,
+        R: FnMut(Channel) -> RF,
+        RF: std::future::Future<Output = Result<T>>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let err = match local().await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            if is_forwarded() {
+                return Err(err);
+            }
+            let result = match self.next_step(&err) {
+                None => return Err(err),
+                Some(Next::Forward(node)) => match remote(self.channel(node)?).await {
+                    Ok(v) => return Ok(v),
+                    Err(e) if e.code == ErrorCode::NotLeader => e,
+                    Err(e) => return Err(e),
+                },
+                Some(Next::Wait) => err,
+            };
+            if Instant::now() + backoff > deadline {
+                return Err(if result.code == ErrorCode::NotLeader {
+                    Error::new(
+                        ErrorCode::OperationTimedOut,
+                        "No leader was reachable for the range in time.",
+                    )
+                } else {
+                    result
+                });
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+        }
+    }
+}
+
+#[async_trait]
+impl TableService for ClusterTableService {
+    async fn create_table(&self, account: &str, table: &TableName) -> Result<TableInfo> {
+        self.route(
+            || self.local.create_table(account, table),
+            |c| forward::create_table(c, account, table),
+        )
+        .await
+    }
+
+    async fn delete_table(&self, account: &str, table: &str) -> Result<()> {
+        self.route(
+            || self.local.delete_table(account, table),
+            |c| forward::delete_table(c, account, table),
+        )
+        .await
+    }
+
+    async fn get_table(&self, account: &str, table: &str) -> Result<TableInfo> {
+        self.route(
+            || self.local.get_table(account, table),
+            |c| forward::get_table(c, account, table),
+        )
+        .await
+    }
+
+    async fn list_tables(
+        &self,
+        account: &str,
+        start: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<TableInfo>, Option<String>)> {
+        self.route(
+            || self.local.list_tables(account, start, limit),
+            |c| forward::list_tables(c, account, start, limit),
+        )
+        .await
+    }
+
+    async fn set_table_acl(
+        &self,
+        account: &str,
+        table: &str,
+        policies: Vec<AccessPolicy>,
+    ) -> Result<()> {
+        self.route(
+            || self.local.set_table_acl(account, table, policies.clone()),
+            |c| forward::set_table_acl(c, account, table, &policies),
+        )
+        .await
+    }
+
+    async fn write(
+        &self,
+        account: &str,
+        table: &str,
+        op: WriteOp,
+        fencing: Option<Fencing>,
+    ) -> Result<WriteOutcome> {
+        self.route(
+            || {
+                self.local
+                    .write(account, table, op.clone(), fencing.clone())
+            },
+            |c| forward::write(c, account, table, op.clone(), fencing.clone()),
+        )
+        .await
+    }
+
+    async fn batch(
+        &self,
+        account: &str,
+        table: &str,
+        ops: Vec<WriteOp>,
+        fencing: Option<Fencing>,
+    ) -> Result<Vec<WriteOutcome>, BatchError> {
+        // A batch failure with an operation index is final; only whole-batch NotLeader is retried.
+        let attempt = self
+            .route(
+                || async {
+                    match self
+                        .local
+                        .batch(account, table, ops.clone(), fencing.clone())
+                        .await
+                    {
+                        Ok(v) => Ok(Ok(v)),
+                        Err(BatchError { index: None, error })
+                            if error.code == ErrorCode::NotLeader =>
+                        {
+                            Err(error)
+                        }
+                        Err(e) => Ok(Err(e)),
+                    }
+                },
+                |c| forward::batch(c, account, table, ops.clone(), fencing.clone()),
+            )
+            .await;
+        match attempt {
+            Ok(result) => result,
+            Err(error) => Err(BatchError { index: None, error }),
+        }
+    }
+
+    async fn get_entity(
+        &self,
+        account: &str,
+        table: &str,
+        partition_key: &str,
+        row_key: &str,
+    ) -> Result<Entity> {
+        self.route(
+            || {
+                self.local
+                    .get_entity(account, table, partition_key, row_key)
+            },
+            |c| forward::get_entity(c, account, table, partition_key, row_key),
+        )
+        .await
+    }
+
+    async fn query(&self, account: &str, table: &str, spec: QuerySpec) -> Result<QueryPage> {
+        self.route(
+            || self.local.query(account, table, spec.clone()),
+            |c| forward::query(c, account, table, &spec),
+        )
+        .await
+    }
+
+    async fn get_service_properties(&self, account: &str) -> Result<Option<String>> {
+        self.local.get_service_properties(account).await
+    }
+
+    async fn set_service_properties(&self, account: &str, xml: String) -> Result<()> {
+        self.route(
+            || self.local.set_service_properties(account, xml.clone()),
+            |c| forward::set_service_properties(c, account, &xml),
+        )
+        .await
+    }
+}

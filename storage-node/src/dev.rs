@@ -1,0 +1,141 @@
+//! `trestle dev`: a complete local cluster in one process — three nodes on 127.0.0.1, each with its own
+//! RocksDB under `--data`, talking Raft to each other over real gRPC on loopback, node 1 serving the Azure
+//! Table REST API on port 10002 with the development account, so `UseDevelopmentStorage=true` works.
+//!
+//! Ports may be 0: every listener is bound before any node starts, so each node knows its peers' real
+//! addresses. Once serving, one line `TRESTLE_READY {json}` goes to stdout with the addresses (tests and
+//! scripts wait for it).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use tokio::net::TcpListener;
+
+use crate::config::{NodeConfig, PeerConfig};
+use crate::node::{Listeners, Node};
+
+#[derive(Args, Debug, Clone)]
+pub struct DevArgs {
+    /// Where the three nodes keep their data (node1/, node2/, node3/).
+    #[arg(long, default_value = "./trestle-data")]
+    pub data: PathBuf,
+    /// Address for the REST API (node 1). Port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:10002")]
+    pub rest_addr: SocketAddr,
+    /// First gRPC port; nodes use this port and the next two. 0 picks free ports.
+    #[arg(long, default_value_t = 10101)]
+    pub grpc_port: u16,
+    /// Number of data ranges (Raft groups besides the meta group) at bootstrap.
+    #[arg(long, default_value_t = 4)]
+    pub ranges: usize,
+}
+
+/// The addresses a running dev cluster serves on.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DevAddrs {
+    pub rest: String,
+    pub grpc: Vec<String>,
+}
+
+/// Starts the three nodes; returns them with their addresses.
+pub async fn start(args: &DevArgs) -> anyhow::Result<(Vec<Node>, DevAddrs)> {
+    let rest = TcpListener::bind(args.rest_addr).await.with_context(|| {
+        format!(
+            "binding the REST API on {} (is Azurite or another Trestle running?)",
+            args.rest_addr
+        )
+    })?;
+    let mut grpc = Vec::new();
+    for i in 0..3u16 {
+        let port = if args.grpc_port == 0 {
+            0
+        } else {
+            args.grpc_port + i
+        };
+        let l = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .with_context(|| format!("binding gRPC port {port}"))?;
+        grpc.push(l);
+    }
+    let grpc_addrs: Vec<SocketAddr> = grpc
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<Result<_, _>>()?;
+    let rest_addr = rest.local_addr()?;
+    let peers: Vec<PeerConfig> = (0..3)
+        .map(|i| PeerConfig {
+            id: i as u64 + 1,
+            grpc_addr: grpc_addrs[i].to_string(),
+            rest_addr: (i == 0).then(|| rest_addr.to_string()),
+        })
+        .collect();
+    let bootstrapping = (1..=3).all(|i| !args.data.join(format!("node{i}")).exists());
+    let mut rest = Some(rest);
+    let mut nodes = Vec::new();
+    for (i, grpc_listener) in grpc.into_iter().enumerate() {
+        let cfg = NodeConfig {
+            node_id: i as u64 + 1,
+            data_dir: args.data.join(format!("node{}", i + 1)),
+            initial_ranges: args.ranges,
+            peers: peers.clone(),
+            bootstrapping,
+            ..NodeConfig::default()
+        };
+        cfg.validate().map_err(|e| anyhow::anyhow!(e))?;
+        let listeners = Listeners {
+            grpc: grpc_listener,
+            rest: if i == 0 { rest.take() } else { None },
+        };
+        nodes.push(Node::start_durable_with(cfg, listeners).await?);
+    }
+    let addrs = DevAddrs {
+        rest: rest_addr.to_string(),
+        grpc: grpc_addrs.iter().map(|a| a.to_string()).collect(),
+    };
+    Ok((nodes, addrs))
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let (nodes, addrs) = start(&args).await?;
+    let account = trestle_rest_gateway::config::DEV_ACCOUNT;
+    tracing::info!(data = %args.data.display(), "trestle dev: three replicas, data persisted on disk");
+    eprintln!(
+        "\nTrestle is running.\n  Azure Table REST: http://{rest}/{account}\n  gRPC:             {grpc}\n  \
+         Connection string: DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};\
+         TableEndpoint=http://{rest}/{account};\n  Status:           trestle ctl --addr {first} status\n",
+        rest = addrs.rest,
+        grpc = addrs.grpc.join(", "),
+        key = trestle_rest_gateway::config::DEV_ACCOUNT_KEY,
+        first = addrs.grpc[0],
+    );
+    println!("TRESTLE_READY {}", serde_json::to_string(&addrs)?);
+    wait_for_shutdown_signal().await;
+    tracing::info!("shutting down");
+    futures::future::join_all(nodes.into_iter().map(Node::shutdown)).await;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn wait_for_shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

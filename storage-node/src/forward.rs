@@ -1,0 +1,407 @@
+//! Forwarding: the client side of a request one node hands to the leader on another node, and the
+//! `NodeForward` service for the calls the public table API has no RPC for.
+//!
+//! Forwarded requests carry the `x-trestle-forwarded` metadata entry; the receiving node serves them
+//! locally or fails with `NotLeader`, never forwarding again (see `cluster`).
+
+use std::sync::Arc;
+
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+use trestle_proto::node as npb;
+use trestle_proto::node::node_forward_client::NodeForwardClient;
+use trestle_proto::node::node_forward_server::{NodeForward, NodeForwardServer};
+use trestle_proto::table as pb;
+use trestle_proto::table::table_service_client::TableServiceClient;
+use trestle_rest_gateway::Fencing;
+use trestle_types::{
+    AccessPolicy, BatchError, DateTime, ETag, Entity, EntityKey, Error, ErrorCode, QueryPage,
+    QuerySpec, Result, TableInfo, TableName, WriteKind, WriteOp, WriteOutcome,
+};
+
+use crate::tables::LocalTables;
+
+/// Metadata entry marking a request that another node forwarded.
+pub const FORWARDED_HEADER: &str = "x-trestle-forwarded";
+
+fn forwarded<T>(msg: T) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
+    r
+}
+
+/// True when tonic could not connect at all: the request never left this node.
+fn is_connect_error(s: &Status) -> bool {
+    let mut source = std::error::Error::source(s);
+    while let Some(err) = source {
+        if err.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// Rebuilds the domain error a remote node answered with. A node that cannot be reached at all is
+/// reported as `NotLeader` with no known leader: the request was never sent, so routing may wait for the
+/// next election and retry it.
+pub fn error_from_status(s: &Status) -> Error {
+    if is_connect_error(s) {
+        return crate::tables::not_leader(0, None);
+    }
+    let code = s
+        .metadata()
+        .get("x-trestle-error-code")
+        .and_then(|v| v.to_str().ok())
+        .and_then(ErrorCode::parse)
+        .unwrap_or(match s.code() {
+            tonic::Code::Unavailable => ErrorCode::ServerBusy,
+            tonic::Code::DeadlineExceeded => ErrorCode::OperationTimedOut,
+            tonic::Code::InvalidArgument => ErrorCode::InvalidInput,
+            _ => ErrorCode::InternalError,
+        });
+    Error::new(code, s.message())
+}
+
+fn failed_index(s: &Status) -> Option<usize> {
+    s.metadata()
+        .get("x-trestle-failed-index")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn table_info(t: Option<pb::TableInfo>) -> Result<TableInfo> {
+    let t = t.ok_or_else(|| Error::internal("forwarded response without a table"))?;
+    Ok(TableInfo {
+        name: t.name,
+        id: t.id,
+        policies: Vec::new(),
+    })
+}
+
+fn write_kind(k: WriteKind) -> pb::WriteKind {
+    match k {
+        WriteKind::Insert => pb::WriteKind::Insert,
+        WriteKind::Replace => pb::WriteKind::Replace,
+        WriteKind::Merge => pb::WriteKind::Merge,
+        WriteKind::InsertOrReplace => pb::WriteKind::InsertOrReplace,
+        WriteKind::InsertOrMerge => pb::WriteKind::InsertOrMerge,
+        WriteKind::Delete => pb::WriteKind::Delete,
+    }
+}
+
+fn write_op(op: &WriteOp) -> pb::WriteOp {
+    pb::WriteOp {
+        kind: write_kind(op.kind) as i32,
+        entity: Some(pb::Entity::from(&op.entity)),
+        if_match: trestle_proto::convert::if_match_to_proto(op.if_match),
+    }
+}
+
+fn fencing(f: Option<Fencing>) -> Option<pb::Fencing> {
+    f.map(|f| pb::Fencing {
+        lock: f.lock,
+        token: f.token,
+    })
+}
+
+fn outcome(r: pb::WriteResponse) -> Result<WriteOutcome> {
+    Ok(WriteOutcome {
+        etag: r.etag_ticks.map(|t| ETag(DateTime(t))),
+        entity: r.entity.map(Entity::try_from).transpose()?,
+    })
+}
+
+pub async fn create_table(c: Channel, account: &str, table: &TableName) -> Result<TableInfo> {
+    let req = pb::CreateTableRequest {
+        account: account.into(),
+        table: table.as_str().into(),
+    };
+    let resp = TableServiceClient::new(c)
+        .create_table(forwarded(req))
+        .await
+        .map_err(|s| error_from_status(&s))?;
+    table_info(resp.into_inner().table)
+}
+
+pub async fn delete_table(c: Channel, account: &str, table: &str) -> Result<()> {
+    let req = pb::DeleteTableRequest {
+        account: account.into(),
+        table: table.into(),
+    };
+    TableServiceClient::new(c)
+        .delete_table(forwarded(req))
+        .await
+        .map_err(|s| error_from_status(&s))?;
+    Ok(())
+}
+
+pub async fn list_tables(
+    c: Channel,
+    account: &str,
+    start: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<TableInfo>, Option<String>)> {
+    let req = pb::ListTablesRequest {
+        account: account.into(),
+        start_after: start.unwrap_or_default().into(),
+        limit: u32::try_from(limit).unwrap_or(u32::MAX),
+    };
+    let resp = TableServiceClient::new(c)
+        .list_tables(forwarded(req))
+        .await
+        .map_err(|s| error_from_status(&s))?;
+    let resp = resp.into_inner();
+    let tables = resp
+        .tables
+        .into_iter()
+        .map(|t| TableInfo {
+            name: t.name,
+            id: t.id,
+            policies: Vec::new(),
+        })
+        .collect();
+    Ok((tables, resp.next_table))
+}
+
+pub async fn write(
+    c: Channel,
+    account: &str,
+    table: &str,
+    op: WriteOp,
+    fence: Option<Fencing>,
+) -> Result<WriteOutcome> {
+    let req = pb::WriteRequest {
+        account: account.into(),
+        table: table.into(),
+        op: Some(write_op(&op)),
+        fencing: fencing(fence),
+    };
+    let resp = TableServiceClient::new(c)
+        .write(forwarded(req))
+        .await
+        .map_err(|s| error_from_status(&s))?;
+    outcome(resp.into_inner())
+}
+
+/// The outer error is a whole-request failure (retryable `NotLeader`, transport); the inner one is the
+/// batch's own result.
+pub async fn batch(
+    c: Channel,
+    account: &str,
+    table: &str,
+    ops: Vec<WriteOp>,
+    fence: Option<Fencing>,
+) -> Result<Result<Vec<WriteOutcome>, BatchError>> {
+    let req = pb::BatchRequest {
+        account: account.into(),
+        table: table.into(),
+        ops: ops.iter().map(write_op).collect(),
+        fencing: fencing(fence),
+    };
+    match TableServiceClient::new(c).batch(forwarded(req)).await {
+        Ok(resp) => {
+            let results: Result<Vec<WriteOutcome>> =
+                resp.into_inner().results.into_iter().map(outcome).collect();
+            Ok(results.map_err(|error| BatchError { index: None, error }))
+        }
+        Err(s) => {
+            let error = error_from_status(&s);
+            let index = failed_index(&s);
+            if error.code == ErrorCode::NotLeader && index.is_none() {
+                Err(error)
+            } else {
+                Ok(Err(BatchError { index, error }))
+            }
+        }
+    }
+}
+
+pub async fn get_entity(
+    c: Channel,
+    account: &str,
+    table: &str,
+    partition_key: &str,
+    row_key: &str,
+) -> Result<Entity> {
+    let req = pb::GetRequest {
+        account: account.into(),
+        table: table.into(),
+        partition_key: partition_key.into(),
+        row_key: row_key.into(),
+        select: Vec::new(),
+    };
+    let resp = TableServiceClient::new(c)
+        .get(forwarded(req))
+        .await
+        .map_err(|s| error_from_status(&s))?;
+    let entity = resp
+        .into_inner()
+        .entity
+        .ok_or_else(|| Error::internal("forwarded get without an entity"))?;
+    Entity::try_from(entity)
+}
+
+pub async fn query(c: Channel, account: &str, table: &str, spec: &QuerySpec) -> Result<QueryPage> {
+    let top = spec.top.unwrap_or(trestle_types::limits::MAX_PAGE_ENTITIES) as u32;
+    let req = pb::QueryRequest {
+        account: account.into(),
+        table: table.into(),
+        filter: spec
+            .filter
+            .as_ref()
+            .map(|f| f.to_string())
+            .unwrap_or_default(),
+        select: spec.select.clone().unwrap_or_default(),
+        continuation: spec.continuation.as_ref().map(|k| pb::Continuation {
+            next_partition_key: k.partition_key.clone(),
+            next_row_key: k.row_key.clone(),
+        }),
+        limit: top,
+        page_size: top,
+    };
+    let mut stream = TableServiceClient::new(c)
+        .query(forwarded(req))
+        .await
+        .map_err(|s| error_from_status(&s))?
+        .into_inner();
+    let mut page = QueryPage::default();
+    while let Some(msg) = stream.message().await.map_err(|s| error_from_status(&s))? {
+        for e in msg.entities {
+            page.entities.push(Entity::try_from(e)?);
+        }
+        page.next = msg
+            .continuation
+            .map(|c| EntityKey::new(c.next_partition_key, c.next_row_key));
+    }
+    Ok(page)
+}
+
+fn policy_to_proto(p: &AccessPolicy) -> npb::AccessPolicy {
+    npb::AccessPolicy {
+        id: p.id.clone(),
+        start_ticks: p.start.map(DateTime::ticks),
+        expiry_ticks: p.expiry.map(DateTime::ticks),
+        permission: p.permission.clone(),
+    }
+}
+
+fn policy_from_proto(p: npb::AccessPolicy) -> AccessPolicy {
+    AccessPolicy {
+        id: p.id,
+        start: p.start_ticks.map(DateTime),
+        expiry: p.expiry_ticks.map(DateTime),
+        permission: p.permission,
+    }
+}
+
+pub async fn get_table(c: Channel, account: &str, table: &str) -> Result<TableInfo> {
+    let req = npb::GetTableRequest {
+        account: account.into(),
+        table: table.into(),
+    };
+    let resp = NodeForwardClient::new(c)
+        .get_table(forwarded(req))
+        .await
+        .map_err(|s| error_from_status(&s))?;
+    let t = resp.into_inner();
+    Ok(TableInfo {
+        name: t.name,
+        id: t.id,
+        policies: t.policies.into_iter().map(policy_from_proto).collect(),
+    })
+}
+
+pub async fn set_table_acl(
+    c: Channel,
+    account: &str,
+    table: &str,
+    policies: &[AccessPolicy],
+) -> Result<()> {
+    let req = npb::SetTableAclRequest {
+        account: account.into(),
+        table: table.into(),
+        policies: policies.iter().map(policy_to_proto).collect(),
+    };
+    NodeForwardClient::new(c)
+        .set_table_acl(forwarded(req))
+        .await
+        .map_err(|s| error_from_status(&s))?;
+    Ok(())
+}
+
+pub async fn set_service_properties(c: Channel, account: &str, xml: &str) -> Result<()> {
+    let req = npb::SetServicePropertiesRequest {
+        account: account.into(),
+        xml: xml.into(),
+    };
+    NodeForwardClient::new(c)
+        .set_service_properties(forwarded(req))
+        .await
+        .map_err(|s| error_from_status(&s))?;
+    Ok(())
+}
+
+/// Serves the forwarded meta calls, always locally.
+pub struct NodeForwardService {
+    pub(crate) local: Arc<LocalTables>,
+}
+
+impl NodeForwardService {
+    pub fn server(local: Arc<LocalTables>) -> NodeForwardServer<NodeForwardService> {
+        NodeForwardServer::new(NodeForwardService { local })
+    }
+}
+
+fn to_status(e: Error) -> Status {
+    crate::grpc_api::status_from_error(&e)
+}
+
+#[tonic::async_trait]
+impl NodeForward for NodeForwardService {
+    async fn get_table(
+        &self,
+        r: Request<npb::GetTableRequest>,
+    ) -> Result<Response<npb::GetTableResponse>, Status> {
+        let r = r.into_inner();
+        let t = self
+            .local
+            .get_table(&r.account, &r.table)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(npb::GetTableResponse {
+            name: t.name,
+            id: t.id,
+            policies: t.policies.iter().map(policy_to_proto).collect(),
+        }))
+    }
+
+    async fn set_table_acl(
+        &self,
+        r: Request<npb::SetTableAclRequest>,
+    ) -> Result<Response<npb::SetTableAclResponse>, Status> {
+        let r = r.into_inner();
+        let policies = r.policies.into_iter().map(policy_from_proto).collect();
+        self.local
+            .set_table_acl(&r.account, &r.table, policies)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(npb::SetTableAclResponse {}))
+    }
+
+    async fn set_service_properties(
+        &self,
+        r: Request<npb::SetServicePropertiesRequest>,
+    ) -> Result<Response<npb::SetServicePropertiesResponse>, Status> {
+        let r = r.into_inner();
+        self.local
+            .set_service_properties(&r.account, r.xml)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(npb::SetServicePropertiesResponse {}))
+    }
+}

@@ -1,0 +1,22 @@
+//! The Trestle storage node: the table and catalog state machines, the partition map, the query engine,
+//! the gRPC services and the node wiring, plus the `trestle` binary's commands.
+
+pub mod admin;
+pub mod cli;
+pub mod cluster;
+pub mod codec;
+pub mod commands;
+pub mod config;
+pub mod dev;
+pub mod forward;
+pub mod grpc_api;
+pub mod logging;
+pub mod meta_sm;
+pub mod node;
+pub mod query;
+pub mod ranges;
+pub mod table_sm;
+pub mod tables;
+
+pub use config::{NodeConfig, PeerConfig};
+pub use node::{Listeners, Node};

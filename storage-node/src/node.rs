@@ -1,0 +1,347 @@
+//! A storage node: its engine, its replicas (one per range, plus the meta group), and its servers — gRPC
+//! (table API, admin, Raft transport, forwarding) and, if configured, the Azure Table REST API.
+//!
+//! Start-up order matters: the engine opens; the node decides whether its store is new and, if the rest of
+//! the cluster already has data, starts its replicas in recovering mode (they lost their votes along with
+//! the disk); the Raft driver starts and hosts every range; then the servers start accepting requests.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use trestle_engine::{Cf, Engine, RocksEngine, WriteBatch, keys};
+use trestle_proto::admin::StatusRequest;
+use trestle_proto::admin::admin_client::AdminClient;
+use trestle_replication::grpc::{GrpcTransport, RaftService};
+use trestle_replication::{RaftNode, Transport};
+use trestle_rest_gateway::TableService;
+
+use crate::admin::AdminService;
+use crate::cluster::{ClusterTableService, FORWARDED};
+use crate::config::NodeConfig;
+use crate::forward::{FORWARDED_HEADER, NodeForwardService};
+use crate::ranges::RangeMap;
+use crate::tables::LocalTables;
+
+/// Pre-bound listeners (so callers can use port 0 and learn the address before the node starts).
+pub struct Listeners {
+    pub grpc: TcpListener,
+    pub rest: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses the configuration names for this node.
+    pub async fn bind(cfg: &NodeConfig) -> anyhow::Result<Listeners> {
+        let me = cfg.me().context("node-id is not among the peers")?;
+        let grpc_addr = match cfg.grpc_listen {
+            Some(a) => a.to_string(),
+            None => me.grpc_addr.clone(),
+        };
+        let grpc = TcpListener::bind(&grpc_addr)
+            .await
+            .with_context(|| format!("binding gRPC on {grpc_addr}"))?;
+        let rest_addr = cfg
+            .rest_listen
+            .map(|a| a.to_string())
+            .or_else(|| me.rest_addr.clone());
+        let rest = match rest_addr {
+            Some(a) => Some(
+                TcpListener::bind(&a)
+                    .await
+                    .with_context(|| format!("binding REST on {a}"))?,
+            ),
+            None => None,
+        };
+        Ok(Listeners { grpc, rest })
+    }
+}
+
+const STORE_IDENT: &str = "store_ident";
+
+/// A running node.
+pub struct Node {
+    raft: Arc<RaftNode>,
+    tables: Arc<ClusterTableService>,
+    grpc_addr: SocketAddr,
+    rest_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Opens RocksDB under the configured data directory, binds the configured addresses, and starts.
+    pub async fn start_durable(cfg: NodeConfig) -> anyhow::Result<Node> {
+        let listeners = Listeners::bind(&cfg).await?;
+        Node::start_durable_with(cfg, listeners).await
+    }
+
+    /// Like [`Node::start_durable`], on listeners the caller bound.
+    pub async fn start_durable_with(cfg: NodeConfig, listeners: Listeners) -> anyhow::Result<Node> {
+        cfg.validate().map_err(|e| anyhow::anyhow!(e))?;
+        let path = cfg.data_dir.join("db");
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        let engine: Arc<dyn Engine> = Arc::new(
+            RocksEngine::open(&path, &cfg.rocksdb)
+                .with_context(|| format!("opening RocksDB at {}", path.display()))?,
+        );
+        let peers: HashMap<u64, String> = cfg
+            .peers
+            .iter()
+            .filter(|p| p.id != cfg.node_id)
+            .map(|p| (p.id, p.grpc_addr.clone()))
+            .collect();
+        let transport: Arc<dyn Transport> =
+            GrpcTransport::new(cfg.node_id, cfg.cluster_token.clone(), peers);
+        Node::start(cfg, engine, transport, listeners).await
+    }
+
+    /// Starts a node on any engine and Raft transport (tests use the memory engine and network).
+    pub async fn start(
+        mut cfg: NodeConfig,
+        engine: Arc<dyn Engine>,
+        transport: Arc<dyn Transport>,
+        listeners: Listeners,
+    ) -> anyhow::Result<Node> {
+        cfg.validate().map_err(|e| anyhow::anyhow!(e))?;
+        let cluster_id = cluster_id(&cfg);
+        let fresh = engine
+            .get(Cf::Meta, &keys::local_key(STORE_IDENT))?
+            .is_none();
+        if fresh && !cfg.bootstrapping && cluster_has_data(&cfg, &cluster_id).await {
+            tracing::warn!(
+                node = cfg.node_id,
+                "this node's store is empty but the cluster has data: rejoining without a vote until caught up"
+            );
+            cfg.raft.recovering = true;
+        }
+        let raft = Arc::new(RaftNode::start(
+            cfg.node_id,
+            engine.clone(),
+            transport,
+            cfg.raft.clone(),
+        )?);
+        let ranges = RangeMap::initial(cfg.initial_ranges, cfg.voters());
+        for (desc, sm) in crate::tables::state_machines(&ranges) {
+            raft.create_group(desc, sm)
+                .await
+                .map_err(|e| anyhow::anyhow!("hosting a range: {e}"))?;
+        }
+        if fresh {
+            let mut batch = WriteBatch::new();
+            batch.put(
+                Cf::Meta,
+                keys::local_key(STORE_IDENT),
+                cluster_id.as_bytes().to_vec(),
+            );
+            engine.write(&batch, true)?;
+        }
+
+        let local = Arc::new(LocalTables::new(raft.clone(), ranges));
+        let peers: HashMap<u64, String> = cfg
+            .peers
+            .iter()
+            .map(|p| (p.id, p.grpc_addr.clone()))
+            .collect();
+        let tables = Arc::new(ClusterTableService::new(
+            local.clone(),
+            peers,
+            Duration::from_millis(cfg.request_timeout_ms),
+        ));
+        let (shutdown, _) = watch::channel(false);
+        let mut servers = Vec::new();
+
+        let grpc_addr = listeners.grpc.local_addr()?;
+        let admin = AdminService {
+            cluster_id: cluster_id.clone(),
+            raft: raft.clone(),
+            peers: cfg.peers.clone(),
+            tables: tables.clone(),
+        };
+        let service: Arc<dyn TableService> = tables.clone();
+        let router = tonic::transport::Server::builder()
+            .layer(ForwardedLayer)
+            .add_service(crate::grpc_api::server(
+                service.clone(),
+                trestle_rest_gateway::config::DEV_ACCOUNT.to_string(),
+            ))
+            .add_service(admin.server())
+            .add_service(RaftService::new(
+                cfg.node_id,
+                cfg.cluster_token.clone(),
+                raft.mailbox(),
+            ))
+            .add_service(NodeForwardService::server(local.clone()));
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc);
+        let mut stop = shutdown.subscribe();
+        servers.push(tokio::spawn(async move {
+            let signal = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = router.serve_with_incoming_shutdown(incoming, signal).await {
+                tracing::error!(error = %e, "gRPC server failed");
+            }
+        }));
+
+        // Deleted tables' entities are dropped by the leader of their range; this finds drops that could
+        // not run where the table was deleted (another node led the data range).
+        let reaper = local.clone();
+        let mut stop = shutdown.subscribe();
+        servers.push(tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = every.tick() => {}
+                }
+                if let Err(e) = reaper.reap_dropped_tables().await {
+                    tracing::debug!(error = %e, "reaping dropped tables");
+                }
+            }
+        }));
+
+        let mut rest_addr = None;
+        if let Some(listener) = listeners.rest {
+            rest_addr = Some(listener.local_addr()?);
+            let app = trestle_rest_gateway::router(service, cfg.gateway.clone());
+            let mut stop = shutdown.subscribe();
+            servers.push(tokio::spawn(async move {
+                let signal = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                let serve = axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(signal);
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "REST server failed");
+                }
+            }));
+        }
+        tracing::info!(node = cfg.node_id, %grpc_addr, rest = ?rest_addr, "node serving");
+        Ok(Node {
+            raft,
+            tables,
+            grpc_addr,
+            rest_addr,
+            shutdown,
+            servers,
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.raft.id()
+    }
+
+    pub fn raft(&self) -> &Arc<RaftNode> {
+        &self.raft
+    }
+
+    pub fn tables(&self) -> &Arc<ClusterTableService> {
+        &self.tables
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    pub fn rest_addr(&self) -> Option<SocketAddr> {
+        self.rest_addr
+    }
+
+    /// Stops accepting requests, lets in-flight ones finish, then stops the Raft driver (every write it
+    /// acknowledged is already durable).
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        // Peers keep long-lived Raft streams open, so a graceful drain can only wait so long.
+        for mut s in self.servers {
+            if tokio::time::timeout(Duration::from_secs(2), &mut s)
+                .await
+                .is_err()
+            {
+                s.abort();
+            }
+        }
+        let raft = self.raft.clone();
+        let _ = tokio::task::spawn_blocking(move || raft.shutdown()).await;
+    }
+}
+
+/// A stable identifier for the cluster, derived from its membership and secret.
+fn cluster_id(cfg: &NodeConfig) -> String {
+    let mut h = crc32fast::Hasher::new();
+    for p in &cfg.peers {
+        h.update(&p.id.to_le_bytes());
+    }
+    h.update(cfg.cluster_token.as_bytes());
+    format!("trestle-{:08x}", h.finalize())
+}
+
+/// Asks the other nodes whether the cluster already holds data (some replica applied something).
+async fn cluster_has_data(cfg: &NodeConfig, cluster_id: &str) -> bool {
+    for p in cfg.peers.iter().filter(|p| p.id != cfg.node_id) {
+        let probe = async {
+            let mut c = AdminClient::connect(format!("http://{}", p.grpc_addr))
+                .await
+                .ok()?;
+            c.status(StatusRequest {})
+                .await
+                .ok()
+                .map(|r| r.into_inner())
+        };
+        if let Ok(Some(status)) = tokio::time::timeout(Duration::from_secs(1), probe).await
+            && status.cluster_id == cluster_id
+            && status
+                .ranges
+                .iter()
+                .any(|r| r.replicas.iter().any(|rep| rep.applied_index > 0))
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// Marks requests that carry `x-trestle-forwarded`, so the table service serves them locally only.
+#[derive(Clone, Copy, Default)]
+struct ForwardedLayer;
+
+impl<S> tower::Layer<S> for ForwardedLayer {
+    type Service = ForwardedService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ForwardedService { inner }
+    }
+}
+
+#[derive(Clone)]
+struct ForwardedService<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for ForwardedService<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let forwarded = req.headers().contains_key(FORWARDED_HEADER);
+        Box::pin(FORWARDED.scope(forwarded, self.inner.call(req)))
+    }
+}

@@ -1,0 +1,301 @@
+//! The table state machine: what a data range does with each committed `TableCommand`.
+//!
+//! A command is one entity write or an entity group transaction (up to 100 writes on one PartitionKey),
+//! or the drop of a deleted table's entities. It is applied all or nothing: the writes are collected in
+//! a private batch and handed to the driver only if every operation succeeded, so a failing 5th
+//! operation leaves no trace of the first four.
+//!
+//! Apply is deterministic — it depends only on the stored entities and the command bytes:
+//! - the timestamp (and so the ETag) comes from the command, chosen by the leader when it proposed;
+//!   apply only raises it to one tick past the stored entity's timestamp when the leader's clock is
+//!   behind (a new leader with a slow clock), so an entity's ETag changes on every write;
+//! - conditions (exists, If-Match) are checked against what is stored, in operation order;
+//! - failures that follow from the command and the data (EntityAlreadyExists, a failed If-Match, a
+//!   batch that breaks the rules, an entity over the limits after a merge) are *results*, identical on
+//!   every replica.
+//!
+//! Corruption is different. A stored entity that fails its crc is, almost always, damage on this
+//! replica's disk alone. Answering `DataCorrupted` as a result would let this replica's outcome differ
+//! from its peers' for the same command: the peers apply the write, this one does not, and if this
+//! replica leads, the client is told the write failed although a majority applied it. So a corrupt
+//! entity met during apply is an [`ApplyError`]: the driver stops the node (fail-stop), the other
+//! replicas carry on, and the replica is rebuilt from a snapshot. The price is that corruption present
+//! on *every* replica (a bug in our own encoding) stops the range until repaired by hand; reads still
+//! report such entities as `DataCorrupted` to clients (see `query`), never as data.
+//!
+//! A command whose keys are outside this range's span, or that does not decode, is an `InternalError`
+//! result (a routing bug on the proposer's side), never a panic.
+//!
+//! A dropped table leaves a marker (see [`keys::dropped_table_marker`]): a write to that table id that
+//! was proposed before the table was deleted, and commits after the drop, fails with `TableNotFound`
+//! instead of recreating entities nobody can see.
+
+use prost::Message;
+use trestle_engine::{Cf, Engine, WriteBatch, keys};
+use trestle_proto::internal::{TableCommand, WriteResults, command_result::Kind};
+use trestle_proto::table as pb;
+use trestle_replication::{ApplyError, StateMachine};
+use trestle_types::{DateTime, Entity, Error, ErrorCode, IfMatch, WriteKind, WriteOp, limits};
+
+use crate::codec::{decode_entity, encode_entity};
+use crate::commands::{encode_result, error_result, write_op_from_proto};
+use crate::ranges::{RangeDesc, table_span};
+
+/// The message of a batch with more than 100 operations, as Azure words it (the index is Azure's: the
+/// 100th operation, 0-based).
+pub fn too_many_operations() -> Error {
+    Error::invalid_input(format!(
+        "{}:The batch request operation exceeds the maximum {} changes per change set.",
+        limits::MAX_BATCH_OPERATIONS - 1,
+        limits::MAX_BATCH_OPERATIONS
+    ))
+}
+
+/// Checks the entity group transaction rules on parsed operations: every operation on the first
+/// operation's PartitionKey, each RowKey at most once. Returns the failing operation's index. The
+/// count limit is checked separately (it is not any one operation's fault).
+pub fn check_batch_rules(ops: &[WriteOp]) -> Result<(), (usize, Error)> {
+    let Some(first) = ops.first() else {
+        return Ok(());
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (i, op) in ops.iter().enumerate() {
+        if op.entity.partition_key != first.entity.partition_key {
+            return Err((
+                i,
+                Error::from_code(ErrorCode::CommandsInBatchActOnDifferentPartitions),
+            ));
+        }
+        if !seen.insert(op.entity.row_key.as_str()) {
+            return Err((i, Error::from_code(ErrorCode::InvalidDuplicateRow)));
+        }
+    }
+    Ok(())
+}
+
+/// The state machine of one data range.
+#[derive(Debug, Clone)]
+pub struct TableStateMachine {
+    range: RangeDesc,
+}
+
+/// Why a command did not apply: a result for the proposer, or a fatal storage problem.
+enum Failure {
+    Result(Error, Option<usize>),
+    Fatal(ApplyError),
+}
+
+impl From<ApplyError> for Failure {
+    fn from(e: ApplyError) -> Self {
+        Failure::Fatal(e)
+    }
+}
+
+fn fail<T>(error: Error, index: Option<usize>) -> Result<T, Failure> {
+    Err(Failure::Result(error, index))
+}
+
+impl TableStateMachine {
+    /// The state machine of `range` (it only ever touches keys inside the range's span).
+    pub fn new(range: &RangeDesc) -> Self {
+        TableStateMachine {
+            range: range.clone(),
+        }
+    }
+
+    fn in_span(&self, key: &[u8]) -> bool {
+        self.range.contains(key)
+    }
+
+    fn execute(
+        &self,
+        engine: &dyn Engine,
+        cmd: TableCommand,
+    ) -> Result<(Kind, WriteBatch), Failure> {
+        if let Some(f) = &cmd.fencing {
+            // Fencing needs the lock manager's tokens, which a later change brings; until then a fenced
+            // write is refused rather than applied unfenced.
+            let msg = format!("Fencing tokens (lock {:?}) are not supported yet.", f.lock);
+            return fail(Error::new(ErrorCode::NotImplemented, msg), None);
+        }
+        let table = cmd.table_id;
+        if !self.range.overlaps_table(table) {
+            let msg = format!("table {table:016x} is not in range {}", self.range.id);
+            return fail(Error::internal(msg), None);
+        }
+        let marker = keys::dropped_table_marker(table);
+        if cmd.drop_table {
+            if !cmd.ops.is_empty() {
+                return fail(
+                    Error::internal("a drop_table command with operations"),
+                    None,
+                );
+            }
+            return Ok((Kind::Done(true), self.drop_table(table)));
+        }
+        if self.in_span(&marker) && read(engine, &marker)?.is_some() {
+            return fail(Error::from_code(ErrorCode::TableNotFound), None);
+        }
+        if cmd.ops.len() > limits::MAX_BATCH_OPERATIONS {
+            return fail(too_many_operations(), None);
+        }
+        let mut ops = Vec::with_capacity(cmd.ops.len());
+        for (i, op) in cmd.ops.into_iter().enumerate() {
+            ops.push(write_op_from_proto(op).or_else(|e| fail(e, Some(i)))?);
+        }
+        check_batch_rules(&ops).or_else(|(i, e)| fail(e, Some(i)))?;
+
+        let mut batch = WriteBatch::new();
+        let mut results = Vec::with_capacity(ops.len());
+        for (i, op) in ops.into_iter().enumerate() {
+            let key = keys::data_key(table, &op.entity.partition_key, &op.entity.row_key);
+            if !self.in_span(&key) {
+                let msg = format!(
+                    "entity key of table {table:016x} is not in range {}",
+                    self.range.id
+                );
+                return fail(Error::internal(msg), Some(i));
+            }
+            let stored = self.stored_entity(engine, &key, &op.entity)?;
+            let response = apply_op(op, stored, DateTime(cmd.timestamp_ticks), &key, &mut batch)
+                .or_else(|e| fail(e, Some(i)))?;
+            results.push(response);
+        }
+        Ok((Kind::Writes(WriteResults { results }), batch))
+    }
+
+    /// Deletes every key of `table` inside this range and leaves the dropped-table marker.
+    fn drop_table(&self, table: u64) -> WriteBatch {
+        let (table_start, table_end) = table_span(table);
+        let start = table_start.max(self.range.start.clone());
+        // The last table id has no prefix end; 0xFF never occurs in UTF-8 nor in the escaping, so nine
+        // 0xFF bytes are past every key of that table.
+        let table_end = table_end.unwrap_or_else(|| vec![0xFF; 9]);
+        let end = match &self.range.end {
+            Some(range_end) => table_end.min(range_end.clone()),
+            None => table_end,
+        };
+        let mut batch = WriteBatch::new();
+        batch.delete_range(Cf::Data, start, end);
+        let marker = keys::dropped_table_marker(table);
+        if self.in_span(&marker) {
+            batch.put(Cf::Data, marker, Vec::new());
+        }
+        batch
+    }
+
+    /// The stored entity at `key`, crc-checked. Corruption is fatal here (see the module docs).
+    fn stored_entity(
+        &self,
+        engine: &dyn Engine,
+        key: &[u8],
+        op: &Entity,
+    ) -> Result<Option<Entity>, Failure> {
+        let Some(bytes) = read(engine, key)? else {
+            return Ok(None);
+        };
+        match decode_entity(&op.partition_key, &op.row_key, &bytes) {
+            Ok(e) => Ok(Some(e)),
+            Err(e) => Err(Failure::Fatal(ApplyError(format!(
+                "{}: range {} entity ({:?}, {:?}): {}",
+                e.code, self.range.id, op.partition_key, op.row_key, e.message
+            )))),
+        }
+    }
+}
+
+fn read(engine: &dyn Engine, key: &[u8]) -> Result<Option<Vec<u8>>, ApplyError> {
+    engine
+        .get(Cf::Data, key)
+        .map_err(|e| ApplyError(format!("reading a data key: {e}")))
+}
+
+/// Checks one operation's condition against the stored entity and stages its write.
+fn apply_op(
+    op: WriteOp,
+    stored: Option<Entity>,
+    command_ts: DateTime,
+    key: &[u8],
+    batch: &mut WriteBatch,
+) -> Result<pb::WriteResponse, Error> {
+    let must_exist = matches!(
+        op.kind,
+        WriteKind::Replace | WriteKind::Merge | WriteKind::Delete
+    );
+    match (&stored, op.kind) {
+        (Some(_), WriteKind::Insert) => {
+            return Err(Error::from_code(ErrorCode::EntityAlreadyExists));
+        }
+        (None, _) if must_exist => return Err(Error::from_code(ErrorCode::ResourceNotFound)),
+        // `IfMatch::None` on these kinds means `*`: existence, already checked.
+        (Some(s), _)
+            if must_exist
+                && matches!(op.if_match, IfMatch::ETag(e) if s.timestamp != Some(e.0)) =>
+        {
+            return Err(Error::from_code(ErrorCode::UpdateConditionNotSatisfied));
+        }
+        // Insert of an absent entity, and the upserts: no condition.
+        _ => {}
+    }
+    if op.kind == WriteKind::Delete {
+        batch.delete(Cf::Data, key.to_vec());
+        return Ok(pb::WriteResponse {
+            etag_ticks: None,
+            entity: None,
+        });
+    }
+    let timestamp = match stored.as_ref().and_then(|s| s.timestamp) {
+        Some(prev) => DateTime(command_ts.0.max(prev.0.saturating_add(1))),
+        None => command_ts,
+    };
+    let mut entity = op.entity;
+    if let (Some(prev), WriteKind::Merge | WriteKind::InsertOrMerge) = (stored, op.kind) {
+        let mut merged = prev.properties;
+        merged.append(&mut entity.properties);
+        entity.properties = merged;
+    }
+    entity.timestamp = Some(timestamp);
+    // The leader validated what the client sent; a merge can still push the result over the limits.
+    entity.validate()?;
+    batch.put(Cf::Data, key.to_vec(), encode_entity(&entity));
+    Ok(pb::WriteResponse {
+        etag_ticks: Some(timestamp.ticks()),
+        entity: Some(pb::Entity::from(&entity)),
+    })
+}
+
+impl StateMachine for TableStateMachine {
+    fn apply(
+        &mut self,
+        engine: &dyn Engine,
+        batch: &mut WriteBatch,
+        _index: u64,
+        command: &[u8],
+    ) -> Result<Vec<u8>, ApplyError> {
+        let cmd = match TableCommand::decode(command) {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                return Ok(error_result(
+                    &Error::internal(format!("undecodable table command: {e}")),
+                    None,
+                ));
+            }
+        };
+        match self.execute(engine, cmd) {
+            Ok((kind, writes)) => {
+                batch.extend(writes);
+                Ok(encode_result(kind))
+            }
+            Err(Failure::Result(error, index)) => Ok(error_result(&error, index)),
+            Err(Failure::Fatal(e)) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "table_sm_tests.rs"]
+pub(crate) mod tests;
+
+#[cfg(test)]
+#[path = "table_sm_model_tests.rs"]
+mod model_tests;

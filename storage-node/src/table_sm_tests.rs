@@ -1,0 +1,543 @@
+//! Tests of the table state machine, driven directly on a memory engine: each command is applied at the
+//! next index and its batch written, as the driver would.
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+use trestle_engine::{Cf, Engine, MemoryEngine, WriteBatch, keys};
+use trestle_proto::internal::{TableCommand, command_result::Kind};
+use trestle_proto::table as pb;
+use trestle_replication::StateMachine;
+use trestle_types::{
+    BatchError, DateTime, ETag, Entity, ErrorCode, IfMatch, Value, WriteKind, WriteOp, WriteOutcome,
+};
+
+use super::*;
+use crate::commands::{decode_result, outcomes, write_op_to_proto};
+use crate::query;
+use crate::ranges::RangeMap;
+
+/// The id of the first table the catalog creates.
+const TABLE: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// One replica of a data range: an engine and the range's state machine.
+pub(crate) struct Replica {
+    pub engine: MemoryEngine,
+    sm: TableStateMachine,
+    index: u64,
+}
+
+impl Replica {
+    pub fn new() -> Self {
+        Replica::of(&RangeMap::initial(1, vec![1]).data_ranges()[0])
+    }
+
+    fn of(range: &RangeDesc) -> Self {
+        Replica {
+            engine: MemoryEngine::new(),
+            sm: TableStateMachine::new(range),
+            index: 0,
+        }
+    }
+
+    fn try_apply(&mut self, command: &[u8]) -> Result<Vec<u8>, ApplyError> {
+        self.index += 1;
+        let mut batch = WriteBatch::new();
+        let out = self
+            .sm
+            .apply(&self.engine, &mut batch, self.index, command)?;
+        self.engine.write(&batch, false).unwrap();
+        Ok(out)
+    }
+
+    fn command(&mut self, cmd: &TableCommand) -> Result<Kind, BatchError> {
+        decode_result(&self.try_apply(&cmd.encode_to_vec()).unwrap())
+    }
+
+    pub fn run(&mut self, ts: i64, ops: &[WriteOp]) -> Result<Vec<WriteOutcome>, BatchError> {
+        let cmd = TableCommand {
+            table_id: TABLE,
+            timestamp_ticks: ts,
+            ops: ops.iter().map(write_op_to_proto).collect(),
+            ..TableCommand::default()
+        };
+        match self.command(&cmd)? {
+            Kind::Writes(w) => Ok(outcomes(w).unwrap()),
+            other => panic!("unexpected result {other:?}"),
+        }
+    }
+
+    pub fn must(&mut self, ts: i64, op: WriteOp) -> WriteOutcome {
+        self.run(ts, &[op]).unwrap().pop().unwrap()
+    }
+
+    fn fails(&mut self, ts: i64, op: WriteOp) -> ErrorCode {
+        self.run(ts, &[op]).unwrap_err().error.code
+    }
+
+    pub fn get(&self, pk: &str, rk: &str) -> Option<Entity> {
+        query::get_entity(&self.engine as &dyn Engine, TABLE, pk, rk).unwrap()
+    }
+
+    pub fn data(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.engine
+            .scan(Cf::Data, &[], None)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+}
+
+pub(crate) fn op(
+    kind: WriteKind,
+    pk: &str,
+    rk: &str,
+    props: &[(&str, Value)],
+    if_match: IfMatch,
+) -> WriteOp {
+    let mut entity = Entity::new(pk, rk);
+    for (name, value) in props {
+        entity.properties.insert(name.to_string(), value.clone());
+    }
+    WriteOp {
+        kind,
+        entity,
+        if_match,
+    }
+}
+
+fn insert(pk: &str, rk: &str, props: &[(&str, Value)]) -> WriteOp {
+    op(WriteKind::Insert, pk, rk, props, IfMatch::None)
+}
+
+pub(crate) fn etag(ticks: i64) -> IfMatch {
+    IfMatch::ETag(ETag(DateTime(ticks)))
+}
+
+#[test]
+fn insert_stores_the_entity_with_the_command_timestamp() {
+    let mut r = Replica::new();
+    let out = r.must(100, insert("p", "r", &[("a", Value::Int32(1))]));
+    assert_eq!(out.etag, Some(ETag(DateTime(100))));
+    let stored = r.get("p", "r").unwrap();
+    assert_eq!(stored.timestamp, Some(DateTime(100)));
+    assert_eq!(stored.properties["a"], Value::Int32(1));
+    assert_eq!(out.entity, Some(stored));
+    assert_eq!(
+        r.fails(200, insert("p", "r", &[])),
+        ErrorCode::EntityAlreadyExists
+    );
+    assert_eq!(r.get("p", "r").unwrap().timestamp, Some(DateTime(100)));
+}
+
+#[test]
+fn updates_of_an_absent_entity_are_resource_not_found() {
+    let mut r = Replica::new();
+    for kind in [WriteKind::Replace, WriteKind::Merge, WriteKind::Delete] {
+        for cond in [IfMatch::None, IfMatch::Any, etag(5)] {
+            assert_eq!(
+                r.fails(10, op(kind, "p", "r", &[], cond)),
+                ErrorCode::ResourceNotFound,
+                "{kind:?} {cond:?}"
+            );
+        }
+    }
+    assert!(r.data().is_empty());
+}
+
+#[test]
+fn if_match_is_checked_against_the_stored_etag() {
+    let mut r = Replica::new();
+    r.must(100, insert("p", "r", &[("a", Value::Int32(1))]));
+    for kind in [WriteKind::Replace, WriteKind::Merge, WriteKind::Delete] {
+        assert_eq!(
+            r.fails(200, op(kind, "p", "r", &[], etag(99))),
+            ErrorCode::UpdateConditionNotSatisfied
+        );
+    }
+    let out = r.must(
+        200,
+        op(
+            WriteKind::Replace,
+            "p",
+            "r",
+            &[("b", Value::Int32(2))],
+            etag(100),
+        ),
+    );
+    assert_eq!(out.etag, Some(ETag(DateTime(200))));
+    let out = r.must(
+        300,
+        op(
+            WriteKind::Merge,
+            "p",
+            "r",
+            &[("c", Value::Int32(3))],
+            IfMatch::Any,
+        ),
+    );
+    assert_eq!(out.etag, Some(ETag(DateTime(300))));
+    let out = r.must(400, op(WriteKind::Delete, "p", "r", &[], etag(300)));
+    assert_eq!(
+        out,
+        WriteOutcome {
+            etag: None,
+            entity: None
+        }
+    );
+    assert_eq!(r.get("p", "r"), None);
+}
+
+#[test]
+fn merge_overlays_and_replace_discards_stored_properties() {
+    let mut r = Replica::new();
+    let (one, two) = (Value::Int32(1), Value::Int32(2));
+    r.must(
+        10,
+        insert("p", "r", &[("a", one.clone()), ("b", two.clone())]),
+    );
+    r.must(
+        20,
+        op(
+            WriteKind::Merge,
+            "p",
+            "r",
+            &[("b", Value::Int64(3)), ("c", Value::Int32(4))],
+            IfMatch::None,
+        ),
+    );
+    let merged = r.get("p", "r").unwrap().properties;
+    assert_eq!(
+        merged,
+        BTreeMap::from([
+            ("a".into(), one),
+            ("b".into(), Value::Int64(3)),
+            ("c".into(), Value::Int32(4))
+        ])
+    );
+    r.must(
+        30,
+        op(
+            WriteKind::Replace,
+            "p",
+            "r",
+            &[("z", two.clone())],
+            IfMatch::None,
+        ),
+    );
+    assert_eq!(
+        r.get("p", "r").unwrap().properties,
+        BTreeMap::from([("z".into(), two)])
+    );
+}
+
+#[test]
+fn upserts_create_or_overwrite_without_conditions() {
+    let mut r = Replica::new();
+    r.must(
+        10,
+        op(
+            WriteKind::InsertOrMerge,
+            "p",
+            "m",
+            &[("a", Value::Int32(1))],
+            IfMatch::None,
+        ),
+    );
+    r.must(
+        20,
+        op(
+            WriteKind::InsertOrMerge,
+            "p",
+            "m",
+            &[("b", Value::Int32(2))],
+            IfMatch::None,
+        ),
+    );
+    assert_eq!(r.get("p", "m").unwrap().properties.len(), 2);
+    r.must(
+        10,
+        op(
+            WriteKind::InsertOrReplace,
+            "p",
+            "x",
+            &[("a", Value::Int32(1))],
+            IfMatch::None,
+        ),
+    );
+    r.must(
+        20,
+        op(
+            WriteKind::InsertOrReplace,
+            "p",
+            "x",
+            &[("b", Value::Int32(2))],
+            IfMatch::None,
+        ),
+    );
+    let x = r.get("p", "x").unwrap();
+    assert_eq!(x.properties.keys().collect::<Vec<_>>(), ["b"]);
+    assert_eq!(x.timestamp, Some(DateTime(20)));
+}
+
+#[test]
+fn the_etag_changes_even_when_the_leader_clock_goes_back() {
+    let mut r = Replica::new();
+    r.must(1_000, insert("p", "r", &[]));
+    let slow = r.must(
+        500,
+        op(WriteKind::InsertOrReplace, "p", "r", &[], IfMatch::None),
+    );
+    assert_eq!(slow.etag, Some(ETag(DateTime(1_001))));
+    let again = r.must(1_001, op(WriteKind::Merge, "p", "r", &[], IfMatch::Any));
+    assert_eq!(again.etag, Some(ETag(DateTime(1_002))));
+    // A fresh entity takes the command's timestamp as is.
+    assert_eq!(
+        r.must(7, insert("p", "other", &[])).etag,
+        Some(ETag(DateTime(7)))
+    );
+}
+
+#[test]
+fn a_failing_fifth_operation_leaves_nothing_written() {
+    let mut r = Replica::new();
+    r.must(10, insert("p", "4", &[("old", Value::Boolean(true))]));
+    let before = r.data();
+    let ops: Vec<WriteOp> = (0..5)
+        .map(|i| insert("p", &i.to_string(), &[("n", Value::Int32(i))]))
+        .collect();
+    let err = r.run(20, &ops).unwrap_err();
+    assert_eq!(
+        (err.index, err.error.code),
+        (Some(4), ErrorCode::EntityAlreadyExists)
+    );
+    assert_eq!(r.data(), before);
+    // The same batch without the conflict applies whole, every entity with the batch's timestamp.
+    let out = r.run(30, &ops[..4]).unwrap();
+    assert_eq!(out.len(), 4);
+    assert!(out.iter().all(|o| o.etag == Some(ETag(DateTime(30)))));
+}
+
+#[test]
+fn batch_rules_are_enforced_at_apply() {
+    let mut r = Replica::new();
+    let mixed = [insert("p", "1", &[]), insert("q", "2", &[])];
+    let err = r.run(1, &mixed).unwrap_err();
+    assert_eq!(
+        (err.index, err.error.code),
+        (Some(1), ErrorCode::CommandsInBatchActOnDifferentPartitions)
+    );
+    let dup = [
+        insert("p", "1", &[]),
+        op(WriteKind::Delete, "p", "2", &[], IfMatch::None),
+        insert("p", "1", &[]),
+    ];
+    let err = r.run(1, &dup).unwrap_err();
+    assert_eq!(
+        (err.index, err.error.code),
+        (Some(2), ErrorCode::InvalidDuplicateRow)
+    );
+    let many: Vec<WriteOp> = (0..101).map(|i| insert("p", &i.to_string(), &[])).collect();
+    let err = r.run(1, &many).unwrap_err();
+    assert_eq!((err.index, err.error.code), (None, ErrorCode::InvalidInput));
+    assert!(
+        err.error
+            .message
+            .starts_with("99:The batch request operation exceeds"),
+        "{}",
+        err.error.message
+    );
+    assert!(r.run(1, &many[..100]).is_ok());
+}
+
+#[test]
+fn a_merge_that_outgrows_the_limits_fails() {
+    let mut r = Replica::new();
+    let first: Vec<(String, Value)> = (0..200)
+        .map(|i| (format!("a{i}"), Value::Int32(i)))
+        .collect();
+    let more: Vec<(String, Value)> = (0..60)
+        .map(|i| (format!("b{i}"), Value::Int32(i)))
+        .collect();
+    let as_refs = |v: &[(String, Value)]| {
+        v.iter()
+            .map(|(n, x)| (n.clone(), x.clone()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let mut base = insert("p", "r", &[]);
+    base.entity.properties = as_refs(&first);
+    r.must(1, base);
+    let mut merge = op(WriteKind::Merge, "p", "r", &[], IfMatch::Any);
+    merge.entity.properties = as_refs(&more);
+    assert_eq!(r.fails(2, merge), ErrorCode::TooManyProperties);
+    assert_eq!(r.get("p", "r").unwrap().properties.len(), 200);
+}
+
+#[test]
+fn drop_table_removes_only_that_table_and_fences_late_writes() {
+    let mut r = Replica::new();
+    r.must(1, insert("p", "r", &[]));
+    r.must(1, insert("pp", "r", &[]));
+    let other = TableCommand {
+        table_id: TABLE + 1,
+        timestamp_ticks: 1,
+        ops: vec![write_op_to_proto(&insert("p", "r", &[]))],
+        ..TableCommand::default()
+    };
+    assert!(matches!(r.command(&other), Ok(Kind::Writes(_))));
+    let drop = TableCommand {
+        table_id: TABLE,
+        drop_table: true,
+        ..TableCommand::default()
+    };
+    assert_eq!(r.command(&drop), Ok(Kind::Done(true)));
+    let keys: Vec<Vec<u8>> = r.data().into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        keys,
+        [
+            keys::dropped_table_marker(TABLE),
+            keys::data_key(TABLE + 1, "p", "r")
+        ]
+    );
+    assert_eq!(r.fails(2, insert("p", "r", &[])), ErrorCode::TableNotFound);
+    // Dropping twice is harmless.
+    assert_eq!(r.command(&drop), Ok(Kind::Done(true)));
+}
+
+#[test]
+fn the_last_table_id_can_be_dropped() {
+    let mut r = Replica::new();
+    let insert_cmd = TableCommand {
+        table_id: u64::MAX,
+        timestamp_ticks: 1,
+        ops: vec![write_op_to_proto(&insert("\u{10FFFF}", "\u{10FFFF}", &[]))],
+        ..TableCommand::default()
+    };
+    assert!(matches!(r.command(&insert_cmd), Ok(Kind::Writes(_))));
+    let drop = TableCommand {
+        table_id: u64::MAX,
+        drop_table: true,
+        ..TableCommand::default()
+    };
+    assert_eq!(r.command(&drop), Ok(Kind::Done(true)));
+    assert_eq!(r.data().len(), 1, "only the marker is left");
+}
+
+#[test]
+fn misrouted_fenced_and_garbage_commands_are_results() {
+    let map = RangeMap::initial(4, vec![1]);
+    let mut first = Replica::of(&map.data_ranges()[0]);
+    let misrouted = TableCommand {
+        table_id: u64::MAX,
+        ops: vec![write_op_to_proto(&insert("p", "r", &[]))],
+        ..TableCommand::default()
+    };
+    assert_eq!(
+        first.command(&misrouted).unwrap_err().error.code,
+        ErrorCode::InternalError
+    );
+    let fenced = TableCommand {
+        table_id: 1,
+        ops: vec![write_op_to_proto(&insert("p", "r", &[]))],
+        fencing: Some(pb::Fencing {
+            lock: "l".into(),
+            token: 3,
+        }),
+        ..TableCommand::default()
+    };
+    assert_eq!(
+        first.command(&fenced).unwrap_err().error.code,
+        ErrorCode::NotImplemented
+    );
+    let garbage = first.try_apply(b"\xff\xff\xff").unwrap();
+    assert_eq!(
+        decode_result(&garbage).unwrap_err().error.code,
+        ErrorCode::InternalError
+    );
+    let bad_kind = TableCommand {
+        table_id: 1,
+        ops: vec![pb::WriteOp {
+            kind: 42,
+            entity: Some(pb::Entity::default()),
+            if_match: None,
+        }],
+        ..TableCommand::default()
+    };
+    let err = first.command(&bad_kind).unwrap_err();
+    assert_eq!(
+        (err.index, err.error.code),
+        (Some(0), ErrorCode::InvalidInput)
+    );
+    assert!(first.data().is_empty());
+}
+
+#[test]
+fn a_corrupt_stored_entity_stops_the_replica() {
+    let mut r = Replica::new();
+    r.must(1, insert("p", "r", &[("a", Value::Int32(1))]));
+    let key = keys::data_key(TABLE, "p", "r");
+    let mut bytes = r.engine.get(Cf::Data, &key).unwrap().unwrap();
+    *bytes.last_mut().unwrap() ^= 0x40;
+    let mut corrupt = WriteBatch::new();
+    corrupt.put(Cf::Data, key, bytes);
+    r.engine.write(&corrupt, false).unwrap();
+    let before = r.data();
+    let cmd = TableCommand {
+        table_id: TABLE,
+        timestamp_ticks: 2,
+        ops: vec![write_op_to_proto(&op(
+            WriteKind::Merge,
+            "p",
+            "r",
+            &[],
+            IfMatch::Any,
+        ))],
+        ..TableCommand::default()
+    };
+    let err = r.try_apply(&cmd.encode_to_vec()).unwrap_err();
+    assert!(err.0.contains("DataCorrupted"), "{err}");
+    assert_eq!(r.data(), before);
+    // An insert elsewhere in the range does not touch the corrupt entity and still applies.
+    r.must(3, insert("p", "other", &[]));
+}
+
+#[test]
+fn two_replicas_applying_the_same_commands_hold_identical_bytes() {
+    let (mut a, mut b) = (Replica::new(), Replica::new());
+    let script = [
+        (
+            5,
+            vec![
+                insert("p", "1", &[("x", Value::Double(1.5))]),
+                insert("p", "2", &[]),
+            ],
+        ),
+        (
+            3,
+            vec![op(
+                WriteKind::Merge,
+                "p",
+                "1",
+                &[("y", Value::String("s".into()))],
+                IfMatch::Any,
+            )],
+        ),
+        (9, vec![insert("p", "1", &[])]),
+        (9, vec![op(WriteKind::Delete, "p", "2", &[], IfMatch::None)]),
+        (
+            11,
+            vec![op(
+                WriteKind::InsertOrReplace,
+                "q",
+                "1",
+                &[("g", Value::Guid(uuid::Uuid::nil()))],
+                IfMatch::None,
+            )],
+        ),
+    ];
+    for (ts, ops) in &script {
+        assert_eq!(a.run(*ts, ops), b.run(*ts, ops));
+    }
+    assert_eq!(a.data(), b.data());
+    assert_eq!(a.data().len(), 2);
+}

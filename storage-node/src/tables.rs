@@ -1,0 +1,456 @@
+//! `LocalTables`: the table service as one node can serve it with its own replicas — the leader side of
+//! every table operation.
+//!
+//! Each call validates its input, resolves the table in the catalog (a linearizable read of the meta
+//! group: `read_index`, then the local engine; this works on any replica of the meta group), finds the
+//! data range that holds the keys, and then, **only if this node's replica leads that range**, proposes
+//! the command or serves the read. Otherwise it fails with `NotLeader`, naming the leader when known, and
+//! the cluster layer (`cluster`) forwards the call there. Catalog changes need this node to lead the meta
+//! group in the same way.
+//!
+//! `NotLeader` errors carry the leader in their message as `leader=<node id>` or `leader=unknown`
+//! (see [`not_leader`]); [`leader_hint`] reads it back. Nothing else about the message is stable.
+//!
+//! Timestamps: the leader stamps every write with its clock, made strictly increasing per range by
+//! [`LocalTables`]'s per-range last timestamp; apply raises it past the stored entity's timestamp if
+//! needed (see `table_sm`). Two concurrent proposals may reach Raft in the opposite order of their
+//! timestamps; that is harmless, because an ETag only has to change on every write of *one* entity.
+//!
+//! Deleting a table is two commands: the catalog delete (after which the table is gone for clients),
+//! then the drop of its entities in the data range. The drop is proposed at once when this node leads
+//! that range; otherwise [`LocalTables::reap_dropped_tables`], run periodically on every node, proposes
+//! it from wherever the range's leader is. Until then the entities are unreachable (the id is never
+//! reused), only their space is not yet reclaimed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use prost::Message;
+use trestle_engine::Engine;
+use trestle_proto::internal::{
+    CreateTable, DeleteTable, MetaCommand, SetServiceProperties, SetTableAcl, TableCommand,
+    TableRecord, command_result::Kind, meta_command,
+};
+use trestle_replication::{GroupDesc, ProposeError, RaftNode, StateMachine};
+use trestle_rest_gateway::Fencing;
+use trestle_types::{
+    AccessPolicy, BatchError, DateTime, Entity, Error, ErrorCode, QueryPage, QuerySpec, Result,
+    TableInfo, TableName, WriteKind, WriteOp, WriteOutcome, limits,
+};
+
+use crate::commands::{decode_result, outcomes, policy_to_proto, table_info, write_op_to_proto};
+use crate::meta_sm::{self, MAX_ACCESS_POLICIES, MetaStateMachine};
+use crate::query;
+use crate::ranges::{META_RANGE_ID, RangeMap};
+use crate::table_sm::{TableStateMachine, check_batch_rules, too_many_operations};
+
+/// The replicas a node hosts for `ranges`: the meta group's state machine and one table state machine
+/// per data range.
+pub fn state_machines(ranges: &RangeMap) -> Vec<(GroupDesc, Box<dyn StateMachine>)> {
+    let mut out: Vec<(GroupDesc, Box<dyn StateMachine>)> =
+        vec![(ranges.meta_desc(), Box::new(MetaStateMachine::new()))];
+    for r in ranges.data_ranges() {
+        out.push((r.group_desc(), Box::new(TableStateMachine::new(r))));
+    }
+    out
+}
+
+/// `NotLeader` for `range`, with the leader's node id in the message as `leader=<id>` (or
+/// `leader=unknown`).
+pub fn not_leader(range: u64, leader: Option<u64>) -> Error {
+    let leader = leader.map_or_else(|| "unknown".to_string(), |l| l.to_string());
+    Error::new(
+        ErrorCode::NotLeader,
+        format!("this replica does not lead range {range}; leader={leader}"),
+    )
+}
+
+/// The leader node id a `NotLeader` error names, if any.
+pub fn leader_hint(err: &Error) -> Option<u64> {
+    if err.code != ErrorCode::NotLeader {
+        return None;
+    }
+    let (_, rest) = err.message.rsplit_once("leader=")?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn propose_error(group: u64, e: ProposeError) -> Error {
+    match e {
+        ProposeError::NotLeader { leader } => not_leader(group, leader),
+        // Never applied, so retrying (after the election) is safe.
+        ProposeError::Dropped => not_leader(group, None),
+        ProposeError::GroupNotFound(g) => {
+            Error::internal(format!("range {g} is not hosted on this node"))
+        }
+        ProposeError::Stopped => Error::new(ErrorCode::ServerBusy, "The node is stopping."),
+        // Not NotLeader: the command may still be applied, so the router must not retry it.
+        ProposeError::Timeout => Error::new(
+            ErrorCode::OperationTimedOut,
+            format!(
+                "The operation on range {group} timed out; it may or may not have been applied."
+            ),
+        ),
+        ProposeError::TooLarge(n) => Error::new(
+            ErrorCode::RequestBodyTooLarge,
+            format!("The request of {n} bytes is too large."),
+        ),
+    }
+}
+
+fn whole(error: Error) -> BatchError {
+    BatchError { index: None, error }
+}
+
+fn unexpected(kind: &Kind) -> Error {
+    Error::internal(format!("unexpected command result {kind:?}"))
+}
+
+/// Validates one client write: the whole entity, or only its keys for a delete.
+fn validate_op(op: &WriteOp) -> Result<()> {
+    match op.kind {
+        WriteKind::Delete => op.entity.key().validate(),
+        _ => op.entity.validate(),
+    }
+}
+
+/// The leader side of the table service on one node.
+pub struct LocalTables {
+    raft: Arc<RaftNode>,
+    ranges: RangeMap,
+    /// The last timestamp proposed per range, so this node's timestamps strictly increase per range.
+    clocks: Mutex<HashMap<u64, i64>>,
+}
+
+impl LocalTables {
+    /// The executor over this node's replicas (`raft`) for the cluster's `ranges`.
+    pub fn new(raft: Arc<RaftNode>, ranges: RangeMap) -> Self {
+        LocalTables {
+            raft,
+            ranges,
+            clocks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The partition map this node routes by.
+    pub fn ranges(&self) -> &RangeMap {
+        &self.ranges
+    }
+
+    /// A human-readable description of a range's span, for status output.
+    pub fn describe_range(&self, range: u64) -> String {
+        self.ranges.describe(range)
+    }
+
+    fn engine(&self) -> &dyn Engine {
+        &**self.raft.engine()
+    }
+
+    fn ensure_leader(&self, range: u64) -> Result<()> {
+        match self.raft.leader(range) {
+            Some(leader) if leader == self.raft.id() => Ok(()),
+            other => Err(not_leader(range, other)),
+        }
+    }
+
+    async fn read_index(&self, range: u64) -> Result<()> {
+        self.raft
+            .read_index(range)
+            .await
+            .map_err(|e| propose_error(range, e))
+    }
+
+    async fn propose(&self, range: u64, command: Vec<u8>) -> Result<Kind, BatchError> {
+        let bytes = self
+            .raft
+            .propose(range, command)
+            .await
+            .map_err(|e| whole(propose_error(range, e)))?;
+        decode_result(&bytes)
+    }
+
+    async fn propose_meta(&self, kind: meta_command::Kind) -> Result<Kind> {
+        self.ensure_leader(META_RANGE_ID)?;
+        let command = MetaCommand { kind: Some(kind) }.encode_to_vec();
+        self.propose(META_RANGE_ID, command)
+            .await
+            .map_err(|e| e.error)
+    }
+
+    /// A timestamp later than every one this node proposed to `range` before.
+    fn next_timestamp(&self, range: u64) -> DateTime {
+        // The map holds plain integers: a panic elsewhere cannot leave it inconsistent.
+        let mut clocks = self.clocks.lock().unwrap_or_else(PoisonError::into_inner);
+        let last = clocks.entry(range).or_insert(i64::MIN);
+        *last = DateTime::now().ticks().max(last.saturating_add(1));
+        DateTime(*last)
+    }
+
+    /// The catalog record of a table, read linearizably; `TableNotFound` if there is none.
+    async fn resolve(&self, account: &str, table: &str) -> Result<TableRecord> {
+        self.read_index(META_RANGE_ID).await?;
+        meta_sm::get_table(self.engine(), account, table)?
+            .ok_or_else(|| Error::from_code(ErrorCode::TableNotFound))
+    }
+
+    /// The range that holds `table` of `account`.
+    pub async fn range_of_table(&self, account: &str, table: &str) -> Result<u64> {
+        let record = self.resolve(account, table).await?;
+        Ok(self.ranges.range_for_table(record.id).id)
+    }
+
+    /// Creates a table; `TableAlreadyExists` if one of that name (in any case) exists.
+    pub async fn create_table(&self, account: &str, table: &TableName) -> Result<TableInfo> {
+        let cmd = CreateTable {
+            account: account.to_string(),
+            name: table.as_str().to_string(),
+        };
+        match self
+            .propose_meta(meta_command::Kind::CreateTable(cmd))
+            .await?
+        {
+            Kind::Table(record) => Ok(table_info(&record)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Deletes a table from the catalog (`ResourceNotFound` if absent), then drops its entities if this
+    /// node leads their range (otherwise the reaper will).
+    pub async fn delete_table(&self, account: &str, table: &str) -> Result<()> {
+        let cmd = DeleteTable {
+            account: account.to_string(),
+            name: table.to_string(),
+        };
+        let record = match self
+            .propose_meta(meta_command::Kind::DeleteTable(cmd))
+            .await?
+        {
+            Kind::Table(record) => record,
+            other => return Err(unexpected(&other)),
+        };
+        if let Err(e) = self.drop_table_data(record.id).await {
+            tracing::info!(table = record.id, error = %e, "table deleted; its entities are left to the reaper");
+        }
+        Ok(())
+    }
+
+    async fn drop_table_data(&self, table_id: u64) -> Result<()> {
+        let range = self.ranges.range_for_table(table_id).id;
+        self.ensure_leader(range)?;
+        let cmd = TableCommand {
+            table_id,
+            timestamp_ticks: self.next_timestamp(range).ticks(),
+            drop_table: true,
+            ..TableCommand::default()
+        };
+        match self
+            .propose(range, cmd.encode_to_vec())
+            .await
+            .map_err(|e| e.error)?
+        {
+            Kind::Done(_) => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Drops the entities of every deleted table whose range this node leads and that was not dropped
+    /// yet; returns how many drops it proposed. Meant to run periodically on every node.
+    pub async fn reap_dropped_tables(&self) -> Result<usize> {
+        self.read_index(META_RANGE_ID).await?;
+        let mut dropped = 0;
+        for record in meta_sm::dropped_tables(self.engine())? {
+            let range = self.ranges.range_for_table(record.id).id;
+            if self.ensure_leader(range).is_err() {
+                continue;
+            }
+            self.read_index(range).await?;
+            if !query::is_dropped(self.engine(), record.id)? {
+                self.drop_table_data(record.id).await?;
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// Looks a table up, with its access policies; `TableNotFound` if it does not exist.
+    pub async fn get_table(&self, account: &str, table: &str) -> Result<TableInfo> {
+        self.resolve(account, table).await.map(|r| table_info(&r))
+    }
+
+    /// Up to `limit` tables in case-folded name order from `start` (inclusive), and the next name.
+    pub async fn list_tables(
+        &self,
+        account: &str,
+        start: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<TableInfo>, Option<String>)> {
+        self.read_index(META_RANGE_ID).await?;
+        let (records, next) = meta_sm::list_tables(self.engine(), account, start, limit)?;
+        Ok((records.iter().map(table_info).collect(), next))
+    }
+
+    /// Replaces a table's stored access policies (at most 5).
+    pub async fn set_table_acl(
+        &self,
+        account: &str,
+        table: &str,
+        policies: Vec<AccessPolicy>,
+    ) -> Result<()> {
+        if policies.len() > MAX_ACCESS_POLICIES {
+            let msg = format!(
+                "At most {MAX_ACCESS_POLICIES} signed identifiers may be set; got {}.",
+                policies.len()
+            );
+            return Err(Error::new(ErrorCode::InvalidXmlDocument, msg));
+        }
+        let cmd = SetTableAcl {
+            account: account.to_string(),
+            name: table.to_string(),
+            policies: policies.iter().map(policy_to_proto).collect(),
+        };
+        match self
+            .propose_meta(meta_command::Kind::SetTableAcl(cmd))
+            .await?
+        {
+            Kind::Table(_) => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The account's service properties document. Served by any replica of the meta group (after
+    /// `read_index`), not only its leader.
+    pub async fn get_service_properties(&self, account: &str) -> Result<Option<String>> {
+        self.read_index(META_RANGE_ID).await?;
+        meta_sm::get_service_properties(self.engine(), account)
+    }
+
+    /// Stores the account's service properties document.
+    pub async fn set_service_properties(&self, account: &str, xml: String) -> Result<()> {
+        let cmd = SetServiceProperties {
+            account: account.to_string(),
+            xml,
+        };
+        match self
+            .propose_meta(meta_command::Kind::SetServiceProperties(cmd))
+            .await?
+        {
+            Kind::Done(_) => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// One entity write.
+    pub async fn write(
+        &self,
+        account: &str,
+        table: &str,
+        op: WriteOp,
+        fencing: Option<Fencing>,
+    ) -> Result<WriteOutcome> {
+        validate_op(&op)?;
+        let mut results = self
+            .execute(account, table, vec![op], fencing)
+            .await
+            .map_err(|e| e.error)?;
+        results
+            .pop()
+            .ok_or_else(|| Error::internal("a write without a result"))
+    }
+
+    /// An entity group transaction: up to 100 writes on one PartitionKey, all or nothing.
+    pub async fn batch(
+        &self,
+        account: &str,
+        table: &str,
+        ops: Vec<WriteOp>,
+        fencing: Option<Fencing>,
+    ) -> Result<Vec<WriteOutcome>, BatchError> {
+        if ops.len() > limits::MAX_BATCH_OPERATIONS {
+            return Err(whole(too_many_operations()));
+        }
+        for (i, op) in ops.iter().enumerate() {
+            validate_op(op).map_err(|error| BatchError {
+                index: Some(i),
+                error,
+            })?;
+        }
+        check_batch_rules(&ops).map_err(|(i, error)| BatchError {
+            index: Some(i),
+            error,
+        })?;
+        self.execute(account, table, ops, fencing).await
+    }
+
+    async fn execute(
+        &self,
+        account: &str,
+        table: &str,
+        ops: Vec<WriteOp>,
+        fencing: Option<Fencing>,
+    ) -> Result<Vec<WriteOutcome>, BatchError> {
+        if let Some(f) = fencing {
+            // The lock manager (and so fencing) comes in a later change; refuse rather than write unfenced.
+            let msg = format!("Fencing tokens (lock {:?}) are not supported yet.", f.lock);
+            return Err(whole(Error::new(ErrorCode::NotImplemented, msg)));
+        }
+        let record = self.resolve(account, table).await.map_err(whole)?;
+        let Some(first) = ops.first() else {
+            return Ok(Vec::new());
+        };
+        let range = self
+            .ranges
+            .range_for_partition(record.id, &first.entity.partition_key)
+            .id;
+        self.ensure_leader(range).map_err(whole)?;
+        let cmd = TableCommand {
+            table_id: record.id,
+            timestamp_ticks: self.next_timestamp(range).ticks(),
+            ops: ops.iter().map(write_op_to_proto).collect(),
+            fencing: None,
+            drop_table: false,
+        };
+        match self.propose(range, cmd.encode_to_vec()).await? {
+            Kind::Writes(results) => outcomes(results).map_err(whole),
+            other => Err(whole(unexpected(&other))),
+        }
+    }
+
+    /// A linearizable point read; `ResourceNotFound` if the entity does not exist.
+    pub async fn get_entity(
+        &self,
+        account: &str,
+        table: &str,
+        partition_key: &str,
+        row_key: &str,
+    ) -> Result<Entity> {
+        let record = self.resolve(account, table).await?;
+        let range = self.ranges.range_for_partition(record.id, partition_key).id;
+        self.ensure_leader(range)?;
+        self.read_index(range).await?;
+        let snapshot = self.raft.engine().snapshot();
+        if query::is_dropped(&*snapshot, record.id)? {
+            return Err(Error::from_code(ErrorCode::TableNotFound));
+        }
+        query::get_entity(&*snapshot, record.id, partition_key, row_key)?
+            .ok_or_else(|| Error::from_code(ErrorCode::ResourceNotFound))
+    }
+
+    /// One page of a query, from one snapshot of the range that holds the table.
+    pub async fn query(&self, account: &str, table: &str, spec: QuerySpec) -> Result<QueryPage> {
+        let record = self.resolve(account, table).await?;
+        let range = self.ranges.range_for_table(record.id).id;
+        self.ensure_leader(range)?;
+        self.read_index(range).await?;
+        let snapshot = self.raft.engine().snapshot();
+        if query::is_dropped(&*snapshot, record.id)? {
+            return Err(Error::from_code(ErrorCode::TableNotFound));
+        }
+        query::query_page(&*snapshot, record.id, &spec)
+    }
+}
+
+#[cfg(test)]
+#[path = "tables_tests.rs"]
+mod tests;

@@ -1,0 +1,340 @@
+//! Clusters of the real `trestle` binary, one process per node, for tests that kill -9 and restart.
+//!
+//! The binary is found at `$TRESTLE_BIN`, or next to the test executable's directory (cargo puts
+//! `target/<profile>/trestle` one level above `target/<profile>/deps/<test>`); `scripts/test.sh` builds
+//! it before the tests run.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use trestle_client::TableClient;
+
+use crate::wait::eventually;
+
+/// The `trestle` binary under test.
+pub fn trestle_bin() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("TRESTLE_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent();
+    while let Some(d) = dir {
+        let candidate = d.join("trestle");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+        dir = d.parent();
+    }
+    bail!(
+        "the trestle binary was not found; build it with `cargo build -p trestle-storage-node --bin trestle` or set TRESTLE_BIN"
+    )
+}
+
+/// Reserves a free port on 127.0.0.1 (chosen by the OS) for a process that binds it right after.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+pub struct ProcessCluster {
+    pub dir: tempfile::TempDir,
+    bin: PathBuf,
+    children: Vec<Option<Child>>,
+    grpc_ports: Vec<u16>,
+    rest_ports: Vec<u16>,
+}
+
+impl ProcessCluster {
+    /// Starts three `trestle node` processes with `ranges` data ranges and waits until every range has a
+    /// leader.
+    pub async fn start(ranges: usize) -> anyhow::Result<ProcessCluster> {
+        crate::init_logging();
+        let bin = trestle_bin()?;
+        let dir = tempfile::tempdir()?;
+        let grpc_ports = (0..3)
+            .map(|_| free_port())
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let rest_ports = (0..3)
+            .map(|_| free_port())
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut peers = String::new();
+        for i in 0..3 {
+            peers += &format!(
+                "[[peers]]\nid = {}\ngrpc-addr = \"127.0.0.1:{}\"\nrest-addr = \"127.0.0.1:{}\"\n\n",
+                i + 1,
+                grpc_ports[i],
+                rest_ports[i]
+            );
+        }
+        for i in 0..3 {
+            let cfg = format!(
+                "node-id = {}\ndata-dir = \"{}\"\ninitial-ranges = {ranges}\ncluster-token = \"test\"\n\n\
+                 [raft]\ntick-ms = 20\n\n{peers}",
+                i + 1,
+                dir.path().join(format!("node{}", i + 1)).display(),
+            );
+            std::fs::write(dir.path().join(format!("node{}.toml", i + 1)), cfg)?;
+        }
+        let mut c = ProcessCluster {
+            dir,
+            bin,
+            children: vec![None, None, None],
+            grpc_ports,
+            rest_ports,
+        };
+        for id in 1..=3 {
+            c.spawn(id)?;
+        }
+        c.wait_ready().await?;
+        Ok(c)
+    }
+
+    fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
+        let cfg = self.dir.path().join(format!("node{id}.toml"));
+        let log = std::fs::File::create(self.dir.path().join(format!("node{id}.log")))?;
+        let child = Command::new(&self.bin)
+            .args(["node", "--config"])
+            .arg(&cfg)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawning {}", self.bin.display()))?;
+        self.children[(id - 1) as usize] = Some(child);
+        Ok(())
+    }
+
+    pub fn grpc_endpoints(&self) -> Vec<String> {
+        self.grpc_ports
+            .iter()
+            .map(|p| format!("http://127.0.0.1:{p}"))
+            .collect()
+    }
+
+    pub fn grpc_endpoint(&self, id: u64) -> String {
+        format!("http://127.0.0.1:{}", self.grpc_ports[(id - 1) as usize])
+    }
+
+    pub fn rest_endpoint(&self, id: u64) -> String {
+        format!("http://127.0.0.1:{}", self.rest_ports[(id - 1) as usize])
+    }
+
+    pub async fn client(&self) -> anyhow::Result<TableClient> {
+        Ok(TableClient::connect(self.grpc_endpoints()).await?)
+    }
+
+    /// The node log, for assertion messages.
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("node{id}.log"))).unwrap_or_default()
+    }
+
+    /// Waits until every running node answers status and every range has a leader.
+    pub async fn wait_ready(&self) -> anyhow::Result<()> {
+        let ok = eventually(Duration::from_secs(60), || async {
+            let mut leaders = std::collections::BTreeMap::new();
+            for id in 1..=3u64 {
+                if self.children[(id - 1) as usize].is_none() {
+                    continue;
+                }
+                let status = admin_status(&self.grpc_endpoint(id)).await?;
+                for r in status.ranges {
+                    if r.leader_node_id != 0 {
+                        leaders.insert(r.range_id, r.leader_node_id);
+                    }
+                }
+            }
+            (!leaders.is_empty() && leaders.len() == self.range_count().await?).then_some(())
+        })
+        .await;
+        if ok.is_none() {
+            bail!("cluster did not become ready; node 1 log:\n{}", self.log(1));
+        }
+        Ok(())
+    }
+
+    async fn range_count(&self) -> Option<usize> {
+        for id in 1..=3u64 {
+            if self.children[(id - 1) as usize].is_some()
+                && let Some(s) = admin_status(&self.grpc_endpoint(id)).await
+            {
+                return Some(s.ranges.len());
+            }
+        }
+        None
+    }
+
+    /// The leader of `range`, as the first reachable node reports it.
+    pub async fn leader_of(&self, range: u64) -> Option<u64> {
+        eventually(Duration::from_secs(20), || async {
+            for id in 1..=3u64 {
+                if self.children[(id - 1) as usize].is_none() {
+                    continue;
+                }
+                let s = admin_status(&self.grpc_endpoint(id)).await?;
+                for r in s.ranges {
+                    if r.range_id == range && r.leader_node_id != 0 {
+                        return Some(r.leader_node_id);
+                    }
+                }
+            }
+            None
+        })
+        .await
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill9(&mut self, id: u64) -> anyhow::Result<()> {
+        if let Some(mut child) = self.children[(id - 1) as usize].take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Starts a killed node again on the same data directory.
+    pub async fn restart(&mut self, id: u64) -> anyhow::Result<()> {
+        self.spawn(id)?;
+        let endpoint = self.grpc_endpoint(id);
+        let up = eventually(Duration::from_secs(30), || async {
+            admin_status(&endpoint).await
+        })
+        .await;
+        if up.is_none() {
+            bail!("node {id} did not come back; log:\n{}", self.log(id));
+        }
+        Ok(())
+    }
+
+    /// Stops every node with SIGTERM (a clean shutdown) and waits for them.
+    pub fn stop_all(&mut self) -> anyhow::Result<()> {
+        for child in self.children.iter_mut() {
+            if let Some(mut c) = child.take() {
+                Command::new("kill")
+                    .args(["-TERM", &c.id().to_string()])
+                    .status()?;
+                c.wait()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The applied index of every range on node `id`.
+    pub async fn applied(&self, id: u64) -> Option<Vec<(u64, u64)>> {
+        let s = admin_status(&self.grpc_endpoint(id)).await?;
+        Some(
+            s.ranges
+                .iter()
+                .map(|r| {
+                    (
+                        r.range_id,
+                        r.replicas.first().map(|x| x.applied_index).unwrap_or(0),
+                    )
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for ProcessCluster {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Calls Admin.Status on a node, `None` if it is unreachable.
+pub async fn admin_status(endpoint: &str) -> Option<trestle_proto::admin::StatusResponse> {
+    let mut c = trestle_proto::admin::admin_client::AdminClient::connect(endpoint.to_string())
+        .await
+        .ok()?;
+    c.status(trestle_proto::admin::StatusRequest {})
+        .await
+        .ok()
+        .map(|r| r.into_inner())
+}
+
+/// A `trestle dev` process.
+pub struct DevProcess {
+    child: Option<Child>,
+    pub rest: String,
+    pub grpc: Vec<String>,
+}
+
+impl DevProcess {
+    /// Starts `trestle dev --data DIR` on OS-chosen ports and waits for its ready line.
+    pub fn start(data: &Path) -> anyhow::Result<DevProcess> {
+        let mut child = Command::new(trestle_bin()?)
+            .args([
+                "dev",
+                "--rest-addr",
+                "127.0.0.1:0",
+                "--grpc-port",
+                "0",
+                "--data",
+            ])
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().context("dev stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(json) = line.strip_prefix("TRESTLE_READY ") {
+                        break json.to_string();
+                    }
+                }
+                _ => {
+                    let _ = child.kill();
+                    bail!("trestle dev exited before it was ready");
+                }
+            }
+        };
+        let v: serde_json::Value = serde_json::from_str(&ready)?;
+        let rest = format!("http://{}", v["rest"].as_str().unwrap_or_default());
+        let grpc = v["grpc"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str())
+                    .map(|s| format!("http://{s}"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(DevProcess {
+            child: Some(child),
+            rest,
+            grpc,
+        })
+    }
+
+    /// Ctrl-C (SIGINT) and wait for a clean exit; returns whether it exited successfully.
+    pub fn interrupt(&mut self) -> anyhow::Result<bool> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(false);
+        };
+        Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()?;
+        Ok(child.wait()?.success())
+    }
+}
+
+impl Drop for DevProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Integration, fault and compatibility tests live in `tests/tests/`, one test binary per theme.

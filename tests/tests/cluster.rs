@@ -1,0 +1,219 @@
+//! In-process table clusters: the full node code on memory engines, Raft over the memory network with
+//! faults injected, gRPC between nodes for forwarding. Stories: replication to every replica, leader
+//! failure, minority and majority partitions, a wiped replica restored by snapshot, forwarding.
+
+use std::time::Duration;
+
+use trestle_client::TableClient;
+use trestle_testkit::{InProcessCluster, eventually};
+use trestle_types::{Entity, ErrorCode, Value};
+
+const ACCOUNT: &str = "devstoreaccount1";
+
+fn entity(pk: &str, rk: &str, n: i64) -> Entity {
+    Entity::new(pk, rk)
+        .with("n", Value::Int64(n))
+        .with("s", Value::String(format!("value {n}")))
+}
+
+async fn setup(c: &InProcessCluster, table: &str) -> TableClient {
+    let client = c.client().await.unwrap();
+    client.create_table(table).await.unwrap();
+    client
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t01_an_acknowledged_insert_is_on_all_three_replicas() {
+    let c = InProcessCluster::start(3).await.unwrap();
+    let client = setup(&c, "people").await;
+    client
+        .table("people")
+        .insert(entity("p1", "r1", 1))
+        .await
+        .unwrap();
+    for id in 1..=3 {
+        let found = eventually(Duration::from_secs(10), || async {
+            c.read_replica(id, ACCOUNT, "people", "p1", "r1")
+                .await
+                .ok()
+                .flatten()
+        })
+        .await;
+        let e = found.unwrap_or_else(|| panic!("replica {id} never got the entity"));
+        assert_eq!(
+            e.properties.get("n"),
+            Some(&Value::Int64(1)),
+            "replica {id}"
+        );
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t02_leader_failure_elects_a_new_leader_and_writes_continue() {
+    let mut c = InProcessCluster::start(2).await.unwrap();
+    let client = setup(&c, "orders").await;
+    let t = client.table("orders");
+    for i in 0..10 {
+        t.insert(entity("p", &format!("a{i:02}"), i)).await.unwrap();
+    }
+    let range = c.range_of(ACCOUNT, "orders").await.unwrap();
+    let leader = c.leader_of(range).await.unwrap();
+    c.stop(leader).await;
+    for i in 0..10 {
+        t.insert(entity("p", &format!("b{i:02}"), i)).await.unwrap();
+    }
+    let new_leader = c.leader_of(range).await.unwrap();
+    assert_ne!(new_leader, leader);
+    c.restart(leader).await.unwrap();
+    assert!(
+        c.wait_replicated(Duration::from_secs(20)).await,
+        "replicas converge after the restart"
+    );
+    for id in 1..=3 {
+        for prefix in ["a", "b"] {
+            for i in 0..10 {
+                let e = c
+                    .read_replica(id, ACCOUNT, "orders", "p", &format!("{prefix}{i:02}"))
+                    .await
+                    .unwrap();
+                assert!(e.is_some(), "replica {id} misses {prefix}{i:02}");
+            }
+        }
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t03_isolated_leader_neither_commits_nor_serves_stale_reads() {
+    let c = InProcessCluster::start(1).await.unwrap();
+    let client = setup(&c, "accounts").await;
+    let t = client.table("accounts");
+    t.insert(entity("p", "balance", 100)).await.unwrap();
+    let range = c.range_of(ACCOUNT, "accounts").await.unwrap();
+    let leader = c.leader_of(range).await.unwrap();
+    let others: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    c.net.partition(&[&[leader], &others]);
+
+    // The majority elects a leader and takes the update.
+    let majority = c.client_of(others[0]).await.unwrap();
+    let last_error = std::sync::Mutex::new(None);
+    let updated = eventually(Duration::from_secs(15), || async {
+        match majority
+            .table("accounts")
+            .upsert_replace(entity("p", "balance", 200))
+            .await
+        {
+            Ok(v) => Some(v),
+            Err(e) => {
+                *last_error.lock().unwrap() = Some(e.to_string());
+                None
+            }
+        }
+    })
+    .await;
+    assert!(
+        updated.is_some(),
+        "the majority side accepts writes: {:?}",
+        last_error.lock().unwrap()
+    );
+
+    // Through the isolated node a read is either refused or current, never the old balance.
+    let isolated = c.client_of(leader).await.unwrap();
+    if let Ok(e) = isolated.table("accounts").get("p", "balance").await {
+        assert_eq!(
+            e.properties.get("n"),
+            Some(&Value::Int64(200)),
+            "stale read from the minority"
+        );
+    }
+    c.net.heal();
+    assert!(c.wait_replicated(Duration::from_secs(20)).await);
+    for id in 1..=3 {
+        let e = c
+            .read_replica(id, ACCOUNT, "accounts", "p", "balance")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            e.properties.get("n"),
+            Some(&Value::Int64(200)),
+            "replica {id}"
+        );
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t04_a_wiped_replica_is_restored_by_snapshot() {
+    let mut c = InProcessCluster::start_with(1, |cfg| cfg.raft.log_compact_threshold = 20)
+        .await
+        .unwrap();
+    let client = setup(&c, "logs").await;
+    let t = client.table("logs");
+    for i in 0..120 {
+        t.insert(entity("p", &format!("r{i:03}"), i)).await.unwrap();
+    }
+    let range = c.range_of(ACCOUNT, "logs").await.unwrap();
+    let leader = c.leader_of(range).await.unwrap();
+    let victim = (1..=3).find(|&id| id != leader).unwrap();
+    c.wipe(victim).await.unwrap();
+    c.restart(victim).await.unwrap();
+    t.insert(entity("p", "after", 1)).await.unwrap();
+    let restored = eventually(Duration::from_secs(20), || async {
+        let a = c
+            .read_replica(victim, ACCOUNT, "logs", "p", "r000")
+            .await
+            .ok()
+            .flatten()?;
+        let b = c
+            .read_replica(victim, ACCOUNT, "logs", "p", "after")
+            .await
+            .ok()
+            .flatten()?;
+        Some((a, b))
+    })
+    .await;
+    assert!(
+        restored.is_some(),
+        "the wiped replica got the old and the new entities"
+    );
+    for i in 0..120 {
+        let e = c
+            .read_replica(victim, ACCOUNT, "logs", "p", &format!("r{i:03}"))
+            .await
+            .unwrap();
+        assert!(e.is_some(), "wiped replica misses r{i:03}");
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t05_any_node_accepts_any_request() {
+    let c = InProcessCluster::start(4).await.unwrap();
+    let client = setup(&c, "anywhere").await;
+    drop(client);
+    for id in 1..=3 {
+        let only = c.client_of(id).await.unwrap();
+        only.table("anywhere")
+            .insert(entity("p", &format!("via{id}"), id as i64))
+            .await
+            .unwrap();
+    }
+    let all = c.client_of(2).await.unwrap();
+    for id in 1..=3 {
+        let e = all
+            .table("anywhere")
+            .get("p", &format!("via{id}"))
+            .await
+            .unwrap();
+        assert_eq!(e.properties.get("n"), Some(&Value::Int64(id as i64)));
+    }
+    let dup = all
+        .table("anywhere")
+        .insert(entity("p", "via1", 9))
+        .await
+        .unwrap_err();
+    assert_eq!(dup.code(), Some(ErrorCode::EntityAlreadyExists));
+    c.shutdown().await;
+}

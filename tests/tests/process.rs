@@ -1,0 +1,120 @@
+//! Process clusters of the real `trestle` binary: kill -9 of a range leader under a concurrent write load,
+//! restart, and every acknowledged write present on every replica; a full `trestle dev` restart keeps every
+//! acknowledged write.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use trestle_testkit::process::DevProcess;
+use trestle_testkit::{ProcessCluster, replica};
+use trestle_types::{Entity, Value};
+
+const ACCOUNT: &str = "devstoreaccount1";
+
+fn entity(pk: &str, rk: &str) -> Entity {
+    Entity::new(pk, rk).with("payload", Value::String("x".repeat(200)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t01_kill9_of_the_leader_under_load_loses_no_acknowledged_write() {
+    let mut cluster = ProcessCluster::start(2).await.unwrap();
+    let client = cluster.client().await.unwrap();
+    client.create_table("load").await.unwrap();
+    let range = replica::range_of_table(&cluster.grpc_endpoint(1), ACCOUNT, "load")
+        .await
+        .unwrap();
+    let leader = cluster.leader_of(range).await.unwrap();
+
+    let acked: Arc<Mutex<BTreeSet<(String, String)>>> = Arc::default();
+    let stop_at = Arc::new(Mutex::new(None::<Instant>));
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let client = client.clone();
+        let acked = acked.clone();
+        let stop_at = stop_at.clone();
+        writers.push(tokio::spawn(async move {
+            let table = client.table("load");
+            let mut i = 0u64;
+            loop {
+                if stop_at.lock().unwrap().is_some_and(|t| Instant::now() >= t) {
+                    break;
+                }
+                let (pk, rk) = (format!("w{w}"), format!("{i:08}"));
+                // Only writes the cluster acknowledged count; failures (the leader died mid-write) are
+                // allowed, silence is not.
+                if table.insert(entity(&pk, &rk)).await.is_ok() {
+                    acked.lock().unwrap().insert((pk, rk));
+                }
+                i += 1;
+            }
+        }));
+    }
+    // Let the load run, then kill the leader without warning.
+    let warmup = trestle_testkit::eventually(Duration::from_secs(30), || async {
+        (acked.lock().unwrap().len() >= 200).then_some(())
+    })
+    .await;
+    assert!(warmup.is_some(), "writes were acknowledged before the kill");
+    cluster.kill9(leader).unwrap();
+    let before_restart = acked.lock().unwrap().len();
+    let progressed = trestle_testkit::eventually(Duration::from_secs(30), || async {
+        (acked.lock().unwrap().len() >= before_restart + 200).then_some(())
+    })
+    .await;
+    assert!(
+        progressed.is_some(),
+        "writes continue after the leader is killed"
+    );
+    cluster.restart(leader).await.unwrap();
+    *stop_at.lock().unwrap() = Some(Instant::now() + Duration::from_secs(2));
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(!acked.is_empty());
+
+    // Every replica must hold every acknowledged write once it has caught up.
+    let caught_up = replica::wait_converged(&cluster, Duration::from_secs(60)).await;
+    assert!(caught_up, "replicas converge after the restart");
+    let dir = cluster.dir.path().to_path_buf();
+    drop(client);
+    cluster.stop_all().unwrap();
+    for id in 1..=3 {
+        let on_disk =
+            replica::entities_on_disk(&dir.join(format!("node{id}/db")), ACCOUNT, "load").unwrap();
+        let missing: Vec<_> = acked.difference(&on_disk).take(5).collect();
+        assert!(
+            missing.is_empty(),
+            "replica {id} lost acknowledged writes, e.g. {missing:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t02_a_full_dev_restart_keeps_every_acknowledged_write() {
+    let data = tempfile::tempdir().unwrap();
+    let mut dev = DevProcess::start(data.path()).unwrap();
+    let client = trestle_client::TableClient::connect(dev.grpc.clone())
+        .await
+        .unwrap();
+    client.create_table("durable").await.unwrap();
+    let t = client.table("durable");
+    for i in 0..100 {
+        t.insert(entity("p", &format!("{i:04}"))).await.unwrap();
+    }
+    assert!(
+        dev.interrupt().unwrap(),
+        "trestle dev exits cleanly on Ctrl-C"
+    );
+
+    let dev = DevProcess::start(data.path()).unwrap();
+    let client = trestle_client::TableClient::connect(dev.grpc.clone())
+        .await
+        .unwrap();
+    let t = client.table("durable");
+    for i in 0..100 {
+        let e = t.get("p", &format!("{i:04}")).await.unwrap();
+        assert_eq!(e.row_key, format!("{i:04}"));
+    }
+}
