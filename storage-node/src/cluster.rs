@@ -4,8 +4,9 @@
 //! Each call first runs on this node ([`LocalTables`]), which serves it if this node's replica leads the
 //! range involved. Otherwise the request is forwarded over gRPC to the node the replica names as leader;
 //! the receiving node runs it locally only (a forwarded request is never forwarded again, so two nodes
-//! with stale views cannot bounce a request between them). While a range has no leader (an election is
-//! under way) the call waits and retries with backoff, up to the node's request timeout.
+//! with stale views cannot bounce a request between them). When this node knows no leader — an
+//! election is under way, or this node is cut off from the others' Raft traffic — it asks the other nodes
+//! in turn (one of them may lead, or know who does), with backoff, up to the node's request timeout.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ fn is_forwarded() -> bool {
 }
 
 pub struct ClusterTableService {
+    node_id: u64,
     local: Arc<LocalTables>,
     /// node id → gRPC address of every peer.
     peers: HashMap<u64, String>,
@@ -46,8 +48,14 @@ enum Next {
 }
 
 impl ClusterTableService {
-    pub fn new(local: Arc<LocalTables>, peers: HashMap<u64, String>, timeout: Duration) -> Self {
+    pub fn new(
+        node_id: u64,
+        local: Arc<LocalTables>,
+        peers: HashMap<u64, String>,
+        timeout: Duration,
+    ) -> Self {
         ClusterTableService {
+            node_id,
             local,
             peers,
             channels: Default::default(),
@@ -95,9 +103,24 @@ impl ClusterTableService {
             return None;
         }
         match crate::tables::leader_hint(err) {
-            Some(leader) if self.peers.contains_key(&leader) => Some(Next::Forward(leader)),
+            Some(leader) if leader != self.node_id && self.peers.contains_key(&leader) => {
+                Some(Next::Forward(leader))
+            }
             _ => Some(Next::Wait),
         }
+    }
+
+    /// Another node to ask when this one knows no leader (it may be cut off from the others' Raft
+    /// traffic while they have long elected one): the peers in turn.
+    fn next_peer(&self, attempt: usize) -> Option<u64> {
+        let mut others: Vec<u64> = self
+            .peers
+            .keys()
+            .copied()
+            .filter(|&id| id != self.node_id)
+            .collect();
+        others.sort_unstable();
+        (!others.is_empty()).then(|| others[attempt % others.len()])
     }
 
     /// Runs `local` here; on `NotLeader`, forwards with `remote` or waits for an election, until the
@@ -111,6 +134,7 @@ impl ClusterTableService {
     {
         let deadline = Instant::now() + self.timeout;
         let mut backoff = Duration::from_millis(10);
+        let mut attempt = 0usize;
         loop {
             let err = match local().await {
                 Ok(v) => return Ok(v),
@@ -126,8 +150,16 @@ impl ClusterTableService {
                     Err(e) if e.code == ErrorCode::NotLeader => e,
                     Err(e) => return Err(e),
                 },
-                Some(Next::Wait) => err,
+                Some(Next::Wait) => match self.next_peer(attempt) {
+                    Some(node) => match remote(self.channel(node)?).await {
+                        Ok(v) => return Ok(v),
+                        Err(e) if e.code == ErrorCode::NotLeader => e,
+                        Err(e) => return Err(e),
+                    },
+                    None => err,
+                },
             };
+            attempt += 1;
             if Instant::now() + backoff > deadline {
                 return Err(if result.code == ErrorCode::NotLeader {
                     Error::new(

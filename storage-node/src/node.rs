@@ -151,6 +151,7 @@ impl Node {
             .map(|p| (p.id, p.grpc_addr.clone()))
             .collect();
         let tables = Arc::new(ClusterTableService::new(
+            cfg.node_id,
             local.clone(),
             peers,
             Duration::from_millis(cfg.request_timeout_ms),
