@@ -443,6 +443,11 @@ impl Driver {
                     touched.insert(*id);
                 }
             }
+            for group in &touched {
+                if let Some(peer) = self.peers.get_mut(group) {
+                    peer.flush_reads();
+                }
+            }
             if let Err(e) = self.process_readies(&mut touched) {
                 tracing::error!(node = self.id, error = %e, "stopping node after a storage failure");
                 break;

@@ -44,8 +44,10 @@ pub(crate) struct Peer {
     pub(crate) raw: RawNode<PeerStorage>,
     sm: Box<dyn StateMachine>,
     proposals: VecDeque<PendingProposal>,
-    /// Read requests sent to raft-rs, keyed by their context id.
-    reads_requested: HashMap<u64, Reply<()>>,
+    /// Reads that arrived this loop turn; one ReadIndex request serves them all.
+    reads_queued: Vec<Reply<()>>,
+    /// ReadIndex requests sent to raft-rs, keyed by their context id.
+    reads_requested: HashMap<u64, Vec<Reply<()>>>,
     /// Reads whose read index is known, waiting until it is applied.
     reads_ready: Vec<(u64, Reply<()>)>,
     next_read_id: u64,
@@ -70,6 +72,7 @@ impl Peer {
             raw,
             sm,
             proposals: VecDeque::new(),
+            reads_queued: Vec::new(),
             reads_requested: HashMap::new(),
             reads_ready: Vec::new(),
             next_read_id: 1,
@@ -122,9 +125,19 @@ impl Peer {
             let _ = reply.send(Err(self.not_leader()));
             return;
         }
+        self.reads_queued.push(reply);
+    }
+
+    /// Sends one ReadIndex request for every read queued this turn: a read index taken after all of them
+    /// arrived is valid for each, and concurrent readers share one heartbeat round instead of one each.
+    pub(crate) fn flush_reads(&mut self) {
+        if self.reads_queued.is_empty() {
+            return;
+        }
         let id = self.next_read_id;
         self.next_read_id += 1;
-        self.reads_requested.insert(id, reply);
+        self.reads_requested
+            .insert(id, std::mem::take(&mut self.reads_queued));
         self.raw.read_index(id.to_le_bytes().to_vec());
     }
 
@@ -134,8 +147,9 @@ impl Peer {
             let Ok(bytes) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else {
                 continue;
             };
-            if let Some(reply) = self.reads_requested.remove(&u64::from_le_bytes(bytes)) {
-                self.reads_ready.push((rs.index, reply));
+            if let Some(replies) = self.reads_requested.remove(&u64::from_le_bytes(bytes)) {
+                self.reads_ready
+                    .extend(replies.into_iter().map(|r| (rs.index, r)));
             }
         }
     }
@@ -160,7 +174,11 @@ impl Peer {
             let _ = p.reply.send(Err(ProposeError::Timeout));
         }
         let err = self.not_leader();
-        for (_, reply) in self.reads_requested.drain() {
+        let requested = self
+            .reads_requested
+            .drain()
+            .flat_map(|(_, replies)| replies);
+        for reply in self.reads_queued.drain(..).chain(requested) {
             let _ = reply.send(Err(err.clone()));
         }
         for (_, reply) in self.reads_ready.drain(..) {

@@ -118,3 +118,49 @@ async fn t02_a_full_dev_restart_keeps_every_acknowledged_write() {
         assert_eq!(e.row_key, format!("{i:04}"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t03_ctl_status_shows_every_node_range_leader_and_index() {
+    let cluster = ProcessCluster::start(3).await.unwrap();
+    let client = cluster.client().await.unwrap();
+    client.create_table("visible").await.unwrap();
+    client
+        .table("visible")
+        .insert(entity("p", "r"))
+        .await
+        .unwrap();
+    let bin = trestle_testkit::process::trestle_bin().unwrap();
+    let endpoint = cluster.grpc_endpoint(2);
+    let out = std::process::Command::new(&bin)
+        .args(["ctl", "--addr", &endpoint, "status", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    assert!(nodes.iter().all(|n| n["up"] == true), "{nodes:?}");
+    let replicas = v["replicas"].as_array().unwrap();
+    // The meta group and three data ranges, each with a replica on every node.
+    assert_eq!(replicas.len(), 4 * 3, "{replicas:?}");
+    for range in 1..=4u64 {
+        let of_range: Vec<_> = replicas.iter().filter(|r| r["range"] == range).collect();
+        let leaders = of_range.iter().filter(|r| r["role"] == "leader").count();
+        assert_eq!(leaders, 1, "range {range} has one leader: {of_range:?}");
+        assert!(of_range.iter().all(|r| r["commit"].as_u64().unwrap() >= 1));
+    }
+    // The text form names the same things.
+    let text = std::process::Command::new(&bin)
+        .args(["ctl", "--addr", &endpoint, "status"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains("RANGE") && text.contains("leader") && text.contains("meta"),
+        "{text}"
+    );
+}
