@@ -1,1 +1,28 @@
-//! Criterion micro-benchmarks per layer and the `trestle-bench` load harness (a later issue).
+//! Criterion micro-benchmarks per layer (`benches/*.rs`) and the `trestle-bench` load harness.
+//!
+//! The harness is a *client*: it speaks the Azure Table REST protocol (its own Shared Key signer, so the
+//! same binary drives Trestle and Azurite) and Trestle's gRPC API through the Rust SDK, and links no server
+//! crate. Module map, from the wire up:
+//!
+//! - [`signing`]: Table Shared Key signatures;
+//! - [`workload`] and [`bodies`]: which operation comes next, on which keys, with which entity;
+//! - [`rest`], [`grpc`] and [`driver`]: one connection per worker over either protocol, targets, the
+//!   load phase;
+//! - [`runner`]: closed- and open-loop measured runs; [`compare`]: A/B rounds;
+//! - [`report`]: histograms, percentiles, medians, ratios, the JSON result files; [`summary`]: Markdown
+//!   and SVG from result files; [`fsync`]: the disk's synchronous append rate.
+//!
+//! The micro-benchmarks (`cargo bench -p trestle-benches`) dev-depend on the server crates to time their
+//! internals; `benches/compare.sh` runs the whole Trestle-vs-Azurite comparison.
+
+pub mod bodies;
+pub mod compare;
+pub mod driver;
+pub mod fsync;
+pub mod grpc;
+pub mod report;
+pub mod rest;
+pub mod runner;
+pub mod signing;
+pub mod summary;
+pub mod workload;

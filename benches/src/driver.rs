@@ -1,0 +1,319 @@
+//! Targets and connections, over either protocol: what the runner talks to.
+//!
+//! A target is written `[label=]rest:URL` or `[label=]grpc:ADDR[,ADDR...]` on the command line, e.g.
+//! `trestle=rest:http://127.0.0.1:10002/devstoreaccount1`, `azurite=rest:http://127.0.0.1:10012/devstoreaccount1`
+//! or `grpc:127.0.0.1:10101,127.0.0.1:10102,127.0.0.1:10103`. [`Target::connection`] gives each worker its
+//! own [`Conn`]; [`Target::prepare`] creates the table and runs the load phase a workload needs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context as _, anyhow, bail};
+use trestle_client::{ClientConfig, TableClient};
+
+use crate::bodies::Payload;
+use crate::grpc::{self, GrpcConn};
+use crate::rest::{self, BatchKind, RestConn, RestTarget};
+use crate::workload::{
+    WorkloadConfig, WorkloadKind, partition_key, query_partition_key, record_key, record_row_key,
+};
+
+/// A failed operation, by kind (`http-409 EntityAlreadyExists`, `timeout`, `grpc NotFound`...): the
+/// report counts errors per kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpError(String);
+
+impl OpError {
+    pub fn new(kind: impl Into<String>) -> OpError {
+        OpError(kind.into())
+    }
+
+    pub fn kind(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for OpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OpError {}
+
+/// How many times `needle` occurs in `haystack` (non-overlapping): entities in a query page.
+pub fn count_occurrences(haystack: &[u8], needle: &[u8]) -> u64 {
+    let Some(&first) = needle.first() else {
+        return 0;
+    };
+    let mut count = 0;
+    let mut i = 0;
+    while i + needle.len() <= haystack.len() {
+        match haystack[i..].iter().position(|&b| b == first) {
+            Some(off) => {
+                i += off;
+                if haystack[i..].starts_with(needle) {
+                    count += 1;
+                    i += needle.len();
+                } else {
+                    i += 1;
+                }
+            }
+            None => break,
+        }
+    }
+    count
+}
+
+/// The protocol a target speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Rest,
+    Grpc,
+}
+
+/// An endpoint under test.
+#[derive(Clone)]
+pub enum Endpoint {
+    Rest(Arc<RestTarget>),
+    Grpc(TableClient),
+}
+
+/// A labelled endpoint, as given on the command line.
+#[derive(Clone)]
+pub struct Target {
+    pub label: String,
+    pub spec: String,
+    pub endpoint: Endpoint,
+}
+
+impl Target {
+    /// Parses `[label=]rest:URL` / `[label=]grpc:ADDR,...`; `account` and `key` apply to REST targets.
+    pub async fn parse(spec: &str, account: Option<&str>, key: &str) -> anyhow::Result<Target> {
+        let (label, rest) = match spec.split_once('=') {
+            Some((l, r)) if !l.contains(':') => (Some(l.to_string()), r),
+            _ => (None, spec),
+        };
+        let endpoint = if let Some(url) = rest.strip_prefix("rest:") {
+            Endpoint::Rest(Arc::new(RestTarget::parse(url, account, key)?))
+        } else if let Some(addrs) = rest.strip_prefix("grpc:") {
+            let endpoints: Vec<String> = addrs.split(',').map(str::to_string).collect();
+            let config = ClientConfig::default().with_account(account.unwrap_or_default());
+            Endpoint::Grpc(TableClient::connect_with(endpoints, config).await?)
+        } else {
+            bail!("a target is rest:URL or grpc:ADDR[,ADDR...], optionally label=...; got {spec}");
+        };
+        let label = label.unwrap_or_else(|| rest.to_string());
+        Ok(Target {
+            label,
+            spec: rest.to_string(),
+            endpoint,
+        })
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        match self.endpoint {
+            Endpoint::Rest(_) => Protocol::Rest,
+            Endpoint::Grpc(_) => Protocol::Grpc,
+        }
+    }
+
+    /// A worker's connection.
+    pub fn connection(&self, table: &str, payload: Payload) -> Conn {
+        match &self.endpoint {
+            Endpoint::Rest(t) => Conn::Rest(Box::new(RestConn::new(t.clone(), table, payload))),
+            Endpoint::Grpc(c) => Conn::Grpc(GrpcConn::new(c, table, payload)),
+        }
+    }
+
+    /// Fails early, with a clear message, when the endpoint does not answer.
+    pub async fn probe(&self) -> anyhow::Result<()> {
+        match &self.endpoint {
+            Endpoint::Rest(t) => rest::probe(t).await,
+            Endpoint::Grpc(c) => c
+                .list_tables_page(None, 1)
+                .await
+                .map(|_| ())
+                .with_context(|| format!("reaching {}", self.spec)),
+        }
+    }
+
+    /// Creates `table` and preloads what the workload reads: `records` entities for record workloads,
+    /// `query_partitions` × `page_size` entities for queries. Loads with batches of up to 100
+    /// insert-or-replace operations over `concurrency` connections; returns the entities loaded.
+    pub async fn prepare(
+        &self,
+        table: &str,
+        cfg: &WorkloadConfig,
+        payload: &Payload,
+        concurrency: usize,
+    ) -> anyhow::Result<u64> {
+        let mut conn = self.connection(table, payload.clone());
+        match &mut conn {
+            Conn::Rest(c) => c.create_table().await,
+            Conn::Grpc(_) => match &self.endpoint {
+                Endpoint::Grpc(client) => grpc::create_table(client, table).await,
+                Endpoint::Rest(_) => Ok(()),
+            },
+        }
+        .map_err(|e| anyhow!("creating table {table} on {}: {e}", self.label))?;
+        let chunks = load_chunks(cfg);
+        if chunks.is_empty() {
+            return Ok(0);
+        }
+        let chunks = Arc::new(chunks);
+        let next = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency.clamp(1, 16) {
+            let (chunks, next) = (chunks.clone(), next.clone());
+            let mut conn = self.connection(table, payload.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut loaded = 0;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some((pk, rks)) = chunks.get(i) else {
+                        return Ok::<u64, OpError>(loaded);
+                    };
+                    let rows: Vec<(&str, u64)> = rks.iter().map(|rk| (rk.as_str(), 0)).collect();
+                    loaded += conn.upsert_batch(pk, &rows).await?;
+                }
+            }));
+        }
+        let mut total = 0;
+        for t in tasks {
+            total += t
+                .await?
+                .map_err(|e| anyhow!("loading {table} on {}: {e}", self.label))?;
+        }
+        Ok(total)
+    }
+}
+
+/// The load phase's batches: `(partition key, row keys)`, at most 100 rows each, one partition each.
+pub fn load_chunks(cfg: &WorkloadConfig) -> Vec<(String, Vec<String>)> {
+    let mut chunks = Vec::new();
+    if cfg.kind == WorkloadKind::Query {
+        for j in 0..u64::from(cfg.query_partitions) {
+            let rks: Vec<String> = (0..u64::from(cfg.page_size)).map(record_row_key).collect();
+            for c in rks.chunks(100) {
+                chunks.push((query_partition_key(j), c.to_vec()));
+            }
+        }
+    } else if cfg.kind.needs_records() {
+        let partitions = u64::from(cfg.partitions.max(1));
+        for p in 0..partitions {
+            let rks: Vec<String> = (p..cfg.records)
+                .step_by(partitions as usize)
+                .map(|i| record_key(cfg, i).1)
+                .collect();
+            for c in rks.chunks(100) {
+                chunks.push((partition_key(p), c.to_vec()));
+            }
+        }
+    }
+    chunks
+}
+
+/// A worker's connection, either protocol.
+pub enum Conn {
+    Rest(Box<RestConn>),
+    Grpc(GrpcConn),
+}
+
+impl Conn {
+    /// Runs one operation; returns the entities it wrote or read.
+    pub async fn execute(&mut self, op: &crate::workload::Op) -> Result<u64, OpError> {
+        match self {
+            Conn::Rest(c) => c.execute(op).await,
+            Conn::Grpc(c) => c.execute(op).await,
+        }
+    }
+
+    async fn upsert_batch(&mut self, pk: &str, rows: &[(&str, u64)]) -> Result<u64, OpError> {
+        match self {
+            Conn::Rest(c) => c.batch(pk, rows, BatchKind::Upsert).await,
+            Conn::Grpc(c) => c.upsert_batch(pk, rows).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+    use crate::workload::KeyDistribution;
+
+    fn cfg(kind: WorkloadKind, records: u64, partitions: u32) -> WorkloadConfig {
+        WorkloadConfig {
+            kind,
+            entity_size: 100,
+            partitions,
+            records,
+            distribution: KeyDistribution::Uniform,
+            zipf_theta: 0.99,
+            page_size: 250,
+            query_partitions: 2,
+            batch_size: 100,
+            run_id: "r".into(),
+        }
+    }
+
+    #[test]
+    fn the_load_phase_writes_every_record_once_in_single_partition_batches() {
+        let c = cfg(WorkloadKind::Read, 1234, 7);
+        let chunks = load_chunks(&c);
+        let mut seen = HashSet::new();
+        for (pk, rks) in &chunks {
+            assert!(rks.len() <= 100 && !rks.is_empty());
+            for rk in rks {
+                assert!(seen.insert((pk.clone(), rk.clone())));
+            }
+        }
+        let want: HashSet<_> = (0..1234).map(|i| record_key(&c, i)).collect();
+        assert_eq!(seen, want);
+    }
+
+    #[test]
+    fn query_partitions_hold_one_page_each() {
+        let chunks = load_chunks(&cfg(WorkloadKind::Query, 0, 1));
+        let total: usize = chunks.iter().map(|(_, r)| r.len()).sum();
+        assert_eq!(total, 500);
+        assert_eq!(chunks.len(), 6, "250 rows = 100 + 100 + 50, twice");
+        assert!(load_chunks(&cfg(WorkloadKind::Insert, 10, 1)).is_empty());
+    }
+
+    #[test]
+    fn occurrences_are_counted_without_overlap() {
+        assert_eq!(
+            count_occurrences(br#"{"RowKey":"a"},{"RowKey":"b"}"#, b"\"RowKey\":"),
+            2
+        );
+        assert_eq!(count_occurrences(b"aaaa", b"aa"), 2);
+        assert_eq!(count_occurrences(b"", b"x"), 0);
+        assert_eq!(count_occurrences(b"abc", b""), 0);
+    }
+
+    #[tokio::test]
+    async fn target_specs_parse_with_and_without_labels() {
+        let key = crate::signing::DEV_ACCOUNT_KEY;
+        let t = Target::parse(
+            "azurite=rest:http://127.0.0.1:1/devstoreaccount1",
+            None,
+            key,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (t.label.as_str(), t.protocol()),
+            ("azurite", Protocol::Rest)
+        );
+        let g = Target::parse("grpc:127.0.0.1:1,127.0.0.1:2", None, key)
+            .await
+            .unwrap();
+        assert_eq!(g.protocol(), Protocol::Grpc);
+        assert_eq!(g.label, "grpc:127.0.0.1:1,127.0.0.1:2");
+        assert!(Target::parse("http://x", None, key).await.is_err());
+    }
+}
