@@ -4,18 +4,23 @@
 //! `trestle=rest:http://127.0.0.1:10002/devstoreaccount1`, `azurite=rest:http://127.0.0.1:10012/devstoreaccount1`
 //! or `grpc:127.0.0.1:10101,127.0.0.1:10102,127.0.0.1:10103`. [`Target::connection`] gives each worker its
 //! own [`Conn`]; [`Target::prepare`] creates the table and runs the load phase a workload needs.
+//!
+//! The gRPC driver lives here too: Trestle's own API through the Rust SDK (`trestle-client`), as an
+//! application would use it. All workers share one [`TableClient`] (one HTTP/2 channel per node,
+//! multiplexed; `--grpc-channels` gives them more), which routes each call to the range's leader and
+//! follows `NotLeader` redirects. The REST driver, larger, is [`crate::rest`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context as _, anyhow, bail};
-use trestle_client::{ClientConfig, TableClient};
+use trestle_client::{ClientConfig, ErrorCode, QueryBuilder, Table, TableClient, op};
 
 use crate::bodies::Payload;
-use crate::grpc::{self, GrpcConn};
 use crate::rest::{self, BatchKind, RestConn, RestTarget};
 use crate::workload::{
-    WorkloadConfig, WorkloadKind, partition_key, query_partition_key, record_key, record_row_key,
+    Op, WorkloadConfig, WorkloadKind, partition_key, query_partition_key, record_key,
+    record_row_key,
 };
 
 /// A failed operation, by kind (`http-409 EntityAlreadyExists`, `timeout`, `grpc NotFound`...): the
@@ -77,7 +82,8 @@ pub enum Protocol {
 #[derive(Clone)]
 pub enum Endpoint {
     Rest(Arc<RestTarget>),
-    Grpc(TableClient),
+    /// One SDK client per HTTP/2 channel set; workers are spread over them round-robin.
+    Grpc(Vec<TableClient>),
 }
 
 /// A labelled endpoint, as given on the command line.
@@ -98,9 +104,7 @@ impl Target {
         let endpoint = if let Some(url) = rest.strip_prefix("rest:") {
             Endpoint::Rest(Arc::new(RestTarget::parse(url, account, key)?))
         } else if let Some(addrs) = rest.strip_prefix("grpc:") {
-            let endpoints: Vec<String> = addrs.split(',').map(str::to_string).collect();
-            let config = ClientConfig::default().with_account(account.unwrap_or_default());
-            Endpoint::Grpc(TableClient::connect_with(endpoints, config).await?)
+            Endpoint::Grpc(vec![grpc_client(addrs, account).await?])
         } else {
             bail!("a target is rest:URL or grpc:ADDR[,ADDR...], optionally label=...; got {spec}");
         };
@@ -112,6 +116,23 @@ impl Target {
         })
     }
 
+    /// Gives a gRPC target `n` independent SDK clients (each with its own HTTP/2 connection to every
+    /// node) instead of one: 64 workers multiplexed on one connection are served by one connection task
+    /// on each side, which this separates from the server's own cost. REST targets are unchanged.
+    pub async fn with_grpc_channels(
+        mut self,
+        n: usize,
+        account: Option<&str>,
+    ) -> anyhow::Result<Target> {
+        if let Endpoint::Grpc(clients) = &mut self.endpoint {
+            let addrs = self.spec.trim_start_matches("grpc:").to_string();
+            while clients.len() < n {
+                clients.push(grpc_client(&addrs, account).await?);
+            }
+        }
+        Ok(self)
+    }
+
     pub fn protocol(&self) -> Protocol {
         match self.endpoint {
             Endpoint::Rest(_) => Protocol::Rest,
@@ -119,11 +140,14 @@ impl Target {
         }
     }
 
-    /// A worker's connection.
-    pub fn connection(&self, table: &str, payload: Payload) -> Conn {
+    /// Worker `worker`'s connection.
+    pub fn connection(&self, table: &str, payload: Payload, worker: usize) -> Conn {
         match &self.endpoint {
             Endpoint::Rest(t) => Conn::Rest(Box::new(RestConn::new(t.clone(), table, payload))),
-            Endpoint::Grpc(c) => Conn::Grpc(GrpcConn::new(c, table, payload)),
+            Endpoint::Grpc(clients) => {
+                let client = &clients[worker % clients.len()];
+                Conn::Grpc(GrpcConn::new(client, table, payload))
+            }
         }
     }
 
@@ -131,7 +155,9 @@ impl Target {
     pub async fn probe(&self) -> anyhow::Result<()> {
         match &self.endpoint {
             Endpoint::Rest(t) => rest::probe(t).await,
-            Endpoint::Grpc(c) => c
+            Endpoint::Grpc(clients) => clients
+                .first()
+                .ok_or_else(|| anyhow!("no gRPC client"))?
                 .list_tables_page(None, 1)
                 .await
                 .map(|_| ())
@@ -149,13 +175,14 @@ impl Target {
         payload: &Payload,
         concurrency: usize,
     ) -> anyhow::Result<u64> {
-        let mut conn = self.connection(table, payload.clone());
-        match &mut conn {
-            Conn::Rest(c) => c.create_table().await,
-            Conn::Grpc(_) => match &self.endpoint {
-                Endpoint::Grpc(client) => grpc::create_table(client, table).await,
-                Endpoint::Rest(_) => Ok(()),
+        let mut conn = self.connection(table, payload.clone(), 0);
+        match (&mut conn, &self.endpoint) {
+            (Conn::Rest(c), _) => c.create_table().await,
+            (Conn::Grpc(_), Endpoint::Grpc(clients)) => match clients.first() {
+                Some(client) => create_table(client, table).await,
+                None => Ok(()),
             },
+            (Conn::Grpc(_), Endpoint::Rest(_)) => Ok(()),
         }
         .map_err(|e| anyhow!("creating table {table} on {}: {e}", self.label))?;
         let chunks = load_chunks(cfg);
@@ -165,9 +192,9 @@ impl Target {
         let chunks = Arc::new(chunks);
         let next = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
-        for _ in 0..concurrency.clamp(1, 16) {
+        for w in 0..concurrency.clamp(1, 16) {
             let (chunks, next) = (chunks.clone(), next.clone());
-            let mut conn = self.connection(table, payload.clone());
+            let mut conn = self.connection(table, payload.clone(), w);
             tasks.push(tokio::spawn(async move {
                 let mut loaded = 0;
                 loop {
@@ -188,6 +215,12 @@ impl Target {
         }
         Ok(total)
     }
+}
+
+async fn grpc_client(addrs: &str, account: Option<&str>) -> anyhow::Result<TableClient> {
+    let endpoints: Vec<String> = addrs.split(',').map(str::to_string).collect();
+    let config = ClientConfig::default().with_account(account.unwrap_or_default());
+    Ok(TableClient::connect_with(endpoints, config).await?)
 }
 
 /// The load phase's batches: `(partition key, row keys)`, at most 100 rows each, one partition each.
@@ -235,6 +268,94 @@ impl Conn {
             Conn::Rest(c) => c.batch(pk, rows, BatchKind::Upsert).await,
             Conn::Grpc(c) => c.upsert_batch(pk, rows).await,
         }
+    }
+}
+
+/// One worker's handle on a table (cheap: a clone of the shared client).
+pub struct GrpcConn {
+    table: Table,
+    payload: Payload,
+}
+
+impl GrpcConn {
+    pub fn new(client: &TableClient, table: &str, payload: Payload) -> GrpcConn {
+        GrpcConn {
+            table: client.table(table),
+            payload,
+        }
+    }
+
+    /// Runs one operation; returns the entities written or read.
+    pub async fn execute(&mut self, op: &Op) -> Result<u64, OpError> {
+        match op {
+            Op::Insert { pk, rk, seq } => {
+                let e = self.payload.sdk_entity(pk, rk, *seq);
+                self.table.insert(e).await.map_err(sdk_error)?;
+                Ok(1)
+            }
+            Op::Get { pk, rk } => {
+                self.table.get(pk, rk).await.map_err(sdk_error)?;
+                Ok(1)
+            }
+            Op::Upsert { pk, rk, seq } => {
+                let e = self.payload.sdk_entity(pk, rk, *seq);
+                self.table.upsert_replace(e).await.map_err(sdk_error)?;
+                Ok(1)
+            }
+            Op::Merge { pk, rk, seq } => {
+                let e = self.payload.sdk_entity(pk, rk, *seq);
+                self.table.upsert_merge(e).await.map_err(sdk_error)?;
+                Ok(1)
+            }
+            Op::Query { pk, top } => {
+                let q = QueryBuilder::new()
+                    .filter(format!("PartitionKey eq '{pk}'"))
+                    .page_size(*top)
+                    .limit(*top);
+                let page = self.table.query_page(q).await.map_err(sdk_error)?;
+                Ok(page.entities.len() as u64)
+            }
+            Op::Batch { pk, rks, seq } => {
+                let ops = rks
+                    .iter()
+                    .map(|rk| op::insert(self.payload.sdk_entity(pk, rk, *seq)))
+                    .collect();
+                let n = self.table.batch(ops).await.map_err(sdk_error)?.len();
+                Ok(n as u64)
+            }
+        }
+    }
+
+    /// Insert-or-replace of `rows` in one partition as one batch (the load phase).
+    pub async fn upsert_batch(&mut self, pk: &str, rows: &[(&str, u64)]) -> Result<u64, OpError> {
+        let ops = rows
+            .iter()
+            .map(|(rk, seq)| op::upsert_replace(self.payload.sdk_entity(pk, rk, *seq)))
+            .collect();
+        let n = self.table.batch(ops).await.map_err(sdk_error)?.len();
+        Ok(n as u64)
+    }
+}
+
+/// Creates the table; an existing table is fine.
+pub async fn create_table(client: &TableClient, name: &str) -> Result<(), OpError> {
+    match client.create_table(name).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some(ErrorCode::TableAlreadyExists) => Ok(()),
+        Err(e) => Err(sdk_error(e)),
+    }
+}
+
+/// `grpc InvalidInput`, `grpc timeout`, ...: the error code name, or the kind of transport failure.
+fn sdk_error(e: trestle_client::Error) -> OpError {
+    use trestle_client::Error as E;
+    match (&e, e.code()) {
+        (_, Some(code)) => OpError::new(format!("grpc {code:?}")),
+        (E::Ambiguous(_), _) => OpError::new("grpc ambiguous"),
+        (E::Timeout(_), _) => OpError::new("grpc timeout"),
+        (E::InvalidArgument(_), _) => OpError::new("grpc invalid-argument"),
+        (E::Protocol(_), _) => OpError::new("grpc protocol"),
+        _ => OpError::new(format!("grpc {e}")),
     }
 }
 

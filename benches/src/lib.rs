@@ -6,9 +6,9 @@
 //!
 //! - [`signing`]: Table Shared Key signatures;
 //! - [`workload`] and [`bodies`]: which operation comes next, on which keys, with which entity;
-//! - [`rest`], [`grpc`] and [`driver`]: one connection per worker over either protocol, targets, the
-//!   load phase;
-//! - [`runner`]: closed- and open-loop measured runs; [`compare`]: A/B rounds;
+//! - [`rest`] and [`driver`]: one connection per worker over either protocol (REST, gRPC through the
+//!   SDK), targets, the load phase;
+//! - [`runner`]: closed- and open-loop measured runs, A/B rounds (`--compare`);
 //! - [`report`]: histograms, percentiles, medians, ratios, the JSON result files; [`summary`]: Markdown
 //!   and SVG from result files; [`fsync`]: the disk's synchronous append rate.
 //!
@@ -16,10 +16,8 @@
 //! internals; `benches/compare.sh` runs the whole Trestle-vs-Azurite comparison.
 
 pub mod bodies;
-pub mod compare;
 pub mod driver;
 pub mod fsync;
-pub mod grpc;
 pub mod report;
 pub mod rest;
 pub mod runner;

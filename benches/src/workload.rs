@@ -2,7 +2,7 @@
 //!
 //! Every worker owns an [`OpGenerator`] (its own RNG, its own sequence numbers), so generating an operation
 //! takes no lock and costs well under a microsecond; the protocol drivers ([`crate::rest`],
-//! [`crate::grpc`]) turn an [`Op`] into a request.
+//! [`crate::driver`]) turn an [`Op`] into a request.
 //!
 //! Key layout, shared by the load phase and the measured phase:
 //! - preloaded *records* `0..records`: record `i` is `(p{i % partitions}, r{i})` (zero-padded), so reads,

@@ -15,10 +15,9 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use trestle_benches::bodies::Payload;
-use trestle_benches::compare::{self, Job};
 use trestle_benches::driver::Target;
 use trestle_benches::report::CompareReport;
-use trestle_benches::runner::RunOptions;
+use trestle_benches::runner::{self, Job, RunOptions};
 use trestle_benches::signing::DEV_ACCOUNT_KEY;
 use trestle_benches::workload::{KeyDistribution, WorkloadConfig, WorkloadKind};
 use trestle_benches::{fsync, summary};
@@ -111,6 +110,10 @@ struct RunArgs {
     json: Option<PathBuf>,
     #[arg(long)]
     no_progress: bool,
+    /// Independent SDK clients (HTTP/2 connections per node) for gRPC targets; workers share them
+    /// round-robin.
+    #[arg(long, default_value_t = 1)]
+    grpc_channels: usize,
     /// Tokio worker threads of the load generator.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -198,9 +201,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.ops.is_none() && args.duration.is_zero() {
         bail!("give --duration or --ops");
     }
-    let a = Target::parse(&args.target, args.account.as_deref(), &args.key).await?;
+    let account = args.account.as_deref();
+    let a = Target::parse(&args.target, account, &args.key)
+        .await?
+        .with_grpc_channels(args.grpc_channels, account)
+        .await?;
     let b = match &args.compare {
-        Some(spec) => Some(Target::parse(spec, args.account.as_deref(), &args.key).await?),
+        Some(spec) => Some(
+            Target::parse(spec, account, &args.key)
+                .await?
+                .with_grpc_channels(args.grpc_channels, account)
+                .await?,
+        ),
         None => None,
     };
     let cfg = WorkloadConfig {
@@ -234,16 +246,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         cfg,
     };
     let report = match &b {
-        Some(b) => compare::compare(&a, b, &job, args.rounds).await?,
+        Some(b) => runner::compare(&a, b, &job, args.rounds).await?,
         None => {
-            compare::prepare(&a, &job).await?;
+            runner::prepare(&a, &job).await?;
             let mut runs = Vec::new();
             for round in 0..args.rounds.max(1) {
-                runs.push(compare::measure(&a, &job, &format!("r{round}"), round).await?);
+                runs.push(runner::measure(&a, &job, &format!("r{round}"), round).await?);
             }
             let r = CompareReport::new(job.cfg.kind.name(), runs, Vec::new());
             if args.rounds > 1 {
-                eprintln!("{}", compare::ratio_lines(&r));
+                eprintln!("{}", runner::ratio_lines(&r));
             }
             r
         }
