@@ -567,6 +567,8 @@ impl Driver {
             self.config.log_compact_threshold,
         );
         self.peers.insert(desc.id, peer);
+        // Publish at once, so a group is in `status()` as soon as `create_group` returns.
+        self.publish_status(&HashSet::from([desc.id]));
         Ok(())
     }
 

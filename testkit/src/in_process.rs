@@ -254,26 +254,30 @@ impl InProcessCluster {
             .await?)
     }
 
-    /// Waits until every running replica of every range has applied everything its leader committed.
+    /// Waits until every running replica of every range has applied everything any of them knows to
+    /// be committed. Every running node must host every group (a node that has just restarted may not
+    /// have published them all yet).
     pub async fn wait_replicated(&self, limit: Duration) -> bool {
         eventually(limit, || async {
             let running: Vec<u64> = (1..=3u64).filter(|&id| self.is_running(id)).collect();
-            let groups: Vec<u64> = self
-                .node(running[0])
-                .raft()
-                .status()
+            let mut groups: Vec<u64> = running
                 .iter()
+                .flat_map(|&id| self.node(id).raft().status())
                 .map(|s| s.group)
                 .collect();
-            let done = groups.iter().all(|&g| {
-                let commits: Vec<u64> = running
-                    .iter()
-                    .filter_map(|&id| self.node(id).raft().group_status(g))
-                    .map(|s| s.applied_index)
-                    .collect();
-                let max = commits.iter().copied().max().unwrap_or(0);
-                commits.len() == running.len() && commits.iter().all(|&c| c == max)
-            });
+            groups.sort_unstable();
+            groups.dedup();
+            let expected = self.configs[0].initial_ranges + 1;
+            let done = groups.len() == expected
+                && groups.iter().all(|&g| {
+                    let statuses: Vec<_> = running
+                        .iter()
+                        .filter_map(|&id| self.node(id).raft().group_status(g))
+                        .collect();
+                    let committed = statuses.iter().map(|s| s.commit_index).max().unwrap_or(0);
+                    statuses.len() == running.len()
+                        && statuses.iter().all(|s| s.applied_index == committed)
+                });
             done.then_some(())
         })
         .await
