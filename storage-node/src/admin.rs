@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
+use trestle_proto::admin::admin_client::AdminClient;
 use trestle_proto::admin::admin_server::{Admin, AdminServer};
 use trestle_proto::admin::{
     LocateRequest, LocateResponse, NodeInfo, RangeStatus, ReplicaStatus, StatusRequest,
     StatusResponse, TransferLeaderRequest, TransferLeaderResponse,
 };
-use trestle_replication::RaftNode;
+use trestle_replication::{ProposeError, RaftNode};
 
 use crate::cluster::ClusterTableService;
 use crate::config::PeerConfig;
@@ -110,10 +111,29 @@ impl Admin for AdminService {
                 req.to_node_id
             )));
         }
-        self.raft
+        match self
+            .raft
             .transfer_leader(req.range_id, req.to_node_id)
             .await
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
-        Ok(Response::new(TransferLeaderResponse {}))
+        {
+            Ok(()) => Ok(Response::new(TransferLeaderResponse {})),
+            // Only the leader can hand leadership over: ask it (once; a forwarded request is not
+            // forwarded again).
+            Err(ProposeError::NotLeader {
+                leader: Some(leader),
+            }) if leader != self.raft.id() && !crate::cluster::is_forwarded() => {
+                let addr = format!("http://{}", self.addr_of(leader));
+                let mut client = AdminClient::connect(addr)
+                    .await
+                    .map_err(|e| Status::unavailable(format!("reaching leader {leader}: {e}")))?;
+                let mut forwarded = Request::new(req);
+                forwarded.metadata_mut().insert(
+                    crate::forward::FORWARDED_HEADER,
+                    tonic::metadata::MetadataValue::from_static("1"),
+                );
+                client.transfer_leader(forwarded).await
+            }
+            Err(e) => Err(Status::failed_precondition(e.to_string())),
+        }
     }
 }

@@ -28,7 +28,7 @@ tokio::task_local! {
     pub static FORWARDED: bool;
 }
 
-fn is_forwarded() -> bool {
+pub(crate) fn is_forwarded() -> bool {
     FORWARDED.try_with(|f| *f).unwrap_or(false)
 }
 

@@ -2,16 +2,22 @@
 //! RocksDB under `--data`, talking Raft to each other over real gRPC on loopback, node 1 serving the Azure
 //! Table REST API on port 10002 with the development account, so `UseDevelopmentStorage=true` works.
 //!
+//! Every range's leader is kept on node 1, so a REST request is served where it lands instead of being
+//! forwarded to another node (one gRPC hop that otherwise dominates a point read).
+//!
 //! Ports may be 0: every listener is bound before any node starts, so each node knows its peers' real
 //! addresses. Once serving, one line `TRESTLE_READY {json}` goes to stdout with the addresses (tests and
 //! scripts wait for it).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
 use tokio::net::TcpListener;
+use trestle_replication::{RaftNode, Role};
 
 use crate::config::{NodeConfig, PeerConfig};
 use crate::node::{Listeners, Node};
@@ -110,11 +116,64 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         key = trestle_rest_gateway::config::DEV_ACCOUNT_KEY,
         first = addrs.grpc[0],
     );
+    let rafts: Vec<Arc<RaftNode>> = nodes.iter().map(|n| n.raft().clone()).collect();
+    let steering = tokio::spawn(keep_leaders_on(rafts, REST_NODE));
     println!("TRESTLE_READY {}", serde_json::to_string(&addrs)?);
     wait_for_shutdown_signal().await;
     tracing::info!("shutting down");
+    steering.abort();
     futures::future::join_all(nodes.into_iter().map(Node::shutdown)).await;
     Ok(())
+}
+
+/// The node that serves the REST API in a dev cluster.
+const REST_NODE: u64 = 1;
+
+/// Moves the leadership of every range to node `to` whenever another node holds it and `to` has caught
+/// up, checking every half second. Leadership leaves `to` after an election (e.g. a slow fsync starved
+/// its heartbeats); this brings it back. Runs until aborted.
+pub async fn keep_leaders_on(rafts: Vec<Arc<RaftNode>>, to: u64) {
+    let mut every = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        every.tick().await;
+        for (group, from) in leaders_to_move(&rafts, to) {
+            let leader = &rafts[(from - 1) as usize];
+            match leader.transfer_leader(group, to).await {
+                Ok(()) => tracing::debug!(group, from, to, "moving leadership to the REST node"),
+                Err(e) => {
+                    tracing::debug!(group, from, to, error = %e, "leader transfer not started")
+                }
+            }
+        }
+    }
+}
+
+/// (group, current leader) for every group led by a node other than `to` whose replica on `to` holds
+/// everything the leader has committed.
+fn leaders_to_move(rafts: &[Arc<RaftNode>], to: u64) -> Vec<(u64, u64)> {
+    let mut moves = Vec::new();
+    for ours in rafts[(to - 1) as usize].status() {
+        let Some(from) = ours.leader.filter(|&l| l != to) else {
+            continue;
+        };
+        if ours.recovering {
+            continue;
+        }
+        let Some(theirs) = rafts
+            .get((from - 1) as usize)
+            .and_then(|r| r.group_status(ours.group))
+        else {
+            continue;
+        };
+        let caught_up = theirs
+            .progress
+            .iter()
+            .any(|&(peer, matched)| peer == to && matched >= theirs.commit_index);
+        if theirs.role == Role::Leader && caught_up {
+            moves.push((ours.group, from));
+        }
+    }
+    moves
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -180,7 +181,9 @@ impl Node {
                 raft.mailbox(),
             ))
             .add_service(NodeForwardService::server(local.clone()));
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc);
+        // No Nagle: a small response held back behind the peer's delayed ACK costs 40 ms.
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
         let mut stop = shutdown.subscribe();
         servers.push(tokio::spawn(async move {
             let signal = async move {
@@ -217,6 +220,11 @@ impl Node {
                 let signal = async move {
                     let _ = stop.wait_for(|s| *s).await;
                 };
+                let listener = listener.tap_io(|tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "setting TCP_NODELAY");
+                    }
+                });
                 let serve = axum::serve(
                     listener,
                     app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -164,3 +164,63 @@ async fn t03_ctl_status_shows_every_node_range_leader_and_index() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t04_dev_keeps_every_range_led_by_the_rest_node() {
+    let data = tempfile::tempdir().unwrap();
+    let dev = DevProcess::start(data.path()).unwrap();
+    let leaders = |s: &trestle_proto::admin::StatusResponse| -> Vec<(u64, u64)> {
+        s.ranges
+            .iter()
+            .map(|r| (r.range_id, r.leader_node_id))
+            .collect()
+    };
+    // Elections put leaders anywhere; the dev cluster moves them all to node 1.
+    let settled = trestle_testkit::eventually(Duration::from_secs(30), || async {
+        let s = trestle_testkit::process::admin_status(&dev.grpc[0]).await?;
+        let l = leaders(&s);
+        (l.len() == 5 && l.iter().all(|&(_, leader)| leader == 1)).then_some(l)
+    })
+    .await;
+    let last = trestle_testkit::process::admin_status(&dev.grpc[0])
+        .await
+        .map(|s| leaders(&s));
+    assert!(
+        settled.is_some(),
+        "every range (meta + 4) is led by node 1; last seen: {last:?}"
+    );
+
+    // Moved away on purpose, leadership comes back: two more elections (there and back).
+    let term_of_range_2 = |s: &trestle_proto::admin::StatusResponse| {
+        s.ranges
+            .iter()
+            .find(|r| r.range_id == 2)
+            .and_then(|r| r.replicas.first())
+            .map(|r| r.term)
+            .unwrap_or(0)
+    };
+    let before = trestle_testkit::process::admin_status(&dev.grpc[0])
+        .await
+        .map(|s| term_of_range_2(&s))
+        .unwrap();
+    let mut admin = trestle_proto::admin::admin_client::AdminClient::connect(dev.grpc[1].clone())
+        .await
+        .unwrap();
+    admin
+        .transfer_leader(trestle_proto::admin::TransferLeaderRequest {
+            range_id: 2,
+            to_node_id: 2,
+        })
+        .await
+        .unwrap();
+    let back = trestle_testkit::eventually(Duration::from_secs(30), || async {
+        let s = trestle_testkit::process::admin_status(&dev.grpc[0]).await?;
+        let led_by_1 = leaders(&s).contains(&(2, 1));
+        (led_by_1 && term_of_range_2(&s) >= before + 2).then_some(())
+    })
+    .await;
+    assert!(
+        back.is_some(),
+        "range 2 went to node 2 and came back to node 1 (term was {before})"
+    );
+}

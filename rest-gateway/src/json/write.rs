@@ -6,6 +6,8 @@
 //! how a client without metadata tells a Double from an Int32. Int64 values are JSON strings at every
 //! level (JSON numbers lose precision past 2^53), annotated except under `nometadata`.
 
+use std::fmt::Write as _;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use trestle_types::{EdmType, Entity, Value};
@@ -22,9 +24,41 @@ pub struct EntityUrls<'a> {
     pub table: &'a str,
 }
 
+/// Appends `s` as a JSON string, escaped exactly as serde_json escapes it (quote, backslash and control
+/// characters; everything else verbatim), straight into `out`: this runs once per property of every
+/// entity a query returns.
 fn push_str(out: &mut String, s: &str) {
-    // serde_json's string escaping cannot fail for a &str.
-    out.push_str(&serde_json::Value::String(s.to_string()).to_string());
+    out.reserve(s.len() + 2);
+    out.push('"');
+    push_escaped(out, s);
+    out.push('"');
+}
+
+/// The inside of [`push_str`]: `s` escaped, without the quotes.
+fn push_escaped(out: &mut String, s: &str) {
+    let mut start = 0;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        // `b` is ASCII, so `i` is a char boundary.
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
 }
 
 fn push_member(out: &mut String, first: &mut bool, name: &str) {
@@ -65,7 +99,9 @@ fn needs_annotation(value: &Value, level: MetadataLevel) -> bool {
 fn push_value(out: &mut String, value: &Value) {
     match value {
         Value::String(s) => push_str(out, s),
-        Value::Int32(i) => out.push_str(&i.to_string()),
+        Value::Int32(i) => {
+            let _ = write!(out, "{i}");
+        }
         Value::Int64(i) => push_str(out, &i.to_string()),
         Value::Double(d) if d.is_nan() => push_str(out, "NaN"),
         Value::Double(d) if d.is_infinite() => {
@@ -87,7 +123,13 @@ fn push_property(
     level: MetadataLevel,
 ) {
     if needs_annotation(value, level) {
-        push_member(out, first, &format!("{name}@odata.type"));
+        if !*first {
+            out.push(',');
+        }
+        *first = false;
+        out.push('"');
+        push_escaped(out, name);
+        out.push_str("@odata.type\":");
         push_str(out, value.edm_type().edm_name());
     }
     push_member(out, first, name);
@@ -184,7 +226,9 @@ pub fn query_document(
     urls: &EntityUrls<'_>,
     select: Option<&[String]>,
 ) -> String {
-    let mut out = String::from("{");
+    // Room for typical entities up front instead of doubling through a large page.
+    let mut out = String::with_capacity(128 + entities.len() * 512);
+    out.push('{');
     if level != MetadataLevel::None {
         out.push_str("\"odata.metadata\":");
         push_str(
@@ -388,7 +432,23 @@ mod tests {
             ]
         }
 
+        #[test]
+        fn every_control_character_is_escaped_as_serde_json_does() {
+            let s: String = (0u8..0x80).map(char::from).chain(['é', '€', '𝄞']).collect();
+            let mut out = String::new();
+            push_str(&mut out, &s);
+            assert_eq!(out, serde_json::Value::String(s).to_string());
+        }
+
         proptest! {
+            /// The hand-written escaping is serde_json's, byte for byte.
+            #[test]
+            fn strings_are_escaped_as_serde_json_escapes_them(s in "(?s).{0,40}") {
+                let mut out = String::new();
+                push_str(&mut out, &s);
+                prop_assert_eq!(out, serde_json::Value::String(s).to_string());
+            }
+
             /// What the writer emits at minimal or full metadata parses back to the same entity (compared
             /// as written text, since NaN != NaN): the invariant the `entity_json` fuzz target checks.
             #[test]
