@@ -17,9 +17,6 @@
 # Knobs (environment): ROUNDS=3 DURATION=10s WARMUP=2s CONCURRENCY=64 RECORDS=20000 ENTITY_SIZE=1024
 #   WORKLOADS="insert read upsert merge query batch ycsb-a ycsb-b ycsb-c" RSS_ENTITIES=1000000 (0 skips)
 #   DATA_DIR (where trestle dev keeps its RocksDB; default a fresh directory under /var/tmp).
-# Experiments (measure a proposed change to the server without changing its code; see BENCHMARKS.md):
-#   NODELAY_SHIM=1   run trestle dev under benches/tools/nodelay-preload.c (TCP_NODELAY on accepted sockets)
-#   LEADERS=node1    move every range's leadership to node 1, the node that serves REST in trestle dev
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -96,15 +93,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-PRELOAD=""
-EXPERIMENT="none"
-if [[ "${NODELAY_SHIM:-0}" == 1 ]]; then
-    gcc -O2 -shared -fPIC -o "$DATA_DIR/nodelay.so" "$HERE/tools/nodelay-preload.c" -ldl
-    PRELOAD="$DATA_DIR/nodelay.so"
-    EXPERIMENT="TCP_NODELAY on accepted sockets (LD_PRELOAD shim)"
-fi
-say "starting trestle dev (data in $DATA_DIR${PRELOAD:+, LD_PRELOAD=$PRELOAD})"
-env ${PRELOAD:+LD_PRELOAD="$PRELOAD"} "$TRESTLE" dev --data "$DATA_DIR" --rest-addr 127.0.0.1:0 --grpc-port 0 \
+say "starting trestle dev (data in $DATA_DIR)"
+"$TRESTLE" dev --data "$DATA_DIR" --rest-addr 127.0.0.1:0 --grpc-port 0 \
     >"$RESULTS/trestle.stdout" 2>"$RESULTS/trestle.stderr" &
 TRESTLE_PID=$!
 for _ in $(seq 1 600); do
@@ -117,30 +107,22 @@ READY=$(grep '^TRESTLE_READY ' "$RESULTS/trestle.stdout" | head -1 | cut -d' ' -
 TRESTLE_REST="http://$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["rest"])' "$READY")/devstoreaccount1"
 TRESTLE_GRPC=$(python3 -c 'import json,sys; print(",".join(json.loads(sys.argv[1])["grpc"]))' "$READY")
 FIRST_GRPC=${TRESTLE_GRPC%%,*}
-# Every range has a leader before anything is measured (and, with LEADERS=node1, it is node 1).
-leaders_ok() {
+# Nothing is measured before every range has a leader, and trestle dev has moved each to node 1 (the node
+# that serves REST), as it does by itself shortly after it starts.
+leaders_on_node1() {
     "$TRESTLE" ctl --addr "$FIRST_GRPC" status --json 2>/dev/null | python3 -c '
 import json, sys
-want = sys.argv[1]
 status = json.load(sys.stdin)
-addr = {n["id"]: n["grpc_addr"] for n in status["nodes"]}
-leaders = {r["range"]: r["leader"] for r in status["replicas"] if r["role"] == "leader"}
 ranges = {r["range"] for r in status["replicas"]}
-missing = ranges - leaders.keys()
-moves = [(g, l) for g, l in sorted(leaders.items()) if want == "node1" and l != 1]
-for g, l in moves:
-    print(addr[l], g)
-sys.exit(1 if missing else 0)
-' "${LEADERS:-as-elected}"
+leaders = {r["range"]: r["leader"] for r in status["replicas"] if r["role"] == "leader"}
+sys.exit(0 if ranges and leaders.keys() == ranges and set(leaders.values()) == {1} else 1)
+'
 }
 for _ in $(seq 1 100); do
-    moves=$(leaders_ok) && [[ -z "$moves" ]] && break
-    while read -r addr range; do
-        [[ -n "$addr" ]] && "$TRESTLE" ctl --addr "$addr" transfer-leader --range "$range" --to 1 >/dev/null 2>&1 || true
-    done <<<"$moves"
+    leaders_on_node1 && break
     sleep 0.3
 done
-[[ "${LEADERS:-as-elected}" == node1 ]] && EXPERIMENT="$EXPERIMENT; every range led by node 1 (the REST node)"
+leaders_on_node1 || say "warning: not every range is led by node 1; figures include forwarding hops"
 
 AZURITE_PORT=$(free_port)
 say "starting Azurite $AZURITE_VERSION (in-memory) on 127.0.0.1:$AZURITE_PORT"
@@ -224,7 +206,6 @@ fi
     echo "- Machine: $CORES cores ($CPU_MODEL), $MEM_GIB GiB RAM; load generator on the same machine"
     echo "- Disk fsync rate under the data directory (4 KiB append + fdatasync, one writer): $FSYNC_RATE"
     echo "- Trestle: \`trestle dev\` (release), three replicas in one process, RocksDB, fsync per Raft append; commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo '+changes')"
-    echo "- Experiment: $EXPERIMENT"
     echo "- Range leaders during the run: see cluster-before.txt / cluster-after.txt (REST is served by node 1; a request for a range led elsewhere is forwarded over gRPC)"
     echo "- Azurite $AZURITE_VERSION: \`azurite-table --inMemoryPersistence --loose --skipApiVersionCheck --silent --disableTelemetry\`"
     echo "- Each workload: \`trestle-bench run --target trestle=rest:URL --compare azurite=rest:URL --workload W ${COMMON[*]}\`"

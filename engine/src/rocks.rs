@@ -1,9 +1,12 @@
 //! The durable [`Engine`]: RocksDB with one column family per [`Cf`]. This is the only file in Trestle that
 //! names RocksDB.
 //!
-//! Layout and tuning. The three column families share one LRU block cache, so memory is bounded by
-//! [`RocksConfig::block_cache_mb`] plus one set of memtables per column family, whatever the mix of load.
-//! Index and filter blocks live in that cache too (pinned for L0), for the same reason. The column
+//! Layout and tuning. The three column families share one LRU block cache, and their memtables are
+//! charged to that cache by a write buffer manager that flushes once they pass
+//! [`RocksConfig::memtable_budget_mb`] in total, so RocksDB's memory is bounded by
+//! [`RocksConfig::block_cache_mb`] whatever the mix of load (three column families × several memtables
+//! each would otherwise be the largest use of memory). Index and filter blocks live in that cache too
+//! (pinned for L0), for the same reason. The column
 //! families are tuned for what they hold:
 //! - `raft`: an append-mostly log that is read back soon after it is written (usually from the memtable)
 //!   and range-deleted after log compaction. Lookups hit existing keys, so bloom filters would only cost
@@ -26,7 +29,7 @@ use std::sync::Arc;
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType,
     DBIteratorWithThreadMode, Direction, IteratorMode, Options, ReadOptions,
-    SnapshotWithThreadMode, WriteOptions,
+    SnapshotWithThreadMode, WriteBufferManager, WriteOptions,
 };
 
 use crate::{Cf, Engine, Error, KvIter, Result, Snapshot, WriteBatch, WriteOp};
@@ -37,8 +40,12 @@ const MIB: usize = 1 << 20;
 #[derive(serde::Deserialize, Clone, Debug, PartialEq)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RocksConfig {
-    /// The LRU block cache shared by all column families (data, index and filter blocks), in MiB.
+    /// The LRU block cache shared by all column families (data, index and filter blocks, and the
+    /// memtables' memory), in MiB: RocksDB's memory budget.
     pub block_cache_mb: usize,
+    /// The memtables of all column families together, in MiB (charged to the block cache); past it one
+    /// is flushed. Default: half of `block_cache_mb`.
+    pub memtable_budget_mb: Option<usize>,
     /// Memtable size of each column family, in MiB.
     pub write_buffer_mb: usize,
     /// Memtables per column family: one takes writes while the others wait to be flushed.
@@ -54,10 +61,12 @@ pub struct RocksConfig {
 
 impl Default for RocksConfig {
     fn default() -> Self {
+        // About 200 MiB of RocksDB per node: the service's target is a node under 300 MiB of RSS.
         RocksConfig {
-            block_cache_mb: 256,
-            write_buffer_mb: 64,
-            max_write_buffer_number: 4,
+            block_cache_mb: 192,
+            memtable_budget_mb: None,
+            write_buffer_mb: 32,
+            max_write_buffer_number: 3,
             // The target machines are small; compactions must not starve the Raft and request threads.
             max_background_jobs: 2,
             max_total_wal_mb: 512,
@@ -71,6 +80,7 @@ impl RocksConfig {
     pub fn for_test() -> Self {
         RocksConfig {
             block_cache_mb: 8,
+            memtable_budget_mb: None,
             write_buffer_mb: 4,
             max_write_buffer_number: 2,
             max_background_jobs: 1,
@@ -88,6 +98,13 @@ impl RocksConfig {
         if !(1..=4096).contains(&self.write_buffer_mb) {
             return invalid("write-buffer-mb must be in 1..=4096");
         }
+        if let Some(budget) = self.memtable_budget_mb
+            && !(1..=self.block_cache_mb).contains(&budget)
+        {
+            return invalid(
+                "memtable-budget-mb must be in 1..=block-cache-mb (memtables are charged to the cache)",
+            );
+        }
         if !(2..=64).contains(&self.max_write_buffer_number) {
             return invalid("max-write-buffer-number must be in 2..=64");
         }
@@ -103,8 +120,22 @@ impl RocksConfig {
         Ok(())
     }
 
-    fn db_options(&self) -> Options {
+    /// The memtable budget in MiB: as configured, else half the block cache.
+    pub fn memtable_budget(&self) -> usize {
+        self.memtable_budget_mb
+            .unwrap_or(self.block_cache_mb / 2)
+            .max(1)
+    }
+
+    fn db_options(&self, cache: &Cache) -> Options {
         let mut opts = Options::default();
+        // Memtables charged to the block cache, flushed past the budget; writers are not stalled (a
+        // stalled Raft driver would stop heartbeats and cause elections).
+        opts.set_write_buffer_manager(&WriteBufferManager::new_write_buffer_manager_with_cache(
+            self.memtable_budget().saturating_mul(MIB),
+            false,
+            cache.clone(),
+        ));
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(c_int(self.max_background_jobs));
@@ -176,7 +207,7 @@ impl RocksEngine {
         let cfs = Cf::ALL
             .iter()
             .map(|&cf| ColumnFamilyDescriptor::new(cf.name(), cfg.cf_options(cf, &cache)));
-        let db = DB::open_cf_descriptors(&cfg.db_options(), path, cfs).map_err(backend)?;
+        let db = DB::open_cf_descriptors(&cfg.db_options(&cache), path, cfs).map_err(backend)?;
         tracing::info!(path = %path.display(), ?cfg, "opened rocksdb engine");
         Ok(RocksEngine {
             inner: Arc::new(Inner {
@@ -411,6 +442,7 @@ mod tests {
         assert_eq!(cfg.block_cache_mb, 32);
         assert_eq!(cfg.max_background_jobs, 4);
         assert_eq!(cfg.write_buffer_mb, RocksConfig::default().write_buffer_mb);
+        assert_eq!(cfg.memtable_budget(), 16, "half the block cache by default");
         cfg.validate().unwrap();
         assert!(toml::from_str::<RocksConfig>("block_cache_mb = 32").is_err());
         assert!(toml::from_str::<RocksConfig>("no-such-knob = 1").is_err());
@@ -431,6 +463,14 @@ mod tests {
             },
             RocksConfig {
                 max_write_buffer_number: 1,
+                ..RocksConfig::default()
+            },
+            RocksConfig {
+                memtable_budget_mb: Some(193),
+                ..RocksConfig::default()
+            },
+            RocksConfig {
+                memtable_budget_mb: Some(0),
                 ..RocksConfig::default()
             },
             RocksConfig {

@@ -8,7 +8,11 @@
 //!    messages a leader may send before persisting, stage snapshot / entries / hard state of **all**
 //!    replicas into one write batch and write it with **one fsync** (group commit), then send the
 //!    messages that had to wait for persistence, advance, and apply committed entries (each with its apply
-//!    state, in one batch).
+//!    state, in one batch). The fsync is skipped when the batch holds nothing that must be durable
+//!    before a message goes out — no entries, no snapshot, no new term or vote, only a higher commit
+//!    index: a lost commit index is learned again from the leader, and apply raises the stored one
+//!    together with the applied data (`PeerStorage::set_commit`), so on restart `applied <= commit`
+//!    still holds. Without this, every write cost each replica a second fsync for its commit index.
 //!
 //! The thread blocks on RocksDB's fsync, which is why it is a plain thread and not a tokio task. Callers
 //! talk to it through [`RaftNode`], whose async methods resolve through oneshot channels.
@@ -639,6 +643,7 @@ impl Driver {
         let mut readies = Vec::new();
         let mut outbox: HashMap<u64, Vec<Envelope>> = HashMap::new();
         let mut restored = Vec::new();
+        let mut must_sync = false;
         for (&group, peer) in self.peers.iter_mut() {
             if !peer.raw.has_ready() {
                 continue;
@@ -653,6 +658,8 @@ impl Driver {
                     .map_err(|e| format!("group {group}: applying snapshot: {e}"))?;
                 restored.push(group);
             }
+            // raft-rs's rule: entries, a snapshot, or a new term or vote.
+            must_sync |= rd.must_sync();
             let store = peer.raw.mut_store();
             store
                 .append(rd.entries(), &mut batch)
@@ -674,7 +681,7 @@ impl Driver {
         self.flush(&mut outbox);
         if !batch.is_empty() {
             self.engine
-                .write(&batch, true)
+                .write(&batch, must_sync)
                 .map_err(|e| format!("persisting raft state: {e}"))?;
         }
         for group in restored {

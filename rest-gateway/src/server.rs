@@ -236,30 +236,48 @@ fn decorate(
     client_request_id: Option<&str>,
     now: DateTime,
 ) {
-    let date = now
-        .to_chrono()
-        .map(|t| t.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
-        .unwrap_or_default();
-    let mut common = vec![
-        ("x-ms-request-id", request_id.to_string()),
-        ("x-ms-version", version.to_string()),
-        ("date", date),
-        ("dataserviceversion", "3.0;".to_string()),
-        ("x-content-type-options", "nosniff".to_string()),
-        ("cache-control", "no-cache".to_string()),
-        (
-            "server",
-            concat!("Trestle-Table/", env!("CARGO_PKG_VERSION")).to_string(),
-        ),
-    ];
-    if let Some(id) = client_request_id {
-        common.push(("x-ms-client-request-id", id.to_string()));
-    }
-    for (name, value) in common {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            response.headers_mut().entry(name).or_insert(value);
+    static SERVER: HeaderValue =
+        HeaderValue::from_static(concat!("Trestle-Table/", env!("CARGO_PKG_VERSION")));
+    let headers = response.headers_mut();
+    let mut set = |name: &'static str, value: Option<HeaderValue>| {
+        if let Some(value) = value {
+            headers.entry(name).or_insert(value);
         }
+    };
+    set("x-ms-request-id", HeaderValue::from_str(request_id).ok());
+    set("x-ms-version", HeaderValue::from_str(version).ok());
+    set("date", http_date(now));
+    set("dataserviceversion", Some(HeaderValue::from_static("3.0;")));
+    set(
+        "x-content-type-options",
+        Some(HeaderValue::from_static("nosniff")),
+    );
+    set("cache-control", Some(HeaderValue::from_static("no-cache")));
+    set("server", Some(SERVER.clone()));
+    if let Some(id) = client_request_id {
+        set("x-ms-client-request-id", HeaderValue::from_str(id).ok());
     }
+}
+
+/// `now` as an HTTP date (`Tue, 24 Nov 2026 21:53:09 GMT`), formatted once per second and shared.
+fn http_date(now: DateTime) -> Option<HeaderValue> {
+    static LAST: std::sync::Mutex<Option<(i64, HeaderValue)>> = std::sync::Mutex::new(None);
+    let second = now.ticks().div_euclid(10_000_000);
+    let mut last = LAST
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((s, v)) = last.as_ref()
+        && *s == second
+    {
+        return Some(v.clone());
+    }
+    let text = now
+        .to_chrono()?
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    let value = HeaderValue::from_str(&text).ok()?;
+    *last = Some((second, value.clone()));
+    Some(value)
 }
 
 /// Resolves `X-HTTP-Method` tunnelling: only on POST, exactly once, and only to PUT, MERGE, PATCH or DELETE.

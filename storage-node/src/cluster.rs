@@ -186,12 +186,22 @@ impl TableService for ClusterTableService {
         .await
     }
 
+    /// The catalog delete on the meta leader, then the drop of the entities on the data range's leader;
+    /// acknowledged only after both, so that no node's cached table id can serve the deleted table
+    /// afterwards (see `tables`). The drop is a step of its own: even a forwarded Delete Table may
+    /// forward it (once) to the range's leader.
     async fn delete_table(&self, account: &str, table: &str) -> Result<()> {
-        self.route(
-            || self.local.delete_table(account, table),
-            |c| forward::delete_table(c, account, table),
-        )
-        .await
+        let table_id = self
+            .route(
+                || self.local.uncatalog_table(account, table),
+                |c| forward::uncatalog_table(c, account, table),
+            )
+            .await?;
+        let drop = self.route(
+            || self.local.drop_table_data(table_id),
+            |c| forward::drop_table_data(c, table_id),
+        );
+        FORWARDED.scope(false, drop).await
     }
 
     async fn get_table(&self, account: &str, table: &str) -> Result<TableInfo> {

@@ -128,13 +128,21 @@ pub async fn create_table(c: Channel, account: &str, table: &TableName) -> Resul
     table_info(resp.into_inner().table)
 }
 
-pub async fn delete_table(c: Channel, account: &str, table: &str) -> Result<()> {
-    let req = pb::DeleteTableRequest {
+pub async fn uncatalog_table(c: Channel, account: &str, table: &str) -> Result<u64> {
+    let req = npb::UncatalogTableRequest {
         account: account.into(),
         table: table.into(),
     };
-    TableServiceClient::new(c)
-        .delete_table(forwarded(req))
+    let resp = NodeForwardClient::new(c)
+        .uncatalog_table(forwarded(req))
+        .await
+        .map_err(|s| error_from_status(&s))?;
+    Ok(resp.into_inner().table_id)
+}
+
+pub async fn drop_table_data(c: Channel, table_id: u64) -> Result<()> {
+    NodeForwardClient::new(c)
+        .drop_table_data(forwarded(npb::DropTableDataRequest { table_id }))
         .await
         .map_err(|s| error_from_status(&s))?;
     Ok(())
@@ -346,7 +354,7 @@ pub async fn set_service_properties(c: Channel, account: &str, xml: &str) -> Res
     Ok(())
 }
 
-/// Serves the forwarded meta calls, always locally.
+/// Serves the forwarded node-to-node calls, always locally.
 pub struct NodeForwardService {
     pub(crate) local: Arc<LocalTables>,
 }
@@ -391,6 +399,30 @@ impl NodeForward for NodeForwardService {
             .await
             .map_err(to_status)?;
         Ok(Response::new(npb::SetTableAclResponse {}))
+    }
+
+    async fn uncatalog_table(
+        &self,
+        r: Request<npb::UncatalogTableRequest>,
+    ) -> Result<Response<npb::UncatalogTableResponse>, Status> {
+        let r = r.into_inner();
+        let table_id = self
+            .local
+            .uncatalog_table(&r.account, &r.table)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(npb::UncatalogTableResponse { table_id }))
+    }
+
+    async fn drop_table_data(
+        &self,
+        r: Request<npb::DropTableDataRequest>,
+    ) -> Result<Response<npb::DropTableDataResponse>, Status> {
+        self.local
+            .drop_table_data(r.into_inner().table_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(npb::DropTableDataResponse {}))
     }
 
     async fn set_service_properties(

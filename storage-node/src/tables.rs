@@ -1,12 +1,20 @@
 //! `LocalTables`: the table service as one node can serve it with its own replicas — the leader side of
 //! every table operation.
 //!
-//! Each call validates its input, resolves the table in the catalog (a linearizable read of the meta
-//! group: `read_index`, then the local engine; this works on any replica of the meta group), finds the
-//! data range that holds the keys, and then, **only if this node's replica leads that range**, proposes
-//! the command or serves the read. Otherwise it fails with `NotLeader`, naming the leader when known, and
-//! the cluster layer (`cluster`) forwards the call there. Catalog changes need this node to lead the meta
-//! group in the same way.
+//! Each call validates its input, finds the table's id in the catalog, finds the data range that holds
+//! the keys, and then, **only if this node's replica leads that range**, proposes the command or serves
+//! the read. Otherwise it fails with `NotLeader`, naming the leader when known, and the cluster layer
+//! (`cluster`) forwards the call there. Catalog changes need this node to lead the meta group in the
+//! same way.
+//!
+//! Table ids are cached. A first lookup is a linearizable read of the meta group (`read_index`, then
+//! the local engine; any replica of the meta group can serve it); after that the id is taken from the
+//! cache, which saves a ReadIndex round on every entity operation. A cached id is stale only if the
+//! table was deleted since, and then the operation still cannot succeed: Delete Table is acknowledged
+//! only after the table's dropped marker is committed in its data range (see `cluster`), and every
+//! write (at apply) and every read (after the range's `read_index`) checks that marker. An operation
+//! that meets it on a cached id forgets the id and runs once more on a fresh lookup, which finds the
+//! table gone, or the new table of the same name (ids are never reused).
 //!
 //! `NotLeader` errors carry the leader in their message as `leader=<node id>` or `leader=unknown`
 //! (see [`not_leader`]); [`leader_hint`] reads it back. Nothing else about the message is stable.
@@ -16,14 +24,16 @@
 //! needed (see `table_sm`). Two concurrent proposals may reach Raft in the opposite order of their
 //! timestamps; that is harmless, because an ETag only has to change on every write of *one* entity.
 //!
-//! Deleting a table is two commands: the catalog delete (after which the table is gone for clients),
-//! then the drop of its entities in the data range. The drop is proposed at once when this node leads
-//! that range; otherwise [`LocalTables::reap_dropped_tables`], run periodically on every node, proposes
-//! it from wherever the range's leader is. Until then the entities are unreachable (the id is never
-//! reused), only their space is not yet reclaimed.
+//! Deleting a table is two commands: the catalog delete ([`LocalTables::uncatalog_table`], after which
+//! the table is gone for lookups), then the drop of its entities in the data range
+//! ([`LocalTables::drop_table_data`]), which leaves the dropped marker. The cluster layer runs the two
+//! in turn, each on the leader of its group. If the drop cannot run (no leader in time),
+//! [`LocalTables::reap_dropped_tables`], run periodically on every node, proposes it from wherever the
+//! range's leader is.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use prost::Message;
 use trestle_engine::Engine;
@@ -116,12 +126,50 @@ fn validate_op(op: &WriteOp) -> Result<()> {
     }
 }
 
+/// How many table ids a node caches before it starts over.
+const TABLE_ID_CACHE_LIMIT: usize = 65_536;
+
+/// Errors that can say "this table does not exist", so an operation on a cached table id can tell that
+/// the id went stale.
+trait TableMissing {
+    fn whole_error(&self) -> Option<&Error>;
+    fn from_error(error: Error) -> Self;
+    fn table_missing(&self) -> bool {
+        self.whole_error()
+            .is_some_and(|e| e.code == ErrorCode::TableNotFound)
+    }
+    fn not_leader(&self) -> bool {
+        self.whole_error()
+            .is_some_and(|e| e.code == ErrorCode::NotLeader)
+    }
+}
+
+impl TableMissing for Error {
+    fn whole_error(&self) -> Option<&Error> {
+        Some(self)
+    }
+    fn from_error(error: Error) -> Self {
+        error
+    }
+}
+
+impl TableMissing for BatchError {
+    fn whole_error(&self) -> Option<&Error> {
+        self.index.is_none().then_some(&self.error)
+    }
+    fn from_error(error: Error) -> Self {
+        whole(error)
+    }
+}
+
 /// The leader side of the table service on one node.
 pub struct LocalTables {
     raft: Arc<RaftNode>,
     ranges: RangeMap,
     /// The last timestamp proposed per range, so this node's timestamps strictly increase per range.
     clocks: Mutex<HashMap<u64, i64>>,
+    /// (account, case-folded table name) → table id, for tables this node has looked up.
+    table_ids: RwLock<HashMap<(String, String), u64>>,
 }
 
 impl LocalTables {
@@ -131,6 +179,7 @@ impl LocalTables {
             raft,
             ranges,
             clocks: Mutex::new(HashMap::new()),
+            table_ids: RwLock::new(HashMap::new()),
         }
     }
 
@@ -191,14 +240,82 @@ impl LocalTables {
     /// The catalog record of a table, read linearizably; `TableNotFound` if there is none.
     async fn resolve(&self, account: &str, table: &str) -> Result<TableRecord> {
         self.read_index(META_RANGE_ID).await?;
-        meta_sm::get_table(self.engine(), account, table)?
-            .ok_or_else(|| Error::from_code(ErrorCode::TableNotFound))
+        let record = meta_sm::get_table(self.engine(), account, table)?
+            .ok_or_else(|| Error::from_code(ErrorCode::TableNotFound))?;
+        self.remember_table(account, table, record.id);
+        Ok(record)
+    }
+
+    fn cache_key(account: &str, table: &str) -> (String, String) {
+        (account.to_string(), table.to_ascii_lowercase())
+    }
+
+    fn remember_table(&self, account: &str, table: &str, id: u64) {
+        // The map holds plain ids: a panic elsewhere cannot leave it inconsistent.
+        let mut ids = self
+            .table_ids
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if ids.len() >= TABLE_ID_CACHE_LIMIT {
+            ids.clear();
+        }
+        ids.insert(Self::cache_key(account, table), id);
+    }
+
+    fn forget_table(&self, account: &str, table: &str) {
+        let mut ids = self
+            .table_ids
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        ids.remove(&Self::cache_key(account, table));
+    }
+
+    fn cached_table_id(&self, account: &str, table: &str) -> Option<u64> {
+        let ids = self
+            .table_ids
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        ids.get(&Self::cache_key(account, table)).copied()
+    }
+
+    /// Runs `op` with the table's id: the cached one if there is one, else (and once more, if the
+    /// cached id turns out to belong to a deleted table) a fresh linearizable lookup.
+    async fn with_table_id<T, E, F, Fut>(&self, account: &str, table: &str, op: F) -> Result<T, E>
+    where
+        E: TableMissing,
+        F: Fn(u64) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        if let Some(id) = self.cached_table_id(account, table) {
+            match op(id).await {
+                Err(e) if e.table_missing() => self.forget_table(account, table),
+                // Another node leads the range of the cached id. Before the request is forwarded there,
+                // make sure the id is not a deleted table's: its range need not be the new table's, and
+                // that node would send the request back here. (This costs the catalog read only on the
+                // forwarding path.)
+                Err(e) if e.not_leader() => {
+                    return match self.resolve(account, table).await {
+                        Ok(record) if record.id != id => op(record.id).await,
+                        Err(gone) if gone.code == ErrorCode::TableNotFound => {
+                            Err(E::from_error(gone))
+                        }
+                        _ => Err(e),
+                    };
+                }
+                done => return done,
+            }
+        }
+        let record = self.resolve(account, table).await.map_err(E::from_error)?;
+        op(record.id).await
     }
 
     /// The range that holds `table` of `account`.
     pub async fn range_of_table(&self, account: &str, table: &str) -> Result<u64> {
-        let record = self.resolve(account, table).await?;
-        Ok(self.ranges.range_for_table(record.id).id)
+        let id = match self.cached_table_id(account, table) {
+            Some(id) => id,
+            None => self.resolve(account, table).await?.id,
+        };
+        Ok(self.ranges.range_for_table(id).id)
     }
 
     /// Creates a table; `TableAlreadyExists` if one of that name (in any case) exists.
@@ -211,32 +328,41 @@ impl LocalTables {
             .propose_meta(meta_command::Kind::CreateTable(cmd))
             .await?
         {
-            Kind::Table(record) => Ok(table_info(&record)),
+            Kind::Table(record) => {
+                self.remember_table(account, table.as_str(), record.id);
+                Ok(table_info(&record))
+            }
             other => Err(unexpected(&other)),
         }
     }
 
-    /// Deletes a table from the catalog (`ResourceNotFound` if absent), then drops its entities if this
-    /// node leads their range (otherwise the reaper will).
-    pub async fn delete_table(&self, account: &str, table: &str) -> Result<()> {
+    /// Deletes a table from the catalog (`ResourceNotFound` if absent) and returns its id; its entities
+    /// are still to be dropped ([`LocalTables::drop_table_data`]).
+    pub async fn uncatalog_table(&self, account: &str, table: &str) -> Result<u64> {
         let cmd = DeleteTable {
             account: account.to_string(),
             name: table.to_string(),
         };
-        let record = match self
+        let result = self
             .propose_meta(meta_command::Kind::DeleteTable(cmd))
-            .await?
-        {
-            Kind::Table(record) => record,
-            other => return Err(unexpected(&other)),
-        };
-        if let Err(e) = self.drop_table_data(record.id).await {
-            tracing::info!(table = record.id, error = %e, "table deleted; its entities are left to the reaper");
+            .await;
+        self.forget_table(account, table);
+        match result? {
+            Kind::Table(record) => Ok(record.id),
+            other => Err(unexpected(&other)),
         }
-        Ok(())
     }
 
-    async fn drop_table_data(&self, table_id: u64) -> Result<()> {
+    /// Deletes a table and drops its entities, both on this node (which must lead the meta group and
+    /// the table's data range).
+    pub async fn delete_table(&self, account: &str, table: &str) -> Result<()> {
+        let id = self.uncatalog_table(account, table).await?;
+        self.drop_table_data(id).await
+    }
+
+    /// Drops the entities of deleted table `table_id` and leaves its dropped marker; this node must lead
+    /// the table's data range. Dropping twice is harmless.
+    pub async fn drop_table_data(&self, table_id: u64) -> Result<()> {
         let range = self.ranges.range_for_table(table_id).id;
         self.ensure_leader(range)?;
         let cmd = TableCommand {
@@ -395,17 +521,30 @@ impl LocalTables {
             let msg = format!("Fencing tokens (lock {:?}) are not supported yet.", f.lock);
             return Err(whole(Error::new(ErrorCode::NotImplemented, msg)));
         }
-        let record = self.resolve(account, table).await.map_err(whole)?;
+        if ops.is_empty() {
+            // Nothing to write, but the table must exist.
+            self.resolve(account, table).await.map_err(whole)?;
+            return Ok(Vec::new());
+        }
+        self.with_table_id(account, table, |id| self.execute_on(id, &ops))
+            .await
+    }
+
+    async fn execute_on(
+        &self,
+        table_id: u64,
+        ops: &[WriteOp],
+    ) -> Result<Vec<WriteOutcome>, BatchError> {
         let Some(first) = ops.first() else {
             return Ok(Vec::new());
         };
         let range = self
             .ranges
-            .range_for_partition(record.id, &first.entity.partition_key)
+            .range_for_partition(table_id, &first.entity.partition_key)
             .id;
         self.ensure_leader(range).map_err(whole)?;
         let cmd = TableCommand {
-            table_id: record.id,
+            table_id,
             timestamp_ticks: self.next_timestamp(range).ticks(),
             ops: ops.iter().map(write_op_to_proto).collect(),
             fencing: None,
@@ -425,29 +564,34 @@ impl LocalTables {
         partition_key: &str,
         row_key: &str,
     ) -> Result<Entity> {
-        let record = self.resolve(account, table).await?;
-        let range = self.ranges.range_for_partition(record.id, partition_key).id;
-        self.ensure_leader(range)?;
-        self.read_index(range).await?;
-        let snapshot = self.raft.engine().snapshot();
-        if query::is_dropped(&*snapshot, record.id)? {
-            return Err(Error::from_code(ErrorCode::TableNotFound));
-        }
-        query::get_entity(&*snapshot, record.id, partition_key, row_key)?
-            .ok_or_else(|| Error::from_code(ErrorCode::ResourceNotFound))
+        self.with_table_id(account, table, |id| async move {
+            let range = self.ranges.range_for_partition(id, partition_key).id;
+            self.ensure_leader(range)?;
+            self.read_index(range).await?;
+            let snapshot = self.raft.engine().snapshot();
+            if query::is_dropped(&*snapshot, id)? {
+                return Err(Error::from_code(ErrorCode::TableNotFound));
+            }
+            query::get_entity(&*snapshot, id, partition_key, row_key)?
+                .ok_or_else(|| Error::from_code(ErrorCode::ResourceNotFound))
+        })
+        .await
     }
 
     /// One page of a query, from one snapshot of the range that holds the table.
     pub async fn query(&self, account: &str, table: &str, spec: QuerySpec) -> Result<QueryPage> {
-        let record = self.resolve(account, table).await?;
-        let range = self.ranges.range_for_table(record.id).id;
-        self.ensure_leader(range)?;
-        self.read_index(range).await?;
-        let snapshot = self.raft.engine().snapshot();
-        if query::is_dropped(&*snapshot, record.id)? {
-            return Err(Error::from_code(ErrorCode::TableNotFound));
-        }
-        query::query_page(&*snapshot, record.id, &spec)
+        let spec = &spec;
+        self.with_table_id(account, table, |id| async move {
+            let range = self.ranges.range_for_table(id).id;
+            self.ensure_leader(range)?;
+            self.read_index(range).await?;
+            let snapshot = self.raft.engine().snapshot();
+            if query::is_dropped(&*snapshot, id)? {
+                return Err(Error::from_code(ErrorCode::TableNotFound));
+            }
+            query::query_page(&*snapshot, id, spec)
+        })
+        .await
     }
 }
 

@@ -332,7 +332,8 @@ async fn the_reaper_drops_tables_whose_range_another_node_leads() {
         .await
         .unwrap_err();
     assert_eq!(leader_hint(&err), Some(2));
-    c.node(1).delete_table("acct", "logs").await.unwrap();
+    // The catalog delete alone, as when the drop could not reach the range's leader in time.
+    c.node(1).uncatalog_table("acct", "logs").await.unwrap();
     assert_eq!(
         c.node(1).reap_dropped_tables().await.unwrap(),
         0,
@@ -353,4 +354,68 @@ async fn timestamps_strictly_increase_per_range() {
         n.next_timestamp(3).ticks() <= stamps[999] + 1_000_000_000,
         "each range has its own clock"
     );
+}
+
+#[tokio::test]
+async fn a_cached_table_id_never_outlives_its_table() {
+    let c = Cluster::start().await;
+    let insert = |rk: &str| write(WriteKind::Insert, "p", rk, &[]);
+    let old = c.node(1).create_table("acct", &name("jobs")).await.unwrap();
+    c.node(1)
+        .write("acct", "jobs", insert("old"), None)
+        .await
+        .unwrap();
+    assert_eq!(c.node(1).cached_table_id("acct", "JOBS"), Some(old.id));
+
+    // The catalog moves to node 2, so node 1's cache hears nothing of what follows.
+    c.make_leader(META_RANGE_ID, 2).await;
+    assert_eq!(
+        c.node(2).uncatalog_table("acct", "jobs").await.unwrap(),
+        old.id
+    );
+    c.node(1).drop_table_data(old.id).await.unwrap();
+    let new = c.node(2).create_table("acct", &name("jobs")).await.unwrap();
+    assert_ne!(new.id, old.id);
+    for group in c.group_ids().into_iter().filter(|&g| g != META_RANGE_ID) {
+        c.make_leader(group, 1).await;
+    }
+    assert_eq!(c.node(1).cached_table_id("acct", "jobs"), Some(old.id));
+
+    // Node 1's stale id leads to the new table, never to the old one's entities.
+    c.node(1)
+        .write("acct", "jobs", insert("new"), None)
+        .await
+        .unwrap();
+    assert_eq!(c.node(1).cached_table_id("acct", "jobs"), Some(new.id));
+    let err = c
+        .node(1)
+        .get_entity("acct", "jobs", "p", "old")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::ResourceNotFound);
+    let page = c
+        .node(1)
+        .query("acct", "jobs", QuerySpec::default())
+        .await
+        .unwrap();
+    let keys: Vec<&str> = page.entities.iter().map(|e| e.row_key.as_str()).collect();
+    assert_eq!(keys, ["new"]);
+
+    // Deleted again: a write and a read on the stale id both find the table gone.
+    c.node(2).uncatalog_table("acct", "jobs").await.unwrap();
+    c.node(1).drop_table_data(new.id).await.unwrap();
+    let err = c
+        .node(1)
+        .write("acct", "jobs", insert("after"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::TableNotFound);
+    assert_eq!(c.node(1).cached_table_id("acct", "jobs"), None);
+    c.node(1).remember_table("acct", "jobs", new.id);
+    let err = c
+        .node(1)
+        .get_entity("acct", "jobs", "p", "new")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::TableNotFound);
 }

@@ -217,3 +217,54 @@ async fn t05_any_node_accepts_any_request() {
     assert_eq!(dup.code(), Some(ErrorCode::EntityAlreadyExists));
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t06_a_deleted_table_is_gone_through_every_node_at_once() {
+    let c = InProcessCluster::start(3).await.unwrap();
+    let clients = [
+        c.client_of(1).await.unwrap(),
+        c.client_of(2).await.unwrap(),
+        c.client_of(3).await.unwrap(),
+    ];
+    clients[0].create_table("jobs").await.unwrap();
+    clients[0]
+        .table("jobs")
+        .insert(entity("p", "old", 1))
+        .await
+        .unwrap();
+    // Every node looks the table up (and remembers its id).
+    for client in &clients {
+        client.table("jobs").get("p", "old").await.unwrap();
+    }
+
+    // Deleted through one node: no node serves the table once Delete Table has answered.
+    clients[2].delete_table("jobs").await.unwrap();
+    for (i, client) in clients.iter().enumerate() {
+        let err = client
+            .table("jobs")
+            .insert(entity("p", "late", 2))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::TableNotFound), "node {}", i + 1);
+        let err = client.table("jobs").get("p", "old").await.unwrap_err();
+        assert_eq!(err.code(), Some(ErrorCode::TableNotFound), "node {}", i + 1);
+    }
+
+    // Re-created through another: every node serves the new, empty table.
+    clients[1].create_table("jobs").await.unwrap();
+    for (i, client) in clients.iter().enumerate() {
+        let err = client.table("jobs").get("p", "old").await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(ErrorCode::ResourceNotFound),
+            "node {}",
+            i + 1
+        );
+        client
+            .table("jobs")
+            .insert(entity("p", &format!("new{i}"), 3))
+            .await
+            .unwrap();
+    }
+    c.shutdown().await;
+}
