@@ -7,6 +7,11 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use trestle_storage_node::{cli, dev};
 
+/// mimalloc instead of glibc's malloc: on the REST read path glibc's allocator (with its arena
+/// consolidation) took about a quarter of the server's CPU (see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "trestle",

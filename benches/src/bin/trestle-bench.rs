@@ -22,6 +22,10 @@ use trestle_benches::signing::DEV_ACCOUNT_KEY;
 use trestle_benches::workload::{KeyDistribution, WorkloadConfig, WorkloadKind};
 use trestle_benches::{fsync, summary};
 
+/// The server's allocator here too, so the load generator takes as little of the shared CPU as it can.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "trestle-bench",
