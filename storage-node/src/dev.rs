@@ -36,6 +36,10 @@ pub struct DevArgs {
     /// Number of data ranges (Raft groups besides the meta group) at bootstrap.
     #[arg(long, default_value_t = 4)]
     pub ranges: usize,
+    /// A node file (see config/node.example.toml) whose `[raft]`, `[rocksdb]` and `[gateway]` tuning
+    /// applies to all three nodes; its identity, addresses and peers are ignored.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// The addresses a running dev cluster serves on.
@@ -77,6 +81,7 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<(Vec<Node>, DevAddrs)> {
             rest_addr: (i == 0).then(|| rest_addr.to_string()),
         })
         .collect();
+    let tuning = tuning(args.config.as_deref())?;
     let bootstrapping = (1..=3).all(|i| !args.data.join(format!("node{i}")).exists());
     let mut rest = Some(rest);
     let mut nodes = Vec::new();
@@ -87,6 +92,9 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<(Vec<Node>, DevAddrs)> {
             initial_ranges: args.ranges,
             peers: peers.clone(),
             bootstrapping,
+            raft: tuning.raft.clone(),
+            rocksdb: tuning.rocksdb.clone(),
+            gateway: tuning.gateway.clone(),
             ..NodeConfig::default()
         };
         cfg.validate().map_err(|e| anyhow::anyhow!(e))?;
@@ -124,6 +132,19 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     steering.abort();
     futures::future::join_all(nodes.into_iter().map(Node::shutdown)).await;
     Ok(())
+}
+
+/// The tuning sections of `--config` (or the defaults): only `raft`, `rocksdb` and `gateway` are used.
+fn tuning(path: Option<&std::path::Path>) -> anyhow::Result<NodeConfig> {
+    let Some(path) = path else {
+        return Ok(NodeConfig::default());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let cfg: NodeConfig =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    cfg.rocksdb.validate()?;
+    Ok(cfg)
 }
 
 /// The node that serves the REST API in a dev cluster.
@@ -196,5 +217,31 @@ pub async fn wait_for_shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_files_tune_every_node_and_bad_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dev.toml");
+        std::fs::write(
+            &path,
+            "[rocksdb]\nblock-cache-mb = 64\n\n[raft]\ntick-ms = 50\n",
+        )
+        .unwrap();
+        let cfg = tuning(Some(&path)).unwrap();
+        assert_eq!(cfg.rocksdb.block_cache_mb, 64);
+        assert_eq!(cfg.raft.tick_ms, 50);
+        assert_eq!(tuning(None).unwrap().rocksdb, NodeConfig::default().rocksdb);
+
+        std::fs::write(&path, "[rocksdb]\nno-such-knob = 1\n").unwrap();
+        assert!(tuning(Some(&path)).is_err());
+        std::fs::write(&path, "[rocksdb]\nblock-cache-mb = 0\n").unwrap();
+        assert!(tuning(Some(&path)).is_err());
+        assert!(tuning(Some(&dir.path().join("missing.toml"))).is_err());
     }
 }
