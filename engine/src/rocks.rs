@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType,
-    DBIteratorWithThreadMode, Direction, IteratorMode, Options, ReadOptions,
+    BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB,
+    DBCompressionType, DBIteratorWithThreadMode, Direction, IteratorMode, Options, ReadOptions,
     SnapshotWithThreadMode, WriteBufferManager, WriteOptions,
 };
 
@@ -152,8 +152,17 @@ impl RocksConfig {
     fn cf_options(&self, cf: Cf, cache: &Cache) -> Options {
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(cache);
+        // Index and filter blocks live in the (bounded) cache, so memory does not grow with the data. They
+        // are partitioned: a large SST's monolithic index block (hundreds of KB, LZ4) evicted by write
+        // load had to be read and decompressed again by every point read (reads fell from 11.8 k/s to
+        // 2.8 k/s after a 300 k-entity load, 63 % of the CPU in LZ4). With partitions a read needs the
+        // pinned top level plus one 4 KiB partition.
         table.set_cache_index_and_filter_blocks(true);
+        table.set_cache_index_and_filter_blocks_with_high_priority(true);
         table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        table.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
+        table.set_partition_filters(true);
+        table.set_pin_top_level_index_and_filter(true);
 
         let mut opts = Options::default();
         opts.set_write_buffer_size(self.write_buffer_mb * MIB);
