@@ -197,6 +197,19 @@ impl Summary {
             errors: runs.iter().map(RunReport::error_count).sum(),
         }
     }
+
+    /// One console line for target `label`.
+    pub fn line(&self, label: &str) -> String {
+        format!(
+            "{label:<10} {:>9.0} ops/s {:>10.0} entities/s  p50 {} p99 {} p99.9 {}  errors {}",
+            self.ops_per_sec,
+            self.entities_per_sec,
+            fmt_us(self.p50_us as u64),
+            fmt_us(self.p99_us as u64),
+            fmt_us(self.p999_us as u64),
+            self.errors,
+        )
+    }
 }
 
 impl CompareReport {
@@ -352,6 +365,23 @@ mod tests {
         assert_eq!((c.a_label(), c.b_label()), ("a", "b"));
         let json = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<CompareReport>(&json).unwrap(), c);
+    }
+
+    #[test]
+    fn a_summary_prints_as_one_console_line() {
+        let s = Summary {
+            ops_per_sec: 1234.4,
+            entities_per_sec: 123_440.0,
+            p50_us: 850.0,
+            p99_us: 12_345.0,
+            p999_us: 1_200_000.0,
+            errors: 2,
+            ..Summary::default()
+        };
+        assert_eq!(
+            s.line("trestle"),
+            "trestle         1234 ops/s     123440 entities/s  p50 850µs p99 12.3ms p99.9 1.20s  errors 2"
+        );
     }
 
     #[test]

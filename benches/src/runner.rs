@@ -26,7 +26,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::bodies::Payload;
 use crate::driver::Target;
-use crate::report::{CompareReport, Latency, Recorder, RunReport, fmt_us, throughput};
+use crate::report::{CompareReport, Latency, Recorder, RunReport, throughput};
 use crate::workload::{KeyDistribution, OpGenerator, WorkloadConfig, Zipfian};
 
 /// How a run is driven.
@@ -311,28 +311,15 @@ pub async fn prepare(t: &Target, job: &Job) -> anyhow::Result<()> {
 
 /// The medians of both targets and their ratios, for the console.
 pub fn ratio_lines(c: &CompareReport) -> String {
-    let (a, b) = (&c.a_median, &c.b_median);
     let fmt_ratio = |r: Option<f64>| r.map_or("n/a".to_string(), |r| format!("{r:.2}x"));
     format!(
-        "{w}: median of {n} rounds\n  {al:<10} {aops:>9.0} ops/s {aent:>10.0} entities/s  p50 {ap50} p99 {ap99} p99.9 {ap999}  errors {aerr}\n  \
-         {bl:<10} {bops:>9.0} ops/s {bent:>10.0} entities/s  p50 {bp50} p99 {bp99} p99.9 {bp999}  errors {berr}\n  \
-         {al}/{bl}: throughput {tr}, p99 latency {lr}",
+        "{w}: median of {n} rounds\n  {a}\n  {b}\n  {al}/{bl}: throughput {tr}, p99 latency {lr}",
         w = c.workload,
         n = c.a.len(),
+        a = c.a_median.line(c.a_label()),
+        b = c.b_median.line(c.b_label()),
         al = c.a_label(),
         bl = c.b_label(),
-        aops = a.ops_per_sec,
-        aent = a.entities_per_sec,
-        ap50 = fmt_us(a.p50_us as u64),
-        ap99 = fmt_us(a.p99_us as u64),
-        ap999 = fmt_us(a.p999_us as u64),
-        aerr = a.errors,
-        bops = b.ops_per_sec,
-        bent = b.entities_per_sec,
-        bp50 = fmt_us(b.p50_us as u64),
-        bp99 = fmt_us(b.p99_us as u64),
-        bp999 = fmt_us(b.p999_us as u64),
-        berr = b.errors,
         tr = fmt_ratio(c.throughput_ratio),
         lr = fmt_ratio(c.p99_ratio),
     )

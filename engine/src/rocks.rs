@@ -5,8 +5,8 @@
 //! charged to that cache by a write buffer manager that flushes once they pass
 //! [`RocksConfig::memtable_budget_mb`] in total, so RocksDB's memory is bounded by
 //! [`RocksConfig::block_cache_mb`] whatever the mix of load (three column families × several memtables
-//! each would otherwise be the largest use of memory). Index and filter blocks live in that cache too
-//! (pinned for L0), for the same reason. The column
+//! each would otherwise be the largest use of memory). Index and filter blocks live in that cache too,
+//! for the same reason: partitioned, with the top level and L0's pinned. The column
 //! families are tuned for what they hold:
 //! - `raft`: an append-mostly log that is read back soon after it is written (usually from the memtable)
 //!   and range-deleted after log compaction. Lookups hit existing keys, so bloom filters would only cost

@@ -126,12 +126,7 @@ impl Admin for AdminService {
                 let mut client = AdminClient::connect(addr)
                     .await
                     .map_err(|e| Status::unavailable(format!("reaching leader {leader}: {e}")))?;
-                let mut forwarded = Request::new(req);
-                forwarded.metadata_mut().insert(
-                    crate::forward::FORWARDED_HEADER,
-                    tonic::metadata::MetadataValue::from_static("1"),
-                );
-                client.transfer_leader(forwarded).await
+                client.transfer_leader(crate::forward::forwarded(req)).await
             }
             Err(e) => Err(Status::failed_precondition(e.to_string())),
         }

@@ -25,7 +25,8 @@ use crate::tables::LocalTables;
 /// Metadata entry marking a request that another node forwarded.
 pub const FORWARDED_HEADER: &str = "x-trestle-forwarded";
 
-fn forwarded<T>(msg: T) -> Request<T> {
+/// `msg` as a request marked forwarded (see `cluster`).
+pub(crate) fn forwarded<T>(msg: T) -> Request<T> {
     let mut r = Request::new(msg);
     r.metadata_mut()
         .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));

@@ -36,7 +36,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use prost::Message;
-use trestle_engine::Engine;
+use trestle_engine::{Engine, Snapshot};
 use trestle_proto::internal::{
     CreateTable, DeleteTable, MetaCommand, SetServiceProperties, SetTableAcl, TableCommand,
     TableRecord, command_result::Kind, meta_command,
@@ -556,6 +556,18 @@ impl LocalTables {
         }
     }
 
+    /// A snapshot of `range` holding every write committed before this call (this node must lead the
+    /// range), or `TableNotFound` if table `table_id` was dropped by then.
+    async fn read_snapshot(&self, range: u64, table_id: u64) -> Result<Box<dyn Snapshot + '_>> {
+        self.ensure_leader(range)?;
+        self.read_index(range).await?;
+        let snapshot = self.raft.engine().snapshot();
+        if query::is_dropped(&*snapshot, table_id)? {
+            return Err(Error::from_code(ErrorCode::TableNotFound));
+        }
+        Ok(snapshot)
+    }
+
     /// A linearizable point read; `ResourceNotFound` if the entity does not exist.
     pub async fn get_entity(
         &self,
@@ -566,12 +578,7 @@ impl LocalTables {
     ) -> Result<Entity> {
         self.with_table_id(account, table, |id| async move {
             let range = self.ranges.range_for_partition(id, partition_key).id;
-            self.ensure_leader(range)?;
-            self.read_index(range).await?;
-            let snapshot = self.raft.engine().snapshot();
-            if query::is_dropped(&*snapshot, id)? {
-                return Err(Error::from_code(ErrorCode::TableNotFound));
-            }
+            let snapshot = self.read_snapshot(range, id).await?;
             query::get_entity(&*snapshot, id, partition_key, row_key)?
                 .ok_or_else(|| Error::from_code(ErrorCode::ResourceNotFound))
         })
@@ -583,12 +590,7 @@ impl LocalTables {
         let spec = &spec;
         self.with_table_id(account, table, |id| async move {
             let range = self.ranges.range_for_table(id).id;
-            self.ensure_leader(range)?;
-            self.read_index(range).await?;
-            let snapshot = self.raft.engine().snapshot();
-            if query::is_dropped(&*snapshot, id)? {
-                return Err(Error::from_code(ErrorCode::TableNotFound));
-            }
+            let snapshot = self.read_snapshot(range, id).await?;
             query::query_page(&*snapshot, id, spec)
         })
         .await
