@@ -13,8 +13,10 @@ if [ -f scripts/python-venv.sh ]; then
   bash scripts/python-venv.sh
 fi
 
+# Everything builds on the release profile, the one `scripts/dev.sh` uses, so RocksDB's C++ is compiled
+# once per machine (Cargo.toml explains the build-override that makes clippy share it too).
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --release --workspace --all-targets --locked -- -D warnings
 # Process-cluster tests run the real binary; build it first (they find it next to the test executables).
-cargo build --locked -p trestle-storage-node --bin trestle
-cargo nextest run --workspace --locked --no-fail-fast "$@"
+cargo build --release --locked -p trestle-storage-node --bin trestle
+cargo nextest run --release --workspace --locked --no-fail-fast "$@"

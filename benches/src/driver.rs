@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context as _, anyhow, bail};
-use trestle_client::{ClientConfig, ErrorCode, QueryBuilder, Table, TableClient, op};
+use trestle_client::{ClientConfig, Credentials, ErrorCode, QueryBuilder, Table, TableClient, op};
 
 use crate::bodies::Payload;
 use crate::rest::{self, BatchKind, RestConn, RestTarget};
@@ -95,7 +95,8 @@ pub struct Target {
 }
 
 impl Target {
-    /// Parses `[label=]rest:URL` / `[label=]grpc:ADDR,...`; `account` and `key` apply to REST targets.
+    /// Parses `[label=]rest:URL` / `[label=]grpc:ADDR,...`; `account` (default: the development
+    /// account) and its `key` sign every request of either protocol.
     pub async fn parse(spec: &str, account: Option<&str>, key: &str) -> anyhow::Result<Target> {
         let (label, rest) = match spec.split_once('=') {
             Some((l, r)) if !l.contains(':') => (Some(l.to_string()), r),
@@ -104,7 +105,7 @@ impl Target {
         let endpoint = if let Some(url) = rest.strip_prefix("rest:") {
             Endpoint::Rest(Arc::new(RestTarget::parse(url, account, key)?))
         } else if let Some(addrs) = rest.strip_prefix("grpc:") {
-            Endpoint::Grpc(vec![grpc_client(addrs, account).await?])
+            Endpoint::Grpc(vec![grpc_client(addrs, account, key).await?])
         } else {
             bail!("a target is rest:URL or grpc:ADDR[,ADDR...], optionally label=...; got {spec}");
         };
@@ -123,11 +124,12 @@ impl Target {
         mut self,
         n: usize,
         account: Option<&str>,
+        key: &str,
     ) -> anyhow::Result<Target> {
         if let Endpoint::Grpc(clients) = &mut self.endpoint {
             let addrs = self.spec.trim_start_matches("grpc:").to_string();
             while clients.len() < n {
-                clients.push(grpc_client(&addrs, account).await?);
+                clients.push(grpc_client(&addrs, account, key).await?);
             }
         }
         Ok(self)
@@ -217,9 +219,15 @@ impl Target {
     }
 }
 
-async fn grpc_client(addrs: &str, account: Option<&str>) -> anyhow::Result<TableClient> {
+/// An SDK client that signs every call as `account` (default: the development account) with `key`,
+/// as an application would: the signing cost is part of what is measured.
+async fn grpc_client(addrs: &str, account: Option<&str>, key: &str) -> anyhow::Result<TableClient> {
     let endpoints: Vec<String> = addrs.split(',').map(str::to_string).collect();
-    let config = ClientConfig::default().with_account(account.unwrap_or_default());
+    let account = account.unwrap_or(trestle_client::DEV_ACCOUNT);
+    let credentials = Credentials::shared_key(account, key)?;
+    let config = ClientConfig::default()
+        .with_account(account)
+        .with_credentials(credentials);
     Ok(TableClient::connect_with(endpoints, config).await?)
 }
 

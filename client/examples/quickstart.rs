@@ -12,7 +12,9 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::TryStreamExt;
-use trestle_client::{Entity, IfMatch, QueryBuilder, TableClient, Value, op};
+use trestle_client::{
+    ClientConfig, Credentials, Entity, IfMatch, QueryBuilder, TableClient, Value, op,
+};
 
 const DEFAULT_ENDPOINTS: &str =
     "http://127.0.0.1:10101,http://127.0.0.1:10102,http://127.0.0.1:10103";
@@ -20,7 +22,15 @@ const DEFAULT_ENDPOINTS: &str =
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let endpoints = std::env::var("TRESTLE_GRPC").unwrap_or_else(|_| DEFAULT_ENDPOINTS.to_string());
-    let client = TableClient::connect(endpoints.split(',').map(str::to_string)).await?;
+    // An Azure connection string (AccountName=…;AccountKey=… or …;SharedAccessSignature=…); by
+    // default the development account of `trestle dev`.
+    let credentials = match std::env::var("TRESTLE_CONNECTION_STRING") {
+        Ok(text) => Credentials::from_connection_string(&text)?,
+        Err(_) => Credentials::development(),
+    };
+    let config = ClientConfig::default().with_credentials(credentials);
+    let client =
+        TableClient::connect_with(endpoints.split(',').map(str::to_string), config).await?;
     println!("connected to {endpoints}");
 
     // A fresh table per run, so the example can be run again and again.

@@ -35,6 +35,7 @@ use crate::config::ClientConfig;
 use crate::error::{Error, Failure, Result, classify};
 use crate::routing::{RouteKey, Router};
 use crate::table::Table;
+use trestle_proto::auth::method;
 
 /// Redirects to a named leader taken without a pause before backing off.
 pub(crate) const MAX_IMMEDIATE_REDIRECTS: u32 = 2;
@@ -87,7 +88,10 @@ impl TableClient {
     ) -> Result<TableClient> {
         config.validate()?;
         let router = Router::new(endpoints.into_iter().collect(), &config)?;
-        let account = config.account.clone();
+        let account = match config.account.as_str() {
+            "" => config.credentials.account().unwrap_or_default().to_string(),
+            a => a.to_string(),
+        };
         Ok(TableClient {
             shared: Arc::new(Shared { router, config }),
             account,
@@ -122,7 +126,7 @@ impl TableClient {
         };
         let resp = self
             .call(None, Idempotency::Write, self.deadline(), |mut c| {
-                let req = req.clone();
+                let req = self.request(method::CREATE_TABLE, req.clone());
                 async move { c.create_table(req).await }
             })
             .await?;
@@ -139,7 +143,7 @@ impl TableClient {
             table: name.to_string(),
         };
         self.call(None, Idempotency::Write, self.deadline(), |mut c| {
-            let req = req.clone();
+            let req = self.request(method::DELETE_TABLE, req.clone());
             async move { c.delete_table(req).await }
         })
         .await?;
@@ -156,7 +160,7 @@ impl TableClient {
         };
         let resp = self
             .call(None, Idempotency::Read, self.deadline(), |mut c| {
-                let req = req.clone();
+                let req = self.request(method::LIST_TABLES, req.clone());
                 async move { c.list_tables(req).await }
             })
             .await?;
@@ -186,6 +190,15 @@ impl TableClient {
     pub fn raw(&self) -> Result<TableServiceClient<Channel>> {
         let channel = self.shared.router.channel(&self.shared.router.seed())?;
         Ok(self.grpc(channel))
+    }
+
+    /// `msg` as a request of `method`, with the client's credentials attached (signed afresh on every
+    /// attempt, so the date is current).
+    pub(crate) fn request<T: prost::Message>(&self, method: &str, msg: T) -> tonic::Request<T> {
+        self.shared
+            .config
+            .credentials
+            .request(method, &self.account, msg)
     }
 
     pub(crate) fn deadline(&self) -> Instant {
@@ -310,11 +323,14 @@ impl TableClient {
         let Ok(channel) = router.channel(&seed) else {
             return;
         };
-        let req = LocateRequest {
-            account: key.account.clone(),
-            table: key.table.clone(),
-            partition_key: key.partition_key.clone(),
-        };
+        let req = self.request(
+            method::LOCATE,
+            LocateRequest {
+                account: key.account.clone(),
+                table: key.table.clone(),
+                partition_key: key.partition_key.clone(),
+            },
+        );
         let budget = deadline
             .saturating_duration_since(Instant::now())
             .min(LOCATE_TIMEOUT)

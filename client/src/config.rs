@@ -6,13 +6,18 @@
 
 use std::time::Duration;
 
+use crate::credentials::Credentials;
 use crate::error::{Error, Result};
 
 /// How a [`crate::TableClient`] talks to the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
-    /// The storage account; empty means the node's default account (`devstoreaccount1` in `trestle dev`).
+    /// The storage account; empty means the credentials' account, or with no credentials the node's
+    /// default account (`devstoreaccount1`).
     pub account: String,
+    /// What every call presents: an account key or a SAS. Default none (only nodes configured with
+    /// `allow-anonymous` accept that).
+    pub credentials: Credentials,
     /// The total time one call may take, retries included. Default 10 s.
     pub deadline: Duration,
     /// The first retry's backoff ceiling; it doubles per retry. Default 20 ms.
@@ -38,6 +43,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             account: String::new(),
+            credentials: Credentials::None,
             deadline: Duration::from_secs(10),
             backoff_initial: Duration::from_millis(20),
             backoff_max: Duration::from_secs(1),
@@ -64,6 +70,12 @@ impl ClientConfig {
 
     pub fn with_account(mut self, account: impl Into<String>) -> Self {
         self.account = account.into();
+        self
+    }
+
+    /// Calls present `credentials` (see [`Credentials::from_connection_string`]).
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = credentials;
         self
     }
 

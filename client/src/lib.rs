@@ -6,7 +6,11 @@
 //! use trestle_client::{QueryBuilder, TableClient};
 //! use trestle_types::{Entity, Value};
 //!
-//! let client = TableClient::connect(["http://127.0.0.1:10101".to_string()]).await?;
+//! use trestle_client::{ClientConfig, Credentials};
+//!
+//! // `trestle dev`'s development account; a real account: Credentials::from_connection_string(..).
+//! let config = ClientConfig::default().with_credentials(Credentials::development());
+//! let client = TableClient::connect_with(["http://127.0.0.1:10101".to_string()], config).await?;
 //! client.create_table("people").await?;
 //! let people = client.table("people");
 //! people.insert(Entity::new("team-a", "ann").with("age", Value::Int32(41))).await?;
@@ -29,6 +33,10 @@
 //! `ServerBusy` code) with [`Error::may_have_applied`] true: it may have been applied, and repeating it
 //! could apply it twice. [`Error::Timeout`] on a write means it was not applied.
 //!
+//! # Credentials
+//! Every call is signed with the account key or carries a SAS ([`Credentials`], from code or an Azure
+//! connection string); the node checks it exactly as the REST API checks Shared Key and SAS requests.
+//!
 //! # Types
 //! The public API speaks `trestle_types` ([`Entity`](trestle_types::Entity), [`WriteOp`],
 //! [`IfMatch`](trestle_types::IfMatch), [`ErrorCode`](trestle_types::ErrorCode), ...). Protobuf types
@@ -37,6 +45,7 @@
 mod backoff;
 mod client;
 mod config;
+mod credentials;
 mod error;
 mod query;
 mod routing;
@@ -44,6 +53,7 @@ mod table;
 
 pub use client::{TableClient, TablePage};
 pub use config::ClientConfig;
+pub use credentials::{Credentials, DEV_ACCOUNT, DEV_ACCOUNT_KEY};
 pub use error::{ERROR_CODE_HEADER, Error, FAILED_INDEX_HEADER, LEADER_HEADER, Result};
 pub use query::{EntityStream, QueryBuilder};
 pub use table::{Fencing, Table};

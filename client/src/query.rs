@@ -15,6 +15,7 @@ use std::pin::Pin;
 use std::time::Instant;
 
 use futures::Stream;
+use trestle_proto::auth::method;
 use trestle_proto::table as pb;
 use trestle_types::{Entity, EntityKey, QueryPage, limits};
 
@@ -110,7 +111,7 @@ pub(crate) async fn page(table: &Table, q: QueryBuilder) -> Result<QueryPage> {
             Idempotency::Read,
             client.deadline(),
             |mut c| {
-                let req = req.clone();
+                let req = client.request(method::QUERY, req.clone());
                 async move {
                     let response = c.query(req).await?;
                     let mut stream = response.into_inner();
@@ -263,7 +264,7 @@ impl Cursor {
         let client = self.table.client();
         client
             .call(Some(&route), Idempotency::Read, deadline, |mut c| {
-                let req = req.clone();
+                let req = client.request(method::QUERY, req.clone());
                 async move { c.query(req).await }
             })
             .await

@@ -4,6 +4,7 @@
 //! range that holds the entity, and runs through the client's retry loop. Writes are never repeated
 //! after their request may have reached a node (see `client`); reads are.
 
+use trestle_proto::auth::method;
 use trestle_proto::table as pb;
 use trestle_types::{
     BatchError, DateTime, ETag, Entity, EntityKey, IfMatch, QueryPage, WriteKind, WriteOp,
@@ -114,7 +115,7 @@ impl Table {
                 Idempotency::Write,
                 self.client.deadline(),
                 |mut c| {
-                    let req = req.clone();
+                    let req = self.client.request(method::WRITE, req.clone());
                     async move { c.write(req).await }
                 },
             )
@@ -144,7 +145,7 @@ impl Table {
                 Idempotency::Write,
                 self.client.deadline(),
                 |mut c| {
-                    let req = req.clone();
+                    let req = self.client.request(method::BATCH, req.clone());
                     async move { c.batch(req).await }
                 },
             )
@@ -196,7 +197,7 @@ impl Table {
                 Idempotency::Read,
                 self.client.deadline(),
                 |mut c| {
-                    let req = req.clone();
+                    let req = self.client.request(method::GET, req.clone());
                     async move { c.get(req).await }
                 },
             )

@@ -46,4 +46,5 @@ pub use trestle::raft::v1 as raft;
 /// The public table API.
 pub use trestle::table::v1 as table;
 
+pub mod auth;
 pub mod convert;

@@ -1,13 +1,18 @@
 //! The gateway's configuration: which storage accounts exist (and their keys), request limits, the
-//! clock-skew window for signed requests, and CORS rules used when an account has stored none.
+//! clock-skew window for signed requests, CORS rules used when an account has stored none, and the
+//! connection limits and TLS files the [`listener`](crate::listener) enforces.
 //!
 //! Invariants after [`GatewayConfig::validate`] succeeds: at least one account; every account name is
 //! unique and follows Azure's rules (3–24 lowercase letters and digits); every account has one or two
-//! keys, each valid non-empty base64; the body limit is positive; CORS rules are well formed. The router
-//! never re-checks these; an invalid key that slipped through simply never matches a signature.
+//! keys, each valid non-empty base64; the body limit is positive; CORS rules are well formed; every
+//! timeout and connection limit is positive; the header limit is within 1 KiB..=1 MiB; the TLS
+//! certificate and key are both set or both unset. The router never re-checks these; an invalid key that
+//! slipped through simply never matches a signature.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use crate::cors::CorsRule;
@@ -43,6 +48,30 @@ pub struct GatewayConfig {
     pub default_cors: Vec<CorsRule>,
     /// Trust `X-Forwarded-Proto: https` from a TLS-terminating proxy when checking a SAS's `spr=https`.
     pub trust_forwarded_proto: bool,
+    /// PEM certificate chain for HTTPS (like Azurite's `--cert`). With `tls-key-file` set too, the REST
+    /// port serves HTTPS only. Default: unset (plain HTTP).
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) matching `tls-cert-file` (Azurite's `--key`). Default: unset.
+    pub tls_key_file: Option<PathBuf>,
+    /// Time allowed for a request's line and headers to arrive, from their first byte (for a
+    /// connection's first request, from the accept; also the TLS handshake's limit); a slower client is
+    /// disconnected without an answer, as HTTP.sys does on its HeaderWait timer. Default: 10 s.
+    pub header_read_timeout_secs: u64,
+    /// A keep-alive connection with no request in flight for this long is closed (HTTP.sys's
+    /// IdleConnection timer, whose default is 2 minutes). Default: 120 s.
+    pub idle_timeout_secs: u64,
+    /// Longest pause allowed while a request body is being read; after it the connection is closed
+    /// without an answer, as HTTP.sys does on its EntityBody timer. Default: 10 s.
+    pub body_read_timeout_secs: u64,
+    /// A request still unanswered after this long gets 500 `OperationTimedOut` (Azure's table server
+    /// timeout is at most 30 s). Default: 30 s.
+    pub request_timeout_secs: u64,
+    /// Connections served at once by this node; beyond it a new connection is answered 503 `ServerBusy`
+    /// and closed. Default: 4096.
+    pub max_connections: usize,
+    /// Largest request line plus headers accepted; larger ones get HTTP.sys's 400 "The size of the request
+    /// headers is too long" (its MaxRequestBytes default is 16 KiB). Default: 16384.
+    pub max_header_bytes: usize,
 }
 
 /// One storage account.
@@ -63,6 +92,14 @@ impl Default for GatewayConfig {
             allow_anonymous: false,
             default_cors: Vec::new(),
             trust_forwarded_proto: false,
+            tls_cert_file: None,
+            tls_key_file: None,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 120,
+            body_read_timeout_secs: 10,
+            request_timeout_secs: 30,
+            max_connections: 4096,
+            max_header_bytes: 16 * 1024,
         }
     }
 }
@@ -140,6 +177,29 @@ impl GatewayConfig {
             rule.validate()
                 .map_err(|e| ConfigError(format!("default-cors: {e}")))?;
         }
+        for (name, value) in [
+            ("header-read-timeout-secs", self.header_read_timeout_secs),
+            ("idle-timeout-secs", self.idle_timeout_secs),
+            ("body-read-timeout-secs", self.body_read_timeout_secs),
+            ("request-timeout-secs", self.request_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(ConfigError(format!("{name} must be positive")));
+            }
+        }
+        if self.max_connections == 0 || self.max_connections > u32::MAX as usize {
+            return Err(ConfigError("max-connections must be positive".into()));
+        }
+        if !(1024..=1024 * 1024).contains(&self.max_header_bytes) {
+            return Err(ConfigError(
+                "max-header-bytes must be between 1024 and 1048576".into(),
+            ));
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(ConfigError(
+                "tls-cert-file and tls-key-file must be set together".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -196,5 +256,43 @@ mod tests {
         assert_eq!(config.clock_skew_secs, 900);
         assert!(config.validate().is_ok());
         assert!(serde_json::from_str::<GatewayConfig>(r#"{"no-such-field":1}"#).is_err());
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_and_are_validated() {
+        let config: GatewayConfig = serde_json::from_str(
+            r#"{"header-read-timeout-secs":2,"max-connections":8,"tls-cert-file":"c.pem","tls-key-file":"k.pem"}"#,
+        )
+        .unwrap();
+        assert_eq!(config.header_read_timeout_secs, 2);
+        assert_eq!(config.max_connections, 8);
+        assert_eq!(config.idle_timeout_secs, 120);
+        assert_eq!(config.body_read_timeout_secs, 10);
+        assert_eq!(config.request_timeout_secs, 30);
+        assert_eq!(config.max_header_bytes, 16384);
+        assert_eq!(config.tls_key_file, Some(PathBuf::from("k.pem")));
+        assert!(config.validate().is_ok());
+
+        let bad = [
+            GatewayConfig {
+                request_timeout_secs: 0,
+                ..GatewayConfig::for_test()
+            },
+            GatewayConfig {
+                max_connections: 0,
+                ..GatewayConfig::for_test()
+            },
+            GatewayConfig {
+                max_header_bytes: 100,
+                ..GatewayConfig::for_test()
+            },
+            GatewayConfig {
+                tls_cert_file: Some("c.pem".into()),
+                ..GatewayConfig::for_test()
+            },
+        ];
+        for config in bad {
+            assert!(config.validate().is_err(), "{config:?}");
+        }
     }
 }

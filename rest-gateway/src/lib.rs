@@ -5,7 +5,8 @@
 //! Azure's error bodies. It talks to the cluster only through the [`TableService`] trait.
 //!
 //! Entry points: [`router`] builds the axum [`Router`](axum::Router) from a [`TableService`] and a
-//! [`GatewayConfig`]. The parsers that face untrusted bytes are public for fuzzing:
+//! [`GatewayConfig`]; [`listener::Server`] serves it on a TCP port (HTTP or HTTPS) with the connection
+//! limits of the config. The parsers that face untrusted bytes are public for fuzzing:
 //! [`json::parse_entity_json`] and [`batch::parse_batch`].
 //!
 //! Module map: `server` (addressing, dispatch, common headers) → `auth` → `handlers::*` (one module per
@@ -20,6 +21,7 @@ pub mod cors;
 pub mod error;
 mod handlers;
 pub mod json;
+pub mod listener;
 pub mod resource;
 mod server;
 pub mod service;

@@ -39,8 +39,9 @@ pub(crate) struct Gateway {
 
 /// Builds the Azure Table REST API over `service`. Call [`GatewayConfig::validate`] first.
 ///
-/// Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so SAS `sip` (IP range) checks
-/// can see the client address; without it, a SAS that names an IP range is refused.
+/// Serve it with [`crate::listener::Server`] (or `into_make_service_with_connect_info::<SocketAddr>()`) so
+/// SAS `sip` (IP range) checks can see the client address; without it, a SAS that names an IP range is
+/// refused.
 pub fn router(service: Arc<dyn TableService>, config: GatewayConfig) -> Router {
     let gateway = Gateway {
         service,
@@ -334,9 +335,13 @@ async fn process(
         if declared.is_some_and(|len| len > limit as u64) {
             return Err(ApiError::from_code(ErrorCode::RequestBodyTooLarge));
         }
-        let https = gateway.config.trust_forwarded_proto
-            && header_str(&parts.headers, "x-forwarded-proto")
-                .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+        let https = parts
+            .extensions
+            .get::<crate::listener::TlsConnection>()
+            .is_some()
+            || (gateway.config.trust_forwarded_proto
+                && header_str(&parts.headers, "x-forwarded-proto")
+                    .is_some_and(|p| p.eq_ignore_ascii_case("https")));
         let peer: Option<IpAddr> = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()

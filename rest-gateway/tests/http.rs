@@ -13,6 +13,8 @@ mod batch;
 mod entities;
 #[path = "http/errors.rs"]
 mod errors;
+#[path = "http/limits.rs"]
+mod limits;
 #[path = "http/queries.rs"]
 mod queries;
 #[path = "http/service.rs"]

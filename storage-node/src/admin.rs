@@ -1,5 +1,9 @@
 //! The Admin gRPC service: cluster status (`trestle ctl status`), range location for the SDK's routing
 //! cache, and leader transfer.
+//!
+//! Callers (see `grpc_auth`): `Status` needs the cluster token (peers probe each other at start-up) or
+//! the admin token; `TransferLeader` needs the admin token; `Locate` needs a credential of the account
+//! it asks about (it reveals whether a table exists), as a table call would.
 
 use std::sync::Arc;
 
@@ -12,14 +16,21 @@ use trestle_proto::admin::{
 };
 use trestle_replication::{ProposeError, RaftNode};
 
+use trestle_rest_gateway::auth::Credential;
+
 use crate::cluster::ClusterTableService;
 use crate::config::PeerConfig;
+use crate::grpc_auth::{Authenticator, Secrets};
 
 pub struct AdminService {
     pub(crate) cluster_id: String,
     pub(crate) raft: Arc<RaftNode>,
     pub(crate) peers: Vec<PeerConfig>,
     pub(crate) tables: Arc<ClusterTableService>,
+    pub(crate) secrets: Secrets,
+    pub(crate) auth: Arc<Authenticator>,
+    /// The account of requests that leave `account` empty.
+    pub(crate) default_account: String,
 }
 
 impl AdminService {
@@ -38,7 +49,11 @@ impl AdminService {
 
 #[tonic::async_trait]
 impl Admin for AdminService {
-    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        self.secrets.require_peer_or_admin(request.metadata())?;
         let ranges = self
             .raft
             .status()
@@ -81,15 +96,28 @@ impl Admin for AdminService {
         &self,
         request: Request<LocateRequest>,
     ) -> Result<Response<LocateResponse>, Status> {
-        let req = request.into_inner();
-        let account = if req.account.is_empty() {
-            trestle_rest_gateway::config::DEV_ACCOUNT
-        } else {
-            &req.account
+        let account = match request.get_ref().account.as_str() {
+            "" => self.default_account.clone(),
+            a => a.to_string(),
         };
+        let credential = self
+            .auth
+            .authenticate(&request, trestle_proto::auth::method::LOCATE, &account)
+            .await?;
+        let req = request.into_inner();
+        // Any credential of the account may locate its tables, a table SAS only its own table.
+        if let Credential::TableSas { table, .. } = &credential
+            && !table.eq_ignore_ascii_case(&req.table)
+        {
+            return Err(crate::grpc_auth::deny(
+                trestle_rest_gateway::ApiError::from_code(
+                    trestle_types::ErrorCode::AuthorizationFailure,
+                ),
+            ));
+        }
         let range = self
             .tables
-            .range_of_table(account, &req.table)
+            .range_of_table(&account, &req.table)
             .await
             .map_err(|e| crate::grpc_api::status_from_error(&e))?;
         let leader = self.raft.leader(range).unwrap_or_default();
@@ -104,6 +132,11 @@ impl Admin for AdminService {
         &self,
         request: Request<TransferLeaderRequest>,
     ) -> Result<Response<TransferLeaderResponse>, Status> {
+        self.secrets.require_admin(request.metadata())?;
+        let admin_token = request
+            .metadata()
+            .get(trestle_proto::auth::ADMIN_TOKEN)
+            .cloned();
         let req = request.into_inner();
         if !self.peers.iter().any(|p| p.id == req.to_node_id) {
             return Err(Status::invalid_argument(format!(
@@ -126,7 +159,22 @@ impl Admin for AdminService {
                 let mut client = AdminClient::connect(addr)
                     .await
                     .map_err(|e| Status::unavailable(format!("reaching leader {leader}: {e}")))?;
-                client.transfer_leader(crate::forward::forwarded(req)).await
+                let mut forwarded = Request::new(req);
+                forwarded.metadata_mut().insert(
+                    crate::forward::FORWARDED_HEADER,
+                    tonic::metadata::MetadataValue::from_static("1"),
+                );
+                trestle_proto::auth::insert(
+                    &mut forwarded,
+                    trestle_proto::auth::CLUSTER_TOKEN,
+                    self.secrets.cluster_token(),
+                );
+                if let Some(token) = admin_token {
+                    forwarded
+                        .metadata_mut()
+                        .insert(trestle_proto::auth::ADMIN_TOKEN, token);
+                }
+                client.transfer_leader(forwarded).await
             }
             Err(e) => Err(Status::failed_precondition(e.to_string())),
         }

@@ -1,4 +1,8 @@
 //! `trestle ctl`: cluster status and admin actions over the Admin gRPC service.
+//!
+//! Every Admin call needs the admin token (the node's `admin-token`, or its `cluster-token` when none is
+//! set): from `--admin-token`, else `TRESTLE_ADMIN_TOKEN`, else the file `--admin-token-file` names
+//! (`trestle dev` prints its path). A flag on a shared machine shows up in `ps`; prefer the file or env.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +16,17 @@ pub struct CtlArgs {
     /// gRPC address of any node.
     #[arg(long, default_value = "http://127.0.0.1:10101", global = true)]
     addr: String,
+    /// The admin token.
+    #[arg(
+        long,
+        global = true,
+        env = "TRESTLE_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
+    /// A file holding the admin token (e.g. a `trestle dev` data directory's `cluster-token`).
+    #[arg(long, global = true)]
+    admin_token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: CtlCommand,
 }
@@ -41,21 +56,52 @@ fn with_scheme(addr: &str) -> String {
     }
 }
 
-async fn status_of(addr: &str) -> anyhow::Result<StatusResponse> {
+/// The admin token from the flag, the environment or the file, in that order.
+fn admin_token(args: &CtlArgs) -> anyhow::Result<String> {
+    if let Some(t) = &args.admin_token {
+        return Ok(t.trim().to_string());
+    }
+    if let Some(path) = &args.admin_token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the admin token from {}", path.display()))?;
+        return Ok(text.trim().to_string());
+    }
+    anyhow::bail!(
+        "Admin calls need the admin token: pass --admin-token-file FILE (trestle dev prints it), \
+         set TRESTLE_ADMIN_TOKEN, or pass --admin-token"
+    )
+}
+
+/// `msg` with the admin token attached.
+fn authorized<T>(msg: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(msg);
+    let value = tonic::metadata::MetadataValue::try_from(token)
+        .context("the admin token must be printable ASCII")?;
+    request
+        .metadata_mut()
+        .insert(trestle_proto::auth::ADMIN_TOKEN, value);
+    Ok(request)
+}
+
+async fn status_of(addr: &str, token: &str) -> anyhow::Result<StatusResponse> {
     let mut client = AdminClient::connect(with_scheme(addr))
         .await
         .with_context(|| format!("connecting to {addr}"))?;
-    Ok(client.status(StatusRequest {}).await?.into_inner())
+    Ok(client
+        .status(authorized(StatusRequest {}, token)?)
+        .await?
+        .into_inner())
 }
 
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
+    let token = admin_token(&args)?;
     match args.command {
         CtlCommand::Status { json } => {
-            let first = status_of(&args.addr).await?;
+            let first = status_of(&args.addr, &token).await?;
             // Ask every node for its own view: each node reports the replicas it hosts.
             let mut views = Vec::new();
             for n in &first.nodes {
-                match status_of(&n.grpc_addr).await {
+                match status_of(&n.grpc_addr, &token).await {
                     Ok(s) => views.push((n.id, Some(s))),
                     Err(_) => views.push((n.id, None)),
                 }
@@ -70,10 +116,13 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::TransferLeader { range, to } => {
             let mut client = AdminClient::connect(with_scheme(&args.addr)).await?;
             client
-                .transfer_leader(TransferLeaderRequest {
-                    range_id: range,
-                    to_node_id: to,
-                })
+                .transfer_leader(authorized(
+                    TransferLeaderRequest {
+                        range_id: range,
+                        to_node_id: to,
+                    },
+                    &token,
+                )?)
                 .await?;
             println!("asked range {range} to transfer leadership to node {to}");
             Ok(())

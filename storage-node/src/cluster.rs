@@ -20,7 +20,8 @@ use trestle_types::{
     TableName, WriteOp, WriteOutcome,
 };
 
-use crate::forward;
+use crate::forward::{self, Link};
+use crate::grpc_auth::Secrets;
 use crate::tables::LocalTables;
 
 tokio::task_local! {
@@ -38,7 +39,29 @@ pub struct ClusterTableService {
     /// node id → gRPC address of every peer.
     peers: HashMap<u64, String>,
     channels: std::sync::Mutex<HashMap<u64, Channel>>,
+    /// What this node presents to its peers when it forwards.
+    secrets: Secrets,
     timeout: Duration,
+}
+
+/// May a request be sent again after an attempt whose outcome is unknown?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Reads, and writes that are harmless to repeat (dropping a deleted table's data).
+    Safe,
+    /// Writes: only definite refusals (`NotLeader`) are retried; an unknown outcome is the answer.
+    RefusalsOnly,
+}
+
+impl Retry {
+    /// Whether a remote attempt that failed with `e` may be retried.
+    fn allows(self, e: &Error) -> bool {
+        match e.code {
+            ErrorCode::NotLeader => true,
+            ErrorCode::OperationTimedOut | ErrorCode::ServerBusy => self == Retry::Safe,
+            _ => false,
+        }
+    }
 }
 
 /// What to do after a local attempt failed with `NotLeader`.
@@ -52,6 +75,7 @@ impl ClusterTableService {
         node_id: u64,
         local: Arc<LocalTables>,
         peers: HashMap<u64, String>,
+        secrets: Secrets,
         timeout: Duration,
     ) -> Self {
         ClusterTableService {
@@ -59,6 +83,7 @@ impl ClusterTableService {
             local,
             peers,
             channels: Default::default(),
+            secrets,
             timeout,
         }
     }
@@ -75,6 +100,13 @@ impl ClusterTableService {
     /// The range that holds `table` of `account`.
     pub async fn range_of_table(&self, account: &str, table: &str) -> Result<u64> {
         self.local.range_of_table(account, table).await
+    }
+
+    fn link(&self, node: u64) -> Result<Link> {
+        Ok(Link {
+            channel: self.channel(node)?,
+            secrets: self.secrets.clone(),
+        })
     }
 
     fn channel(&self, node: u64) -> Result<Channel> {
@@ -124,12 +156,15 @@ impl ClusterTableService {
     }
 
     /// Runs `local` here; on `NotLeader`, forwards with `remote` or waits for an election, until the
-    /// deadline. Forwarded requests only ever run locally.
-    async fn route<T, L, LF, R, RF>(&self, mut local: L, mut remote: R) -> Result<T>
+    /// deadline. Forwarded requests only ever run locally. A remote attempt that failed with an unknown
+    /// outcome (the leader died mid-call) is retried when `retry` allows it and otherwise returned as
+    /// `OperationTimedOut`; when the deadline passes with nothing but refusals and unreachable leaders,
+    /// the answer is `ServerBusy` (503: nothing was applied, the client may retry).
+    async fn route<T, L, LF, R, RF>(&self, retry: Retry, mut local: L, mut remote: R) -> Result<T>
     where
         L: FnMut() -> LF,
         LF: std::future::Future<Output = Result<T>>,
-        R: FnMut(Channel) -> RF,
+        R: FnMut(Link) -> RF,
         RF: std::future::Future<Output = Result<T>>,
     {
         let deadline = Instant::now() + self.timeout;
@@ -145,15 +180,15 @@ impl ClusterTableService {
             }
             let result = match self.next_step(&err) {
                 None => return Err(err),
-                Some(Next::Forward(node)) => match remote(self.channel(node)?).await {
+                Some(Next::Forward(node)) => match remote(self.link(node)?).await {
                     Ok(v) => return Ok(v),
-                    Err(e) if e.code == ErrorCode::NotLeader => e,
+                    Err(e) if retry.allows(&e) => e,
                     Err(e) => return Err(e),
                 },
                 Some(Next::Wait) => match self.next_peer(attempt) {
-                    Some(node) => match remote(self.channel(node)?).await {
+                    Some(node) => match remote(self.link(node)?).await {
                         Ok(v) => return Ok(v),
-                        Err(e) if e.code == ErrorCode::NotLeader => e,
+                        Err(e) if retry.allows(&e) => e,
                         Err(e) => return Err(e),
                     },
                     None => err,
@@ -161,10 +196,10 @@ impl ClusterTableService {
             };
             attempt += 1;
             if Instant::now() + backoff > deadline {
-                return Err(if result.code == ErrorCode::NotLeader {
+                return Err(if retry.allows(&result) {
                     Error::new(
-                        ErrorCode::OperationTimedOut,
-                        "No leader was reachable for the range in time.",
+                        ErrorCode::ServerBusy,
+                        "No leader was reachable for the range in time; nothing was applied.",
                     )
                 } else {
                     result
@@ -180,6 +215,7 @@ impl ClusterTableService {
 impl TableService for ClusterTableService {
     async fn create_table(&self, account: &str, table: &TableName) -> Result<TableInfo> {
         self.route(
+            Retry::RefusalsOnly,
             || self.local.create_table(account, table),
             |c| forward::create_table(c, account, table),
         )
@@ -193,11 +229,13 @@ impl TableService for ClusterTableService {
     async fn delete_table(&self, account: &str, table: &str) -> Result<()> {
         let table_id = self
             .route(
+                Retry::RefusalsOnly,
                 || self.local.uncatalog_table(account, table),
                 |c| forward::uncatalog_table(c, account, table),
             )
             .await?;
         let drop = self.route(
+            Retry::Safe,
             || self.local.drop_table_data(table_id),
             |c| forward::drop_table_data(c, table_id),
         );
@@ -206,6 +244,7 @@ impl TableService for ClusterTableService {
 
     async fn get_table(&self, account: &str, table: &str) -> Result<TableInfo> {
         self.route(
+            Retry::Safe,
             || self.local.get_table(account, table),
             |c| forward::get_table(c, account, table),
         )
@@ -219,6 +258,7 @@ impl TableService for ClusterTableService {
         limit: usize,
     ) -> Result<(Vec<TableInfo>, Option<String>)> {
         self.route(
+            Retry::Safe,
             || self.local.list_tables(account, start, limit),
             |c| forward::list_tables(c, account, start, limit),
         )
@@ -232,6 +272,7 @@ impl TableService for ClusterTableService {
         policies: Vec<AccessPolicy>,
     ) -> Result<()> {
         self.route(
+            Retry::RefusalsOnly,
             || self.local.set_table_acl(account, table, policies.clone()),
             |c| forward::set_table_acl(c, account, table, &policies),
         )
@@ -246,6 +287,7 @@ impl TableService for ClusterTableService {
         fencing: Option<Fencing>,
     ) -> Result<WriteOutcome> {
         self.route(
+            Retry::RefusalsOnly,
             || {
                 self.local
                     .write(account, table, op.clone(), fencing.clone())
@@ -265,6 +307,7 @@ impl TableService for ClusterTableService {
         // A batch failure with an operation index is final; only whole-batch NotLeader is retried.
         let attempt = self
             .route(
+                Retry::RefusalsOnly,
                 || async {
                     match self
                         .local
@@ -297,6 +340,7 @@ impl TableService for ClusterTableService {
         row_key: &str,
     ) -> Result<Entity> {
         self.route(
+            Retry::Safe,
             || {
                 self.local
                     .get_entity(account, table, partition_key, row_key)
@@ -308,6 +352,7 @@ impl TableService for ClusterTableService {
 
     async fn query(&self, account: &str, table: &str, spec: QuerySpec) -> Result<QueryPage> {
         self.route(
+            Retry::Safe,
             || self.local.query(account, table, spec.clone()),
             |c| forward::query(c, account, table, &spec),
         )
@@ -320,6 +365,7 @@ impl TableService for ClusterTableService {
 
     async fn set_service_properties(&self, account: &str, xml: String) -> Result<()> {
         self.route(
+            Retry::RefusalsOnly,
             || self.local.set_service_properties(account, xml.clone()),
             |c| forward::set_service_properties(c, account, &xml),
         )

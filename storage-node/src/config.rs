@@ -22,6 +22,13 @@ pub struct PeerConfig {
     pub rest_addr: Option<String>,
 }
 
+/// The cluster token of the example configurations: public, so only for clusters on loopback.
+pub const EXAMPLE_CLUSTER_TOKEN: &str = "trestle-dev-cluster";
+
+/// The shortest cluster or admin token accepted (a random 32-character token is what `trestle dev`
+/// generates; 16 keeps hand-written tokens from being guessable).
+pub const MIN_TOKEN_LEN: usize = 16;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct NodeConfig {
@@ -32,8 +39,12 @@ pub struct NodeConfig {
     pub grpc_listen: Option<SocketAddr>,
     /// Address the REST API binds (defaults to this node's `rest-addr` in `peers`; none: no REST).
     pub rest_listen: Option<SocketAddr>,
-    /// Shared secret that nodes present to each other on the Raft transport.
+    /// Shared secret that nodes present to each other (Raft transport, forwarding, start-up probes). The
+    /// default, [`EXAMPLE_CLUSTER_TOKEN`], is public: a node using it refuses to listen beyond loopback.
     pub cluster_token: String,
+    /// The credential of Admin's mutating calls (`trestle ctl --admin-token`); the cluster token when
+    /// unset.
+    pub admin_token: Option<String>,
     /// Number of data ranges created when the cluster is bootstrapped.
     pub initial_ranges: usize,
     /// Every member, this node included. The first three are the voters of every range.
@@ -56,7 +67,8 @@ impl Default for NodeConfig {
             data_dir: PathBuf::from("./trestle-data"),
             grpc_listen: None,
             rest_listen: None,
-            cluster_token: "trestle-dev-cluster".into(),
+            cluster_token: EXAMPLE_CLUSTER_TOKEN.into(),
+            admin_token: None,
             initial_ranges: 4,
             peers: Vec::new(),
             request_timeout_ms: 10_000,
@@ -96,6 +108,34 @@ impl NodeConfig {
         if self.cluster_token.is_empty() {
             return Err("cluster-token must not be empty".into());
         }
+        if self.cluster_token != EXAMPLE_CLUSTER_TOKEN && self.cluster_token.len() < MIN_TOKEN_LEN {
+            return Err(format!(
+                "cluster-token must be at least {MIN_TOKEN_LEN} characters"
+            ));
+        }
+        if self
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| t.len() < MIN_TOKEN_LEN)
+        {
+            return Err(format!(
+                "admin-token must be at least {MIN_TOKEN_LEN} characters"
+            ));
+        }
+        let printable = |t: &str| t.bytes().all(|b| b.is_ascii_graphic());
+        if !printable(&self.cluster_token) || !self.admin_token.as_deref().is_none_or(printable) {
+            return Err(
+                "cluster-token and admin-token must be printable ASCII without spaces".into(),
+            );
+        }
+        if self.cluster_token == EXAMPLE_CLUSTER_TOKEN
+            && let Some(addr) = self.non_loopback_listen_address()
+        {
+            return Err(format!(
+                "cluster-token is the public example token, but this node would listen on {addr}, \
+                 beyond loopback: set a secret cluster-token (e.g. `openssl rand -hex 24`) on every node"
+            ));
+        }
         if self.request_timeout_ms == 0 {
             return Err("request-timeout-ms must be positive".into());
         }
@@ -105,6 +145,23 @@ impl NodeConfig {
         Ok(())
     }
 
+    /// The first address this node would listen on that is not a loopback address, if any.
+    fn non_loopback_listen_address(&self) -> Option<String> {
+        let me = self.me()?;
+        let grpc = self
+            .grpc_listen
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| me.grpc_addr.clone());
+        let rest = self
+            .rest_listen
+            .map(|a| a.to_string())
+            .or_else(|| me.rest_addr.clone());
+        [Some(grpc), rest]
+            .into_iter()
+            .flatten()
+            .find(|a| !is_loopback(a))
+    }
+
     /// The voters of every range: the first three peers.
     pub fn voters(&self) -> Vec<u64> {
         self.peers.iter().take(3).map(|p| p.id).collect()
@@ -112,5 +169,61 @@ impl NodeConfig {
 
     pub fn me(&self) -> Option<&PeerConfig> {
         self.peers.iter().find(|p| p.id == self.node_id)
+    }
+}
+
+/// Whether `addr` (`host:port`) names a loopback address; a host name other than `localhost` is not
+/// resolved here and counts as non-loopback.
+fn is_loopback(addr: &str) -> bool {
+    if let Ok(a) = addr.parse::<SocketAddr>() {
+        return a.ip().is_loopback();
+    }
+    addr.rsplit_once(':')
+        .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn three_peers(host: &str) -> NodeConfig {
+        NodeConfig {
+            peers: (1..=3)
+                .map(|id| PeerConfig {
+                    id,
+                    grpc_addr: format!("{host}:{}", 7100 + id),
+                    rest_addr: None,
+                })
+                .collect(),
+            ..NodeConfig::default()
+        }
+    }
+
+    #[test]
+    fn the_example_token_is_refused_beyond_loopback() {
+        assert!(three_peers("127.0.0.1").validate().is_ok());
+        assert!(three_peers("localhost").validate().is_ok());
+        let err = three_peers("10.0.0.5").validate().unwrap_err();
+        assert!(err.contains("public example token"), "{err}");
+        let mut wide_rest = three_peers("127.0.0.1");
+        wide_rest.rest_listen = Some("0.0.0.0:10002".parse().unwrap());
+        assert!(wide_rest.validate().is_err());
+        let mut secret = three_peers("10.0.0.5");
+        secret.cluster_token = "0123456789abcdef0123".into();
+        assert!(secret.validate().is_ok());
+    }
+
+    #[test]
+    fn tokens_must_be_long_and_printable() {
+        let mut cfg = three_peers("127.0.0.1");
+        cfg.cluster_token = "short".into();
+        assert!(cfg.validate().is_err());
+        cfg.cluster_token = "0123456789abcdef 0123".into();
+        assert!(cfg.validate().is_err());
+        cfg.cluster_token = "0123456789abcdef0123".into();
+        cfg.admin_token = Some("tiny".into());
+        assert!(cfg.validate().is_err());
+        cfg.admin_token = Some("admin-0123456789abcdef".into());
+        assert!(cfg.validate().is_ok());
     }
 }

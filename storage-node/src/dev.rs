@@ -40,6 +40,10 @@ pub struct DevArgs {
     /// applies to all three nodes; its identity, addresses and peers are ignored.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Serve the REST API over HTTPS with a self-signed certificate for localhost and 127.0.0.1,
+    /// generated into `<data>/tls/` on first use and reused afterwards.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// The addresses a running dev cluster serves on.
@@ -81,7 +85,13 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<(Vec<Node>, DevAddrs)> {
             rest_addr: (i == 0).then(|| rest_addr.to_string()),
         })
         .collect();
-    let tuning = tuning(args.config.as_deref())?;
+    let mut tuning = tuning(args.config.as_deref())?;
+    if args.tls {
+        let (cert, key) = dev_certificate(&args.data)?;
+        tuning.gateway.tls_cert_file = Some(cert);
+        tuning.gateway.tls_key_file = Some(key);
+    }
+    let cluster_token = cluster_token(&args.data)?;
     let bootstrapping = (1..=3).all(|i| !args.data.join(format!("node{i}")).exists());
     let mut rest = Some(rest);
     let mut nodes = Vec::new();
@@ -95,6 +105,7 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<(Vec<Node>, DevAddrs)> {
             raft: tuning.raft.clone(),
             rocksdb: tuning.rocksdb.clone(),
             gateway: tuning.gateway.clone(),
+            cluster_token: cluster_token.clone(),
             ..NodeConfig::default()
         };
         cfg.validate().map_err(|e| anyhow::anyhow!(e))?;
@@ -116,14 +127,25 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let account = trestle_rest_gateway::config::DEV_ACCOUNT;
     tracing::info!(data = %args.data.display(), "trestle dev: three replicas, data persisted on disk");
     eprintln!(
-        "\nTrestle is running.\n  Azure Table REST: http://{rest}/{account}\n  gRPC:             {grpc}\n  \
-         Connection string: DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};\
-         TableEndpoint=http://{rest}/{account};\n  Status:           trestle ctl --addr {first} status\n",
+        "\nTrestle is running.\n  Azure Table REST: {scheme}://{rest}/{account}\n  gRPC:             {grpc}\n  \
+         Connection string: DefaultEndpointsProtocol={scheme};AccountName={account};AccountKey={key};\
+         TableEndpoint={scheme}://{rest}/{account};\n  Status:           trestle ctl --addr {first} --admin-token-file {token} status\n",
         rest = addrs.rest,
+        scheme = if args.tls { "https" } else { "http" },
         grpc = addrs.grpc.join(", "),
         key = trestle_rest_gateway::config::DEV_ACCOUNT_KEY,
         first = addrs.grpc[0],
+        token = token_path(&args.data).display(),
     );
+    if args.tls {
+        let (cert, _) = dev_certificate_paths(&args.data);
+        let cert = cert.display();
+        eprintln!(
+            "  TLS certificate:  {cert} (self-signed for localhost and 127.0.0.1)\n  \
+             Trust it:         SSL_CERT_FILE={cert} (OpenSSL, curl, Rust), REQUESTS_CA_BUNDLE={cert} \
+             (Python SDK), NODE_EXTRA_CA_CERTS={cert} (JavaScript SDK)\n"
+        );
+    }
     let rafts: Vec<Arc<RaftNode>> = nodes.iter().map(|n| n.raft().clone()).collect();
     let steering = tokio::spawn(keep_leaders_on(rafts, REST_NODE));
     println!("TRESTLE_READY {}", serde_json::to_string(&addrs)?);
@@ -145,6 +167,74 @@ fn tuning(path: Option<&std::path::Path>) -> anyhow::Result<NodeConfig> {
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     cfg.rocksdb.validate()?;
     Ok(cfg)
+}
+
+/// Where a dev cluster keeps its cluster token (also its admin token).
+pub fn token_path(data: &std::path::Path) -> PathBuf {
+    data.join("cluster-token")
+}
+
+/// The cluster token of the dev cluster in `data`: generated at random the first time (48 hex digits
+/// from the OS's generator, written readable by the owner only) and reused on every restart, so each
+/// data directory is its own cluster and no two dev clusters share a secret.
+pub fn cluster_token(data: &std::path::Path) -> anyhow::Result<String> {
+    let path = token_path(data);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let mut bytes = [0u8; 24];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    std::io::Write::write_all(&mut file, format!("{token}\n").as_bytes())?;
+    file.sync_all()?;
+    Ok(token)
+}
+
+/// Where `trestle dev --tls` keeps its certificate and key.
+pub fn dev_certificate_paths(data: &std::path::Path) -> (PathBuf, PathBuf) {
+    let dir = data.join("tls");
+    (dir.join("dev-cert.pem"), dir.join("dev-key.pem"))
+}
+
+/// The dev cluster's self-signed certificate for `localhost` and `127.0.0.1` (PEM files under
+/// `<data>/tls/`): generated the first time, reused on every restart so a client trusts it once.
+pub fn dev_certificate(data: &std::path::Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let (cert_path, key_path) = dev_certificate_paths(data);
+    if cert_path.exists() && key_path.exists() {
+        return Ok((cert_path, key_path));
+    }
+    let dir = data.join("tls");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Trestle development (localhost)");
+    let key = rcgen::KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&key_path)
+        .with_context(|| format!("writing {}", key_path.display()))?;
+    std::io::Write::write_all(&mut file, key.serialize_pem().as_bytes())?;
+    file.sync_all()?;
+    std::fs::write(&cert_path, cert.pem())
+        .with_context(|| format!("writing {}", cert_path.display()))?;
+    Ok((cert_path, key_path))
 }
 
 /// The node that serves the REST API in a dev cluster.
@@ -223,6 +313,44 @@ pub async fn wait_for_shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_data_directory_gets_its_own_secret_token_kept_across_restarts() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let first = cluster_token(a.path()).unwrap();
+        assert_eq!(first.len(), 48);
+        assert_ne!(first, crate::config::EXAMPLE_CLUSTER_TOKEN);
+        assert_eq!(cluster_token(a.path()).unwrap(), first);
+        assert_ne!(cluster_token(b.path()).unwrap(), first);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(token_path(a.path()))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(
+                mode & 0o077,
+                0,
+                "the token file is readable by others: {mode:o}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_dev_certificate_is_generated_once_and_loads_as_the_rest_tls_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = dev_certificate(dir.path()).unwrap();
+        let first = std::fs::read_to_string(&cert).unwrap();
+        assert!(first.starts_with("-----BEGIN CERTIFICATE-----"), "{first}");
+        assert!(trestle_rest_gateway::listener::tls::server_config(&cert, &key).is_ok());
+        assert_eq!(dev_certificate(dir.path()).unwrap(), (cert.clone(), key));
+        assert_eq!(
+            std::fs::read_to_string(&cert).unwrap(),
+            first,
+            "reused, not regenerated"
+        );
+    }
 
     #[test]
     fn config_files_tune_every_node_and_bad_ones_are_refused() {

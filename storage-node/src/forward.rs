@@ -2,11 +2,14 @@
 //! `NodeForward` service for the calls the public table API has no RPC for.
 //!
 //! Forwarded requests carry the `x-trestle-forwarded` metadata entry; the receiving node serves them
-//! locally or fails with `NotLeader`, never forwarding again (see `cluster`).
+//! locally or fails with `NotLeader`, never forwarding again (see `cluster`). They also carry the
+//! cluster token and, for account-scoped calls, the principal: the account this node authenticated at
+//! its edge (see `grpc_auth`). `NodeForward` serves only callers with the cluster token, and an
+//! account-scoped call only for the account its principal names.
 
 use std::sync::Arc;
 
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use trestle_proto::node as npb;
@@ -20,17 +23,45 @@ use trestle_types::{
     QuerySpec, Result, TableInfo, TableName, WriteKind, WriteOp, WriteOutcome,
 };
 
+use crate::grpc_auth::Secrets;
 use crate::tables::LocalTables;
 
 /// Metadata entry marking a request that another node forwarded.
 pub const FORWARDED_HEADER: &str = "x-trestle-forwarded";
 
-/// `msg` as a request marked forwarded (see `cluster`).
-pub(crate) fn forwarded<T>(msg: T) -> Request<T> {
-    let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
-    r
+/// A connection to a peer node and the credential this node presents on it.
+#[derive(Clone)]
+pub struct Link {
+    pub channel: Channel,
+    pub secrets: Secrets,
+}
+
+impl Link {
+    /// `msg` as a forwarded request (see `cluster`) with the cluster token and, when the call acts in an
+    /// account, the principal this node authenticated.
+    pub(crate) fn request<T>(&self, msg: T, principal: Option<&str>) -> Request<T> {
+        let mut r = Request::new(msg);
+        r.metadata_mut()
+            .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
+        trestle_proto::auth::insert(
+            &mut r,
+            trestle_proto::auth::CLUSTER_TOKEN,
+            self.secrets.cluster_token(),
+        );
+        if let Some(p) = principal {
+            trestle_proto::auth::insert(&mut r, trestle_proto::auth::PRINCIPAL, p);
+        }
+        r
+    }
+
+    fn tables(&self) -> TableServiceClient<Channel> {
+        TableServiceClient::new(self.channel.clone())
+            .max_decoding_message_size(crate::grpc_api::MAX_REQUEST_MESSAGE_BYTES)
+    }
+
+    fn node(&self) -> NodeForwardClient<Channel> {
+        NodeForwardClient::new(self.channel.clone())
+    }
 }
 
 /// True when tonic could not connect at all: the request never left this node.
@@ -45,25 +76,39 @@ fn is_connect_error(s: &Status) -> bool {
     false
 }
 
-/// Rebuilds the domain error a remote node answered with. A node that cannot be reached at all is
-/// reported as `NotLeader` with no known leader: the request was never sent, so routing may wait for the
-/// next election and retry it.
+/// Rebuilds the domain error a remote node answered with.
+///
+/// - A node that cannot be reached at all is reported as `NotLeader` with no known leader: the request
+///   was never sent, so routing may wait for the next election and retry it.
+/// - A status without `x-trestle-error-code` did not come from a Trestle node's answer: the connection
+///   failed after the request may have been sent (the leader died or restarted mid-call). Its outcome
+///   is unknown, so it is `OperationTimedOut`, Azure's code for "may or may not have been applied";
+///   routing retries reads on it and hands it back for writes (see `cluster`).
 pub fn error_from_status(s: &Status) -> Error {
     if is_connect_error(s) {
         return crate::tables::not_leader(0, None);
     }
-    let code = s
+    let answered = s
         .metadata()
-        .get("x-trestle-error-code")
+        .get(crate::grpc_api::ERROR_CODE_HEADER)
         .and_then(|v| v.to_str().ok())
-        .and_then(ErrorCode::parse)
-        .unwrap_or(match s.code() {
-            tonic::Code::Unavailable => ErrorCode::ServerBusy,
-            tonic::Code::DeadlineExceeded => ErrorCode::OperationTimedOut,
-            tonic::Code::InvalidArgument => ErrorCode::InvalidInput,
-            _ => ErrorCode::InternalError,
-        });
-    Error::new(code, s.message())
+        .and_then(ErrorCode::parse);
+    if let Some(code) = answered {
+        return Error::new(code, s.message());
+    }
+    match s.code() {
+        tonic::Code::InvalidArgument => Error::new(ErrorCode::InvalidInput, s.message()),
+        tonic::Code::ResourceExhausted => Error::new(ErrorCode::RequestBodyTooLarge, s.message()),
+        tonic::Code::Unimplemented => Error::new(ErrorCode::NotImplemented, s.message()),
+        _ => Error::new(
+            ErrorCode::OperationTimedOut,
+            format!(
+                "The operation may or may not have completed: the node leading the range stopped \
+                 answering ({}).",
+                s.message()
+            ),
+        ),
+    }
 }
 
 fn failed_index(s: &Status) -> Option<usize> {
@@ -117,40 +162,42 @@ fn outcome(r: pb::WriteResponse) -> Result<WriteOutcome> {
     })
 }
 
-pub async fn create_table(c: Channel, account: &str, table: &TableName) -> Result<TableInfo> {
+pub async fn create_table(c: Link, account: &str, table: &TableName) -> Result<TableInfo> {
     let req = pb::CreateTableRequest {
         account: account.into(),
         table: table.as_str().into(),
     };
-    let resp = TableServiceClient::new(c)
-        .create_table(forwarded(req))
+    let resp = c
+        .tables()
+        .create_table(c.request(req, Some(account)))
         .await
         .map_err(|s| error_from_status(&s))?;
     table_info(resp.into_inner().table)
 }
 
-pub async fn uncatalog_table(c: Channel, account: &str, table: &str) -> Result<u64> {
+pub async fn uncatalog_table(c: Link, account: &str, table: &str) -> Result<u64> {
     let req = npb::UncatalogTableRequest {
         account: account.into(),
         table: table.into(),
     };
-    let resp = NodeForwardClient::new(c)
-        .uncatalog_table(forwarded(req))
+    let resp = c
+        .node()
+        .uncatalog_table(c.request(req, Some(account)))
         .await
         .map_err(|s| error_from_status(&s))?;
     Ok(resp.into_inner().table_id)
 }
 
-pub async fn drop_table_data(c: Channel, table_id: u64) -> Result<()> {
-    NodeForwardClient::new(c)
-        .drop_table_data(forwarded(npb::DropTableDataRequest { table_id }))
+pub async fn drop_table_data(c: Link, table_id: u64) -> Result<()> {
+    c.node()
+        .drop_table_data(c.request(npb::DropTableDataRequest { table_id }, None))
         .await
         .map_err(|s| error_from_status(&s))?;
     Ok(())
 }
 
 pub async fn list_tables(
-    c: Channel,
+    c: Link,
     account: &str,
     start: Option<&str>,
     limit: usize,
@@ -160,8 +207,9 @@ pub async fn list_tables(
         start_after: start.unwrap_or_default().into(),
         limit: u32::try_from(limit).unwrap_or(u32::MAX),
     };
-    let resp = TableServiceClient::new(c)
-        .list_tables(forwarded(req))
+    let resp = c
+        .tables()
+        .list_tables(c.request(req, Some(account)))
         .await
         .map_err(|s| error_from_status(&s))?;
     let resp = resp.into_inner();
@@ -178,7 +226,7 @@ pub async fn list_tables(
 }
 
 pub async fn write(
-    c: Channel,
+    c: Link,
     account: &str,
     table: &str,
     op: WriteOp,
@@ -190,8 +238,9 @@ pub async fn write(
         op: Some(write_op(&op)),
         fencing: fencing(fence),
     };
-    let resp = TableServiceClient::new(c)
-        .write(forwarded(req))
+    let resp = c
+        .tables()
+        .write(c.request(req, Some(account)))
         .await
         .map_err(|s| error_from_status(&s))?;
     outcome(resp.into_inner())
@@ -200,7 +249,7 @@ pub async fn write(
 /// The outer error is a whole-request failure (retryable `NotLeader`, transport); the inner one is the
 /// batch's own result.
 pub async fn batch(
-    c: Channel,
+    c: Link,
     account: &str,
     table: &str,
     ops: Vec<WriteOp>,
@@ -212,7 +261,7 @@ pub async fn batch(
         ops: ops.iter().map(write_op).collect(),
         fencing: fencing(fence),
     };
-    match TableServiceClient::new(c).batch(forwarded(req)).await {
+    match c.tables().batch(c.request(req, Some(account))).await {
         Ok(resp) => {
             let results: Result<Vec<WriteOutcome>> =
                 resp.into_inner().results.into_iter().map(outcome).collect();
@@ -231,7 +280,7 @@ pub async fn batch(
 }
 
 pub async fn get_entity(
-    c: Channel,
+    c: Link,
     account: &str,
     table: &str,
     partition_key: &str,
@@ -244,8 +293,9 @@ pub async fn get_entity(
         row_key: row_key.into(),
         select: Vec::new(),
     };
-    let resp = TableServiceClient::new(c)
-        .get(forwarded(req))
+    let resp = c
+        .tables()
+        .get(c.request(req, Some(account)))
         .await
         .map_err(|s| error_from_status(&s))?;
     let entity = resp
@@ -255,7 +305,7 @@ pub async fn get_entity(
     Entity::try_from(entity)
 }
 
-pub async fn query(c: Channel, account: &str, table: &str, spec: &QuerySpec) -> Result<QueryPage> {
+pub async fn query(c: Link, account: &str, table: &str, spec: &QuerySpec) -> Result<QueryPage> {
     let top = spec.top.unwrap_or(trestle_types::limits::MAX_PAGE_ENTITIES) as u32;
     let req = pb::QueryRequest {
         account: account.into(),
@@ -273,8 +323,9 @@ pub async fn query(c: Channel, account: &str, table: &str, spec: &QuerySpec) -> 
         limit: top,
         page_size: top,
     };
-    let mut stream = TableServiceClient::new(c)
-        .query(forwarded(req))
+    let mut stream = c
+        .tables()
+        .query(c.request(req, Some(account)))
         .await
         .map_err(|s| error_from_status(&s))?
         .into_inner();
@@ -308,13 +359,14 @@ fn policy_from_proto(p: npb::AccessPolicy) -> AccessPolicy {
     }
 }
 
-pub async fn get_table(c: Channel, account: &str, table: &str) -> Result<TableInfo> {
+pub async fn get_table(c: Link, account: &str, table: &str) -> Result<TableInfo> {
     let req = npb::GetTableRequest {
         account: account.into(),
         table: table.into(),
     };
-    let resp = NodeForwardClient::new(c)
-        .get_table(forwarded(req))
+    let resp = c
+        .node()
+        .get_table(c.request(req, Some(account)))
         .await
         .map_err(|s| error_from_status(&s))?;
     let t = resp.into_inner();
@@ -326,7 +378,7 @@ pub async fn get_table(c: Channel, account: &str, table: &str) -> Result<TableIn
 }
 
 pub async fn set_table_acl(
-    c: Channel,
+    c: Link,
     account: &str,
     table: &str,
     policies: &[AccessPolicy],
@@ -336,33 +388,56 @@ pub async fn set_table_acl(
         table: table.into(),
         policies: policies.iter().map(policy_to_proto).collect(),
     };
-    NodeForwardClient::new(c)
-        .set_table_acl(forwarded(req))
+    c.node()
+        .set_table_acl(c.request(req, Some(account)))
         .await
         .map_err(|s| error_from_status(&s))?;
     Ok(())
 }
 
-pub async fn set_service_properties(c: Channel, account: &str, xml: &str) -> Result<()> {
+pub async fn set_service_properties(c: Link, account: &str, xml: &str) -> Result<()> {
     let req = npb::SetServicePropertiesRequest {
         account: account.into(),
         xml: xml.into(),
     };
-    NodeForwardClient::new(c)
-        .set_service_properties(forwarded(req))
+    c.node()
+        .set_service_properties(c.request(req, Some(account)))
         .await
         .map_err(|s| error_from_status(&s))?;
     Ok(())
 }
 
-/// Serves the forwarded node-to-node calls, always locally.
+/// Serves the forwarded node-to-node calls, always locally, to peer nodes only.
 pub struct NodeForwardService {
     pub(crate) local: Arc<LocalTables>,
+    secrets: Secrets,
 }
 
 impl NodeForwardService {
-    pub fn server(local: Arc<LocalTables>) -> NodeForwardServer<NodeForwardService> {
-        NodeForwardServer::new(NodeForwardService { local })
+    pub fn server(
+        local: Arc<LocalTables>,
+        secrets: Secrets,
+    ) -> NodeForwardServer<NodeForwardService> {
+        NodeForwardServer::new(NodeForwardService { local, secrets })
+    }
+
+    /// A peer's call that acts in `account`: the cluster token, and the principal must be `account`.
+    fn for_account(&self, md: &MetadataMap, account: &str) -> Result<(), Status> {
+        self.secrets.require_peer(md)?;
+        let principal = md
+            .get(trestle_proto::auth::PRINCIPAL)
+            .and_then(|v| v.to_str().ok());
+        if principal == Some(account) {
+            Ok(())
+        } else {
+            Err(to_status(Error::new(
+                ErrorCode::AuthorizationFailure,
+                format!(
+                    "A forwarded call for account {account} must carry that account as its \
+                     authenticated principal."
+                ),
+            )))
+        }
     }
 }
 
@@ -376,6 +451,7 @@ impl NodeForward for NodeForwardService {
         &self,
         r: Request<npb::GetTableRequest>,
     ) -> Result<Response<npb::GetTableResponse>, Status> {
+        self.for_account(r.metadata(), &r.get_ref().account)?;
         let r = r.into_inner();
         let t = self
             .local
@@ -393,6 +469,7 @@ impl NodeForward for NodeForwardService {
         &self,
         r: Request<npb::SetTableAclRequest>,
     ) -> Result<Response<npb::SetTableAclResponse>, Status> {
+        self.for_account(r.metadata(), &r.get_ref().account)?;
         let r = r.into_inner();
         let policies = r.policies.into_iter().map(policy_from_proto).collect();
         self.local
@@ -406,6 +483,7 @@ impl NodeForward for NodeForwardService {
         &self,
         r: Request<npb::UncatalogTableRequest>,
     ) -> Result<Response<npb::UncatalogTableResponse>, Status> {
+        self.for_account(r.metadata(), &r.get_ref().account)?;
         let r = r.into_inner();
         let table_id = self
             .local
@@ -419,6 +497,7 @@ impl NodeForward for NodeForwardService {
         &self,
         r: Request<npb::DropTableDataRequest>,
     ) -> Result<Response<npb::DropTableDataResponse>, Status> {
+        self.secrets.require_peer(r.metadata())?;
         self.local
             .drop_table_data(r.into_inner().table_id)
             .await
@@ -430,6 +509,7 @@ impl NodeForward for NodeForwardService {
         &self,
         r: Request<npb::SetServicePropertiesRequest>,
     ) -> Result<Response<npb::SetServicePropertiesResponse>, Status> {
+        self.for_account(r.metadata(), &r.get_ref().account)?;
         let r = r.into_inner();
         self.local
             .set_service_properties(&r.account, r.xml)

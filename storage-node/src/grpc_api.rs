@@ -21,6 +21,11 @@
 //!   message then carries the continuation if entities remain. The first page is fetched before the call
 //!   returns, so request errors (bad filter, unknown table) are the call's status, not a stream error.
 //!
+//! - **Callers** are authenticated and every operation authorized before anything runs
+//!   ([`crate::grpc_auth`]): a signed call or a SAS for the account the message names, or a peer node
+//!   forwarding for the account it authenticated. A table SAS's key range clips queries exactly as REST
+//!   clips them ([`KeyRange::clip_start`], [`KeyRange::clip_page`]).
+//!
 //! Invariant: the producer task of a query runs inside the caller's `cluster::FORWARDED` scope, so a
 //! query another node forwarded here is served locally only, as every other forwarded call is.
 
@@ -33,8 +38,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Response, Status};
+use trestle_proto::auth::method;
 use trestle_proto::table as pb;
 use trestle_proto::table::table_service_server::{TableService as GrpcService, TableServiceServer};
+use trestle_rest_gateway::auth::Access;
+use trestle_rest_gateway::auth::sas::KeyRange;
 use trestle_rest_gateway::{Fencing, TableService};
 use trestle_types::{
     BatchError, Entity, EntityKey, Error, ErrorCode, Filter, QueryPage, QuerySpec, TableInfo,
@@ -42,6 +50,7 @@ use trestle_types::{
 };
 
 use crate::commands::write_op_from_proto;
+use crate::grpc_auth::{Authenticator, deny, write_access};
 
 /// Metadata entry with the Azure error code name of a failed call.
 pub const ERROR_CODE_HEADER: &str = "x-trestle-error-code";
@@ -63,16 +72,19 @@ pub struct GrpcTableService {
     inner: Arc<dyn TableService>,
     /// The account of requests that leave `account` empty.
     default_account: String,
+    auth: Arc<Authenticator>,
 }
 
 /// The tonic service for the node's gRPC router.
 pub fn server(
     inner: Arc<dyn TableService>,
     default_account: String,
+    auth: Arc<Authenticator>,
 ) -> TableServiceServer<GrpcTableService> {
     TableServiceServer::new(GrpcTableService {
         inner,
         default_account,
+        auth,
     })
     .max_decoding_message_size(MAX_REQUEST_MESSAGE_BYTES)
 }
@@ -82,10 +94,16 @@ pub fn server(
 /// - 409: `AlreadyExists` for the `*AlreadyExists` codes, `Aborted` for the other conflicts.
 /// - 413 (`RequestBodyTooLarge`): `ResourceExhausted`, the code gRPC itself uses for oversized messages.
 /// - 405, 415, 501: `Unimplemented` (the operation or format is not supported here).
+/// - Authentication failures (`NoAuthenticationInformation`, `InvalidAuthenticationInfo`,
+///   `AuthenticationFailed`): `Unauthenticated`; the `Authorization*` family (403) stays
+///   `PermissionDenied`.
 /// - `OperationTimedOut` (500): `DeadlineExceeded`, which in gRPC already means "may have completed".
 /// - `DataCorrupted` (500): `DataLoss`, gRPC's code for corruption.
 pub fn grpc_code(code: ErrorCode) -> Code {
     match code {
+        ErrorCode::NoAuthenticationInformation
+        | ErrorCode::InvalidAuthenticationInfo
+        | ErrorCode::AuthenticationFailed => return Code::Unauthenticated,
         ErrorCode::OperationTimedOut => return Code::DeadlineExceeded,
         ErrorCode::DataCorrupted => return Code::DataLoss,
         _ => {}
@@ -198,11 +216,11 @@ fn project(mut entity: Entity, select: &[String]) -> Entity {
 }
 
 impl GrpcTableService {
-    fn account<'a>(&'a self, account: &'a str) -> &'a str {
+    fn account(&self, account: &str) -> String {
         if account.is_empty() {
-            &self.default_account
+            self.default_account.clone()
         } else {
-            account
+            account.to_string()
         }
     }
 }
@@ -213,11 +231,19 @@ impl GrpcService for GrpcTableService {
         &self,
         request: Request<pb::CreateTableRequest>,
     ) -> Result<Response<pb::CreateTableResponse>, Status> {
+        let account = self.account(&request.get_ref().account);
+        let credential = self
+            .auth
+            .authenticate(&request, method::CREATE_TABLE, &account)
+            .await?;
         let req = request.into_inner();
+        credential
+            .authorize(Access::CreateTable, None, None)
+            .map_err(deny)?;
         let name = TableName::new(&req.table).map_err(status)?;
         let info = self
             .inner
-            .create_table(self.account(&req.account), &name)
+            .create_table(&account, &name)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::CreateTableResponse {
@@ -229,9 +255,17 @@ impl GrpcService for GrpcTableService {
         &self,
         request: Request<pb::DeleteTableRequest>,
     ) -> Result<Response<pb::DeleteTableResponse>, Status> {
+        let account = self.account(&request.get_ref().account);
+        let credential = self
+            .auth
+            .authenticate(&request, method::DELETE_TABLE, &account)
+            .await?;
         let req = request.into_inner();
+        credential
+            .authorize(Access::DeleteTable, Some(&req.table), None)
+            .map_err(deny)?;
         self.inner
-            .delete_table(self.account(&req.account), &req.table)
+            .delete_table(&account, &req.table)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::DeleteTableResponse {}))
@@ -241,7 +275,15 @@ impl GrpcService for GrpcTableService {
         &self,
         request: Request<pb::ListTablesRequest>,
     ) -> Result<Response<pb::ListTablesResponse>, Status> {
+        let account = self.account(&request.get_ref().account);
+        let credential = self
+            .auth
+            .authenticate(&request, method::LIST_TABLES, &account)
+            .await?;
         let req = request.into_inner();
+        credential
+            .authorize(Access::ListTables, None, None)
+            .map_err(deny)?;
         let limit = match req.limit as usize {
             0 => limits::MAX_PAGE_ENTITIES,
             n => n.min(limits::MAX_PAGE_ENTITIES),
@@ -249,7 +291,7 @@ impl GrpcService for GrpcTableService {
         let start = (!req.start_after.is_empty()).then_some(req.start_after.as_str());
         let (tables, next_table) = self
             .inner
-            .list_tables(self.account(&req.account), start, limit)
+            .list_tables(&account, start, limit)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ListTablesResponse {
@@ -262,15 +304,27 @@ impl GrpcService for GrpcTableService {
         &self,
         request: Request<pb::WriteRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
+        let account = self.account(&request.get_ref().account);
+        let credential = self
+            .auth
+            .authenticate(&request, method::WRITE, &account)
+            .await?;
         let req = request.into_inner();
         let op = req
             .op
             .ok_or_else(|| status(Error::invalid_input("A write request has no operation.")))?;
         let op = write_op_from_proto(op).map_err(status)?;
+        credential
+            .authorize(
+                write_access(op.kind),
+                Some(&req.table),
+                Some(&op.entity.key()),
+            )
+            .map_err(deny)?;
         let fencing = fencing_from_proto(req.fencing).map_err(status)?;
         let outcome = self
             .inner
-            .write(self.account(&req.account), &req.table, op, fencing)
+            .write(&account, &req.table, op, fencing)
             .await
             .map_err(status)?;
         Ok(Response::new(write_response(outcome)))
@@ -280,6 +334,11 @@ impl GrpcService for GrpcTableService {
         &self,
         request: Request<pb::BatchRequest>,
     ) -> Result<Response<pb::BatchResponse>, Status> {
+        let account = self.account(&request.get_ref().account);
+        let credential = self
+            .auth
+            .authenticate(&request, method::BATCH, &account)
+            .await?;
         let req = request.into_inner();
         let ops = req
             .ops
@@ -293,10 +352,24 @@ impl GrpcService for GrpcTableService {
             })
             .collect::<Result<Vec<WriteOp>, BatchError>>()
             .map_err(|e| status_from_batch_error(&e))?;
+        for (i, op) in ops.iter().enumerate() {
+            credential
+                .authorize(
+                    write_access(op.kind),
+                    Some(&req.table),
+                    Some(&op.entity.key()),
+                )
+                .map_err(|e| {
+                    let mut s = deny(e);
+                    s.metadata_mut()
+                        .insert(FAILED_INDEX_HEADER, MetadataValue::from(i as u64));
+                    s
+                })?;
+        }
         let fencing = fencing_from_proto(req.fencing).map_err(status)?;
         let outcomes = self
             .inner
-            .batch(self.account(&req.account), &req.table, ops, fencing)
+            .batch(&account, &req.table, ops, fencing)
             .await
             .map_err(|e| status_from_batch_error(&e))?;
         Ok(Response::new(pb::BatchResponse {
@@ -308,15 +381,19 @@ impl GrpcService for GrpcTableService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
+        let account = self.account(&request.get_ref().account);
+        let credential = self
+            .auth
+            .authenticate(&request, method::GET, &account)
+            .await?;
         let req = request.into_inner();
+        let key = EntityKey::new(req.partition_key.clone(), req.row_key.clone());
+        credential
+            .authorize(Access::ReadEntity, Some(&req.table), Some(&key))
+            .map_err(deny)?;
         let entity = self
             .inner
-            .get_entity(
-                self.account(&req.account),
-                &req.table,
-                &req.partition_key,
-                &req.row_key,
-            )
+            .get_entity(&account, &req.table, &req.partition_key, &req.row_key)
             .await
             .map_err(status)?;
         let entity = project(entity, &req.select);
@@ -332,14 +409,23 @@ impl GrpcService for GrpcTableService {
         &self,
         request: Request<pb::QueryRequest>,
     ) -> Result<Response<Self::QueryStream>, Status> {
+        let account = self.account(&request.get_ref().account);
+        let credential = self
+            .auth
+            .authenticate(&request, method::QUERY, &account)
+            .await?;
         let req = request.into_inner();
+        credential
+            .authorize(Access::QueryEntities, Some(&req.table), None)
+            .map_err(deny)?;
+        let range = credential.key_range().cloned();
         let filter = match req.filter.trim() {
             "" => None,
             text => Some(Filter::parse(text).map_err(status)?),
         };
         let mut plan = QueryPlan {
             inner: self.inner.clone(),
-            account: self.account(&req.account).to_string(),
+            account,
             table: req.table,
             filter,
             select: (!req.select.is_empty()).then_some(req.select),
@@ -352,7 +438,11 @@ impl GrpcService for GrpcTableService {
                 .continuation
                 .map(|c| EntityKey::new(c.next_partition_key, c.next_row_key)),
             sent: 0,
+            range,
         };
+        if let Some(range) = &plan.range {
+            plan.continuation = range.clip_start(plan.continuation.take());
+        }
         let first = plan.next_page().await.map_err(status)?;
         let (tx, rx) = mpsc::channel(2);
         let forwarded = crate::cluster::FORWARDED.try_with(|f| *f).unwrap_or(false);
@@ -375,6 +465,8 @@ struct QueryPlan {
     continuation: Option<EntityKey>,
     /// Entities sent so far.
     sent: usize,
+    /// The key range of the caller's table SAS, if it has one: every page is clipped to it.
+    range: Option<KeyRange>,
 }
 
 /// A fetched page and whether it is the stream's last.
@@ -396,6 +488,9 @@ impl QueryPlan {
             continuation: self.continuation.clone(),
         };
         let mut page = self.inner.query(&self.account, &self.table, spec).await?;
+        if let Some(range) = &self.range {
+            range.clip_page(&mut page);
+        }
         if page.entities.len() > want {
             // Defensive: never send more than asked; resume at the first entity held back.
             let rest = page.entities.split_off(want);
@@ -481,6 +576,12 @@ mod tests {
                 Code::Unauthenticated,
             ),
             (ErrorCode::AuthorizationFailure, Code::PermissionDenied),
+            (
+                ErrorCode::AuthorizationPermissionMismatch,
+                Code::PermissionDenied,
+            ),
+            (ErrorCode::AuthenticationFailed, Code::Unauthenticated),
+            (ErrorCode::InvalidAuthenticationInfo, Code::Unauthenticated),
             (ErrorCode::EntityNotFound, Code::NotFound),
             (ErrorCode::TableNotFound, Code::NotFound),
             (ErrorCode::ResourceNotFound, Code::NotFound),

@@ -10,6 +10,7 @@ pub mod config;
 pub mod dev;
 pub mod forward;
 pub mod grpc_api;
+pub mod grpc_auth;
 pub mod logging;
 pub mod meta_sm;
 pub mod node;

@@ -14,7 +14,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -29,6 +28,7 @@ use crate::admin::AdminService;
 use crate::cluster::{ClusterTableService, FORWARDED};
 use crate::config::NodeConfig;
 use crate::forward::{FORWARDED_HEADER, NodeForwardService};
+use crate::grpc_auth::{Authenticator, Secrets};
 use crate::ranges::RangeMap;
 use crate::tables::LocalTables;
 
@@ -113,10 +113,11 @@ impl Node {
     ) -> anyhow::Result<Node> {
         cfg.validate().map_err(|e| anyhow::anyhow!(e))?;
         let cluster_id = cluster_id(&cfg);
+        let secrets = Secrets::new(&cfg.cluster_token, cfg.admin_token.as_deref());
         let fresh = engine
             .get(Cf::Meta, &keys::local_key(STORE_IDENT))?
             .is_none();
-        if fresh && !cfg.bootstrapping && cluster_has_data(&cfg, &cluster_id).await {
+        if fresh && !cfg.bootstrapping && cluster_has_data(&cfg, &cluster_id, &secrets).await {
             tracing::warn!(
                 node = cfg.node_id,
                 "this node's store is empty but the cluster has data: rejoining without a vote until caught up"
@@ -155,24 +156,37 @@ impl Node {
             cfg.node_id,
             local.clone(),
             peers,
+            secrets.clone(),
             Duration::from_millis(cfg.request_timeout_ms),
         ));
         let (shutdown, _) = watch::channel(false);
         let mut servers = Vec::new();
 
         let grpc_addr = listeners.grpc.local_addr()?;
+        let service: Arc<dyn TableService> = tables.clone();
+        let auth = Arc::new(Authenticator::new(
+            &cfg.gateway,
+            secrets.clone(),
+            service.clone(),
+        ));
+        let default_account = trestle_rest_gateway::config::DEV_ACCOUNT.to_string();
         let admin = AdminService {
             cluster_id: cluster_id.clone(),
             raft: raft.clone(),
             peers: cfg.peers.clone(),
             tables: tables.clone(),
+            secrets: secrets.clone(),
+            auth: auth.clone(),
+            default_account: default_account.clone(),
         };
-        let service: Arc<dyn TableService> = tables.clone();
         let router = tonic::transport::Server::builder()
-            .layer(ForwardedLayer)
+            .layer(ForwardedLayer {
+                secrets: secrets.clone(),
+            })
             .add_service(crate::grpc_api::server(
                 service.clone(),
-                trestle_rest_gateway::config::DEV_ACCOUNT.to_string(),
+                default_account,
+                auth,
             ))
             .add_service(admin.server())
             .add_service(RaftService::new(
@@ -180,7 +194,7 @@ impl Node {
                 cfg.cluster_token.clone(),
                 raft.mailbox(),
             ))
-            .add_service(NodeForwardService::server(local.clone()));
+            .add_service(NodeForwardService::server(local.clone(), secrets.clone()));
         // No Nagle: a small response held back behind the peer's delayed ACK costs 40 ms.
         let incoming =
             tonic::transport::server::TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
@@ -215,22 +229,15 @@ impl Node {
         if let Some(listener) = listeners.rest {
             rest_addr = Some(listener.local_addr()?);
             let app = trestle_rest_gateway::router(service, cfg.gateway.clone());
+            // Binds TLS now, so a bad certificate fails the start instead of a background task.
+            let server = trestle_rest_gateway::listener::Server::new(listener, app, &cfg.gateway)
+                .context("starting the REST listener")?;
             let mut stop = shutdown.subscribe();
             servers.push(tokio::spawn(async move {
                 let signal = async move {
                     let _ = stop.wait_for(|s| *s).await;
                 };
-                let listener = listener.tap_io(|tcp| {
-                    if let Err(e) = tcp.set_nodelay(true) {
-                        tracing::debug!(error = %e, "setting TCP_NODELAY");
-                    }
-                });
-                let serve = axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(signal);
-                if let Err(e) = serve.await {
+                if let Err(e) = server.run(signal).await {
                     tracing::error!(error = %e, "REST server failed");
                 }
             }));
@@ -284,27 +291,43 @@ impl Node {
     }
 }
 
-/// A stable identifier for the cluster, derived from its membership and secret.
+/// A stable identifier for the cluster, derived from its membership and secret: an HMAC of the
+/// member ids under the cluster token, so the identifier (shown by `trestle ctl status`) reveals
+/// nothing about the token.
 fn cluster_id(cfg: &NodeConfig) -> String {
-    let mut h = crc32fast::Hasher::new();
+    let mut members = String::from("trestle-cluster-id");
     for p in &cfg.peers {
-        h.update(&p.id.to_le_bytes());
+        members.push_str(&format!("\n{}", p.id));
     }
-    h.update(cfg.cluster_token.as_bytes());
-    format!("trestle-{:08x}", h.finalize())
+    let mac = trestle_types::signing::sign(cfg.cluster_token.as_bytes(), &members);
+    let hex: String = base64_to_hex(&mac).chars().take(16).collect();
+    format!("trestle-{hex}")
+}
+
+fn base64_to_hex(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap_or_default()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Asks the other nodes whether the cluster already holds data (some replica applied something).
-async fn cluster_has_data(cfg: &NodeConfig, cluster_id: &str) -> bool {
+async fn cluster_has_data(cfg: &NodeConfig, cluster_id: &str, secrets: &Secrets) -> bool {
     for p in cfg.peers.iter().filter(|p| p.id != cfg.node_id) {
         let probe = async {
             let mut c = AdminClient::connect(format!("http://{}", p.grpc_addr))
                 .await
                 .ok()?;
-            c.status(StatusRequest {})
-                .await
-                .ok()
-                .map(|r| r.into_inner())
+            let mut request = tonic::Request::new(StatusRequest {});
+            trestle_proto::auth::insert(
+                &mut request,
+                trestle_proto::auth::CLUSTER_TOKEN,
+                secrets.cluster_token(),
+            );
+            c.status(request).await.ok().map(|r| r.into_inner())
         };
         if let Ok(Some(status)) = tokio::time::timeout(Duration::from_secs(1), probe).await
             && status.cluster_id == cluster_id
@@ -319,21 +342,29 @@ async fn cluster_has_data(cfg: &NodeConfig, cluster_id: &str) -> bool {
     false
 }
 
-/// Marks requests that carry `x-trestle-forwarded`, so the table service serves them locally only.
-#[derive(Clone, Copy, Default)]
-struct ForwardedLayer;
+/// Marks requests that carry `x-trestle-forwarded` and the cluster token, so the table service serves
+/// them locally only. The mark without the token is ignored (the call is then an ordinary one, and its
+/// credentials are checked as such).
+#[derive(Clone)]
+struct ForwardedLayer {
+    secrets: Secrets,
+}
 
 impl<S> tower::Layer<S> for ForwardedLayer {
     type Service = ForwardedService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ForwardedService { inner }
+        ForwardedService {
+            inner,
+            secrets: self.secrets.clone(),
+        }
     }
 }
 
 #[derive(Clone)]
 struct ForwardedService<S> {
     inner: S,
+    secrets: Secrets,
 }
 
 impl<S, B> tower::Service<http::Request<B>> for ForwardedService<S>
@@ -350,7 +381,16 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let forwarded = req.headers().contains_key(FORWARDED_HEADER);
+        let forwarded = req.headers().contains_key(FORWARDED_HEADER)
+            && req
+                .headers()
+                .get(trestle_proto::auth::CLUSTER_TOKEN)
+                .is_some_and(|t| {
+                    trestle_types::signing::secrets_equal(
+                        t.as_bytes(),
+                        self.secrets.cluster_token().as_bytes(),
+                    )
+                });
         Box::pin(FORWARDED.scope(forwarded, self.inner.call(req)))
     }
 }

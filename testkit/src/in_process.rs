@@ -161,17 +161,18 @@ impl InProcessCluster {
     }
 
     /// A client that knows every node.
+    /// A client of the development account (signed with its key) that knows every node.
     pub async fn client(&self) -> anyhow::Result<TableClient> {
-        Ok(TableClient::connect(self.grpc_endpoints()).await?)
+        crate::dev_client(self.grpc_endpoints()).await
     }
 
     /// A client that knows only `id` (requests must be forwarded from there).
     pub async fn client_of(&self, id: u64) -> anyhow::Result<TableClient> {
-        Ok(TableClient::connect([format!(
+        crate::dev_client([format!(
             "http://{}",
             self.configs[(id - 1) as usize].peers[(id - 1) as usize].grpc_addr
         )])
-        .await?)
+        .await
     }
 
     /// Stops node `id` cleanly (its engine keeps everything).

@@ -26,3 +26,27 @@ pub fn init_logging() {
         .with_test_writer()
         .try_init();
 }
+
+/// A client of the development account, every call signed with its well-known key.
+pub async fn dev_client(
+    endpoints: impl IntoIterator<Item = String>,
+) -> anyhow::Result<trestle_client::TableClient> {
+    let config = trestle_client::ClientConfig::default()
+        .with_credentials(trestle_client::Credentials::development());
+    Ok(trestle_client::TableClient::connect_with(endpoints, config).await?)
+}
+
+/// Signs a raw gRPC request of `method` acting in `account` with the development account's key (the
+/// node refuses it unless `account` is the development account).
+pub fn sign_as_dev_account<T: prost::Message>(
+    request: &mut tonic::Request<T>,
+    method: &str,
+    account: &str,
+) {
+    use base64::Engine as _;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(trestle_client::DEV_ACCOUNT_KEY)
+        .unwrap_or_default();
+    let date = trestle_proto::auth::http_date(chrono::Utc::now());
+    trestle_proto::auth::sign_request(request, method, account, &key, &date);
+}

@@ -72,7 +72,7 @@ impl ProcessCluster {
         }
         for i in 0..3 {
             let cfg = format!(
-                "node-id = {}\ndata-dir = \"{}\"\ninitial-ranges = {ranges}\ncluster-token = \"test\"\n\n\
+                "node-id = {}\ndata-dir = \"{}\"\ninitial-ranges = {ranges}\ncluster-token = \"{PROCESS_CLUSTER_TOKEN}\"\n\n\
                  [raft]\ntick-ms = 20\n\n{peers}",
                 i + 1,
                 dir.path().join(format!("node{}", i + 1)).display(),
@@ -126,8 +126,9 @@ impl ProcessCluster {
         format!("http://127.0.0.1:{}", self.rest_ports[(id - 1) as usize])
     }
 
+    /// A client of the development account (signed with its key) that knows every node.
     pub async fn client(&self) -> anyhow::Result<TableClient> {
-        Ok(TableClient::connect(self.grpc_endpoints()).await?)
+        crate::dev_client(self.grpc_endpoints()).await
     }
 
     /// The node log, for assertion messages.
@@ -143,7 +144,7 @@ impl ProcessCluster {
                 if self.children[(id - 1) as usize].is_none() {
                     continue;
                 }
-                let status = admin_status(&self.grpc_endpoint(id)).await?;
+                let status = admin_status(&self.grpc_endpoint(id), PROCESS_CLUSTER_TOKEN).await?;
                 for r in status.ranges {
                     if r.leader_node_id != 0 {
                         leaders.insert(r.range_id, r.leader_node_id);
@@ -162,7 +163,7 @@ impl ProcessCluster {
     async fn range_count(&self) -> Option<usize> {
         for id in 1..=3u64 {
             if self.children[(id - 1) as usize].is_some()
-                && let Some(s) = admin_status(&self.grpc_endpoint(id)).await
+                && let Some(s) = admin_status(&self.grpc_endpoint(id), PROCESS_CLUSTER_TOKEN).await
             {
                 return Some(s.ranges.len());
             }
@@ -177,7 +178,7 @@ impl ProcessCluster {
                 if self.children[(id - 1) as usize].is_none() {
                     continue;
                 }
-                let s = admin_status(&self.grpc_endpoint(id)).await?;
+                let s = admin_status(&self.grpc_endpoint(id), PROCESS_CLUSTER_TOKEN).await?;
                 for r in s.ranges {
                     if r.range_id == range && r.leader_node_id != 0 {
                         return Some(r.leader_node_id);
@@ -203,7 +204,7 @@ impl ProcessCluster {
         self.spawn(id)?;
         let endpoint = self.grpc_endpoint(id);
         let up = eventually(Duration::from_secs(30), || async {
-            admin_status(&endpoint).await
+            admin_status(&endpoint, PROCESS_CLUSTER_TOKEN).await
         })
         .await;
         if up.is_none() {
@@ -227,7 +228,7 @@ impl ProcessCluster {
 
     /// The applied index of every range on node `id`.
     pub async fn applied(&self, id: u64) -> Option<Vec<(u64, u64)>> {
-        let s = admin_status(&self.grpc_endpoint(id)).await?;
+        let s = admin_status(&self.grpc_endpoint(id), PROCESS_CLUSTER_TOKEN).await?;
         Some(
             s.ranges
                 .iter()
@@ -251,15 +252,31 @@ impl Drop for ProcessCluster {
     }
 }
 
-/// Calls Admin.Status on a node, `None` if it is unreachable.
-pub async fn admin_status(endpoint: &str) -> Option<trestle_proto::admin::StatusResponse> {
+/// The cluster token of every [`ProcessCluster`] (its nodes listen on loopback only).
+pub const PROCESS_CLUSTER_TOKEN: &str = "process-test-cluster-token";
+
+/// `msg` with the admin (or cluster) token `token` attached.
+pub fn with_admin_token<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    trestle_proto::auth::insert(&mut r, trestle_proto::auth::ADMIN_TOKEN, token);
+    r
+}
+
+/// Calls Admin.Status on a node with the admin token `token`, `None` if it is unreachable or refuses.
+pub async fn admin_status(
+    endpoint: &str,
+    token: &str,
+) -> Option<trestle_proto::admin::StatusResponse> {
     let mut c = trestle_proto::admin::admin_client::AdminClient::connect(endpoint.to_string())
         .await
         .ok()?;
-    c.status(trestle_proto::admin::StatusRequest {})
-        .await
-        .ok()
-        .map(|r| r.into_inner())
+    c.status(with_admin_token(
+        trestle_proto::admin::StatusRequest {},
+        token,
+    ))
+    .await
+    .ok()
+    .map(|r| r.into_inner())
 }
 
 /// A `trestle dev` process.
@@ -267,6 +284,8 @@ pub struct DevProcess {
     child: Option<Child>,
     pub rest: String,
     pub grpc: Vec<String>,
+    /// The cluster (and admin) token `trestle dev` generated for its data directory.
+    pub token: String,
 }
 
 impl DevProcess {
@@ -311,10 +330,15 @@ impl DevProcess {
                     .collect()
             })
             .unwrap_or_default();
+        let token = std::fs::read_to_string(data.join("cluster-token"))
+            .context("reading the dev cluster's token")?
+            .trim()
+            .to_string();
         Ok(DevProcess {
             child: Some(child),
             rest,
             grpc,
+            token,
         })
     }
 

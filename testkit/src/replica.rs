@@ -60,13 +60,13 @@ pub fn entities_on_disk(
 pub async fn range_of_table(endpoint: &str, account: &str, table: &str) -> anyhow::Result<u64> {
     let mut c =
         trestle_proto::admin::admin_client::AdminClient::connect(endpoint.to_string()).await?;
-    let r = c
-        .locate(trestle_proto::admin::LocateRequest {
-            account: account.into(),
-            table: table.into(),
-            partition_key: String::new(),
-        })
-        .await?;
+    let mut request = tonic::Request::new(trestle_proto::admin::LocateRequest {
+        account: account.into(),
+        table: table.into(),
+        partition_key: String::new(),
+    });
+    crate::sign_as_dev_account(&mut request, trestle_proto::auth::method::LOCATE, account);
+    let r = c.locate(request).await?;
     Ok(r.into_inner().range_id)
 }
 
@@ -75,7 +75,12 @@ pub async fn wait_converged(cluster: &ProcessCluster, limit: Duration) -> bool {
     eventually(limit, || async {
         let mut views = Vec::new();
         for id in 1..=3u64 {
-            if let Some(s) = admin_status(&cluster.grpc_endpoint(id)).await {
+            if let Some(s) = admin_status(
+                &cluster.grpc_endpoint(id),
+                crate::process::PROCESS_CLUSTER_TOKEN,
+            )
+            .await
+            {
                 views.push(s);
             }
         }

@@ -95,9 +95,7 @@ async fn t01_kill9_of_the_leader_under_load_loses_no_acknowledged_write() {
 async fn t02_a_full_dev_restart_keeps_every_acknowledged_write() {
     let data = tempfile::tempdir().unwrap();
     let mut dev = DevProcess::start(data.path()).unwrap();
-    let client = trestle_client::TableClient::connect(dev.grpc.clone())
-        .await
-        .unwrap();
+    let client = trestle_testkit::dev_client(dev.grpc.clone()).await.unwrap();
     client.create_table("durable").await.unwrap();
     let t = client.table("durable");
     for i in 0..100 {
@@ -109,9 +107,7 @@ async fn t02_a_full_dev_restart_keeps_every_acknowledged_write() {
     );
 
     let dev = DevProcess::start(data.path()).unwrap();
-    let client = trestle_client::TableClient::connect(dev.grpc.clone())
-        .await
-        .unwrap();
+    let client = trestle_testkit::dev_client(dev.grpc.clone()).await.unwrap();
     let t = client.table("durable");
     for i in 0..100 {
         let e = t.get("p", &format!("{i:04}")).await.unwrap();
@@ -131,8 +127,30 @@ async fn t03_ctl_status_shows_every_node_range_leader_and_index() {
         .unwrap();
     let bin = trestle_testkit::process::trestle_bin().unwrap();
     let endpoint = cluster.grpc_endpoint(2);
+    // Without the admin token, ctl is refused.
+    let refused = std::process::Command::new(&bin)
+        .args(["ctl", "--addr", &endpoint, "status", "--json"])
+        .env_remove("TRESTLE_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "ctl without a token succeeded");
+    let wrong = std::process::Command::new(&bin)
+        .args(["ctl", "--addr", &endpoint, "status", "--json"])
+        .env("TRESTLE_ADMIN_TOKEN", "wrong-admin-token-0123456789")
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success(), "ctl with a wrong token succeeded");
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("admin token is not valid"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
     let out = std::process::Command::new(&bin)
         .args(["ctl", "--addr", &endpoint, "status", "--json"])
+        .env(
+            "TRESTLE_ADMIN_TOKEN",
+            trestle_testkit::process::PROCESS_CLUSTER_TOKEN,
+        )
         .output()
         .unwrap();
     assert!(
@@ -154,8 +172,17 @@ async fn t03_ctl_status_shows_every_node_range_leader_and_index() {
         assert!(of_range.iter().all(|r| r["commit"].as_u64().unwrap() >= 1));
     }
     // The text form names the same things.
+    // … and the token can come from a file.
+    let token_file = cluster.dir.path().join("admin-token");
+    std::fs::write(
+        &token_file,
+        format!("{}\n", trestle_testkit::process::PROCESS_CLUSTER_TOKEN),
+    )
+    .unwrap();
     let text = std::process::Command::new(&bin)
-        .args(["ctl", "--addr", &endpoint, "status"])
+        .args(["ctl", "--addr", &endpoint, "status", "--admin-token-file"])
+        .arg(&token_file)
+        .env_remove("TRESTLE_ADMIN_TOKEN")
         .output()
         .unwrap();
     let text = String::from_utf8(text.stdout).unwrap();
@@ -177,12 +204,12 @@ async fn t04_dev_keeps_every_range_led_by_the_rest_node() {
     };
     // Elections put leaders anywhere; the dev cluster moves them all to node 1.
     let settled = trestle_testkit::eventually(Duration::from_secs(30), || async {
-        let s = trestle_testkit::process::admin_status(&dev.grpc[0]).await?;
+        let s = trestle_testkit::process::admin_status(&dev.grpc[0], &dev.token).await?;
         let l = leaders(&s);
         (l.len() == 5 && l.iter().all(|&(_, leader)| leader == 1)).then_some(l)
     })
     .await;
-    let last = trestle_testkit::process::admin_status(&dev.grpc[0])
+    let last = trestle_testkit::process::admin_status(&dev.grpc[0], &dev.token)
         .await
         .map(|s| leaders(&s));
     assert!(
@@ -199,7 +226,7 @@ async fn t04_dev_keeps_every_range_led_by_the_rest_node() {
             .map(|r| r.term)
             .unwrap_or(0)
     };
-    let before = trestle_testkit::process::admin_status(&dev.grpc[0])
+    let before = trestle_testkit::process::admin_status(&dev.grpc[0], &dev.token)
         .await
         .map(|s| term_of_range_2(&s))
         .unwrap();
@@ -207,14 +234,17 @@ async fn t04_dev_keeps_every_range_led_by_the_rest_node() {
         .await
         .unwrap();
     admin
-        .transfer_leader(trestle_proto::admin::TransferLeaderRequest {
-            range_id: 2,
-            to_node_id: 2,
-        })
+        .transfer_leader(trestle_testkit::process::with_admin_token(
+            trestle_proto::admin::TransferLeaderRequest {
+                range_id: 2,
+                to_node_id: 2,
+            },
+            &dev.token,
+        ))
         .await
         .unwrap();
     let back = trestle_testkit::eventually(Duration::from_secs(30), || async {
-        let s = trestle_testkit::process::admin_status(&dev.grpc[0]).await?;
+        let s = trestle_testkit::process::admin_status(&dev.grpc[0], &dev.token).await?;
         let led_by_1 = leaders(&s).contains(&(2, 1));
         (led_by_1 && term_of_range_2(&s) >= before + 2).then_some(())
     })
@@ -223,4 +253,156 @@ async fn t04_dev_keeps_every_range_led_by_the_rest_node() {
         back.is_some(),
         "range 2 went to node 2 and came back to node 1 (term was {before})"
     );
+}
+
+/// One REST request with Shared Key over a fresh connection: `(status, x-ms-error-code)`, or `None`
+/// when the node could not be reached or the connection died before an answer (no answer is not an
+/// error answer).
+async fn rest_call(
+    rest: &str,
+    verb: &str,
+    path: &str,
+    body: &str,
+) -> Option<(u16, Option<String>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use trestle_rest_gateway::auth::shared_key::{Scheme, authorization_header};
+    let host = rest.trim_start_matches("http://");
+    let key = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        trestle_rest_gateway::config::DEV_ACCOUNT_KEY,
+    )
+    .ok()?;
+    let date = trestle_proto::auth::http_date(chrono::Utc::now());
+    let content_type = if body.is_empty() {
+        ""
+    } else {
+        "application/json"
+    };
+    let resource_path = path.split('?').next().unwrap_or(path);
+    let auth = authorization_header(
+        Scheme::SharedKey,
+        ACCOUNT,
+        &key,
+        verb,
+        content_type,
+        &date,
+        &format!("/{ACCOUNT}/{ACCOUNT}/{resource_path}"),
+    );
+    let mut request = format!(
+        "{verb} /{ACCOUNT}/{path} HTTP/1.1\r\nHost: {host}\r\nx-ms-version: 2019-02-02\r\n\
+         x-ms-date: {date}\r\nAuthorization: {auth}\r\nAccept: application/json;odata=nometadata\r\n\
+         Content-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    if !content_type.is_empty() {
+        request += &format!("Content-Type: {content_type}\r\n");
+    }
+    request += "\r\n";
+    request += body;
+    let exchange = async {
+        let mut tcp = tokio::net::TcpStream::connect(host).await.ok()?;
+        tcp.write_all(request.as_bytes()).await.ok()?;
+        let mut response = Vec::new();
+        tcp.read_to_end(&mut response).await.ok()?;
+        Some(response)
+    };
+    let response = tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .ok()??;
+    let text = String::from_utf8_lossy(&response);
+    let status: u16 = text.split_whitespace().nth(1)?.parse().ok()?;
+    let code = text.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("x-ms-error-code")
+            .then(|| value.trim().to_string())
+    });
+    Some((status, code))
+}
+
+/// One REST answer: (operation, status, x-ms-error-code).
+type Answer = (String, u16, Option<String>);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t05_killing_leaders_under_rest_load_never_answers_internal_error() {
+    let mut cluster = ProcessCluster::start(1).await.unwrap();
+    let client = cluster.client().await.unwrap();
+    client.create_table("killed").await.unwrap();
+    let range = replica::range_of_table(&cluster.grpc_endpoint(1), ACCOUNT, "killed")
+        .await
+        .unwrap();
+    let rests: Vec<String> = (1..=3).map(|id| cluster.rest_endpoint(id)).collect();
+    let answers: Arc<Mutex<Vec<Answer>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..6usize {
+        let (rests, answers, stop) = (rests.clone(), answers.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Every node in turn, so most requests are forwarded to the leader.
+                let rest = &rests[(w + i as usize) % rests.len()];
+                let (op, answer) = if i % 3 == 2 {
+                    let path = format!("killed(PartitionKey='w{w}',RowKey='{:06}')", i - 1);
+                    ("read", rest_call(rest, "GET", &path, "").await)
+                } else {
+                    let path = format!("killed(PartitionKey='w{w}',RowKey='{i:06}')");
+                    ("upsert", rest_call(rest, "PUT", &path, r#"{"n":1}"#).await)
+                };
+                if let Some((status, code)) = answer {
+                    answers.lock().unwrap().push((op.to_string(), status, code));
+                }
+                i += 1;
+            }
+        }));
+    }
+    let answered = |n: usize| {
+        let answers = answers.clone();
+        async move {
+            trestle_testkit::eventually(Duration::from_secs(60), || async {
+                (answers.lock().unwrap().len() >= n).then_some(())
+            })
+            .await
+            .is_some()
+        }
+    };
+    for round in 0..3 {
+        let leader = cluster.leader_of(range).await.unwrap();
+        let before = answers.lock().unwrap().len();
+        assert!(answered(before + 100).await, "round {round}: load runs");
+        cluster.kill9(leader).unwrap();
+        let after_kill = answers.lock().unwrap().len();
+        assert!(
+            answered(after_kill + 100).await,
+            "round {round}: requests are answered after the leader is killed"
+        );
+        cluster.restart(leader).await.unwrap();
+        cluster.wait_ready().await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let answers = answers.lock().unwrap().clone();
+    let mut tally = std::collections::BTreeMap::<String, usize>::new();
+    for (op, status, code) in &answers {
+        *tally
+            .entry(format!("{op} {status} {}", code.as_deref().unwrap_or("-")))
+            .or_default() += 1;
+    }
+    // Success, a retryable 503, a read's 404 (its write was refused), or — for a write whose outcome is
+    // unknown — Azure's 500 OperationTimedOut. Never InternalError ("transport error").
+    for (op, status, code) in &answers {
+        let allowed = matches!(status, 200 | 204)
+            || (*status == 404 && op == "read")
+            || (*status == 503 && code.as_deref() == Some("ServerBusy"))
+            || (*status == 500 && code.as_deref() == Some("OperationTimedOut") && op == "upsert");
+        assert!(
+            allowed,
+            "{op} answered {status} {code:?}; all answers: {tally:?}"
+        );
+    }
+    let ok = answers.iter().filter(|(_, s, _)| *s == 204).count();
+    assert!(ok > 300, "writes succeeded across the kills: {tally:?}");
+    drop(client);
+    cluster.stop_all().unwrap();
 }

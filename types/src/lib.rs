@@ -10,6 +10,7 @@ pub mod error;
 pub mod filter;
 pub mod names;
 pub mod ops;
+pub mod signing;
 pub mod value;
 
 pub use entity::{ETag, Entity, EntityKey, IfMatch, limits};

@@ -208,13 +208,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let account = args.account.as_deref();
     let a = Target::parse(&args.target, account, &args.key)
         .await?
-        .with_grpc_channels(args.grpc_channels, account)
+        .with_grpc_channels(args.grpc_channels, account, &args.key)
         .await?;
     let b = match &args.compare {
         Some(spec) => Some(
             Target::parse(spec, account, &args.key)
                 .await?
-                .with_grpc_channels(args.grpc_channels, account)
+                .with_grpc_channels(args.grpc_channels, account, &args.key)
                 .await?,
         ),
         None => None,

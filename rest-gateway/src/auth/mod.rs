@@ -46,7 +46,7 @@ impl Accounts {
         self.keys.contains_key(account)
     }
 
-    fn keys(&self, account: &str) -> ApiResult<&[Vec<u8>]> {
+    pub fn keys(&self, account: &str) -> ApiResult<&[Vec<u8>]> {
         self.keys
             .get(account)
             .map(Vec::as_slice)

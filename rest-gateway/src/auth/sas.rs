@@ -13,7 +13,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use trestle_types::{DateTime, EntityKey, ErrorCode};
+use trestle_types::{DateTime, EntityKey, ErrorCode, QueryPage};
 
 use super::{Accounts, AuthRequest, Credential, auth_failed, shared_key};
 use crate::error::{ApiError, ApiResult};
@@ -198,6 +198,27 @@ impl KeyRange {
     pub fn is_past_end(&self, key: &EntityKey) -> bool {
         self.after_end(key)
     }
+
+    /// Where a query clipped to this range starts: the caller's continuation, moved up to the range's
+    /// first key when it is earlier (or absent).
+    pub fn clip_start(&self, continuation: Option<EntityKey>) -> Option<EntityKey> {
+        match self.start() {
+            Some(start) if continuation.as_ref().is_none_or(|c| *c < start) => Some(start),
+            _ => continuation,
+        }
+    }
+
+    /// Clips one page of a query to this range: entities outside it are dropped, and once the scan has
+    /// passed the range's end the continuation is cleared (nothing further can be inside). A clipped page
+    /// may be short or empty while still carrying a continuation, which Azure's paging contract allows.
+    pub fn clip_page(&self, page: &mut QueryPage) {
+        let past_end = page.entities.iter().any(|e| self.is_past_end(&e.key()))
+            || page.next.as_ref().is_some_and(|n| self.is_past_end(n));
+        page.entities.retain(|e| self.contains(&e.key()));
+        if past_end {
+            page.next = None;
+        }
+    }
 }
 
 /// Whether `granted` (a permission string) includes every letter of `needed`.
@@ -207,7 +228,8 @@ pub fn has_permissions(granted: &str, needed: &str) -> bool {
 
 /// Authenticates a request carrying a SAS: signature (either account key), stored policy, times, IP
 /// and protocol. Returns the credential whose permissions [`Credential::authorize`] then checks.
-pub(crate) async fn authenticate(
+/// Used by the REST gateway and by the node's gRPC front end alike.
+pub async fn authenticate(
     request: &AuthRequest<'_>,
     accounts: &Accounts,
     service: &dyn TableService,
@@ -251,6 +273,19 @@ pub(crate) async fn authenticate(
                 expiry = expiry.or(policy.expiry.map(|t| t.to_iso()));
                 permissions =
                     permissions.or(Some(policy.permission.clone()).filter(|p| !p.is_empty()));
+            }
+            // Azure: "startpk must accompany startrk", "endpk must accompany endrk". A RowKey bound
+            // without its PartitionKey names no range; refusing it keeps a token from granting more
+            // than it names (it would otherwise cover the whole table).
+            if params.srk.is_some() && params.spk.is_none() {
+                return Err(auth_failed(
+                    "The signed start row key (srk) requires a signed start partition key (spk).",
+                ));
+            }
+            if params.erk.is_some() && params.epk.is_none() {
+                return Err(auth_failed(
+                    "The signed end row key (erk) requires a signed end partition key (epk).",
+                ));
             }
             let permissions = permissions.unwrap_or_default();
             if permissions.chars().any(|c| !"raud".contains(c)) {

@@ -11,16 +11,10 @@
 //! sometimes sign the Azure form without the path-style account segment, so the verifier accepts any of
 //! those canonical forms; each still requires the account key.
 //!
-//! Signatures are compared in constant time ([`subtle`]) against every key of the account, so either key
+//! Signatures are compared in constant time (`trestle_types::signing`) against every key of the account, so either key
 //! of a pair authenticates while the other is being rotated.
 
-use hmac::{Hmac, Mac};
 use percent_encoding::percent_decode_str;
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
-
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 
 /// Which Shared Key scheme an `Authorization` header uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,30 +47,7 @@ pub fn parse_authorization(header: &str) -> Option<Authorization> {
     })
 }
 
-/// HMAC-SHA256 of `string_to_sign` under `key`, base64-encoded: the signature Azure expects.
-pub fn sign(key: &[u8], string_to_sign: &str) -> String {
-    match Hmac::<Sha256>::new_from_slice(key) {
-        Ok(mut mac) => {
-            mac.update(string_to_sign.as_bytes());
-            STANDARD.encode(mac.finalize().into_bytes())
-        }
-        // HMAC accepts keys of any length; this arm exists only because the API returns a Result.
-        Err(_) => String::new(),
-    }
-}
-
-/// Whether `signature` is the signature of any of `strings_to_sign` under any of `keys`, compared in
-/// constant time per candidate.
-pub fn verify(keys: &[Vec<u8>], strings_to_sign: &[String], signature: &str) -> bool {
-    let mut ok = subtle::Choice::from(0u8);
-    for key in keys {
-        for string in strings_to_sign {
-            let expected = sign(key, string);
-            ok |= expected.as_bytes().ct_eq(signature.as_bytes());
-        }
-    }
-    ok.into()
-}
+pub use trestle_types::signing::{sign, verify};
 
 /// The Shared Key string to sign.
 pub fn string_to_sign(
@@ -156,6 +127,8 @@ pub fn authorization_header(
 mod tests {
     use super::*;
     use crate::config::DEV_ACCOUNT_KEY;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
 
     fn dev_key() -> Vec<u8> {
         STANDARD.decode(DEV_ACCOUNT_KEY).unwrap()

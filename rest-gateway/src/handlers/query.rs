@@ -34,10 +34,8 @@ pub(crate) async fn query_entities(
     let mut continuation =
         parse_entity_continuation(ctx.param("NextPartitionKey"), ctx.param("NextRowKey"))?;
     let range = ctx.credential.key_range();
-    if let Some(start) = range.and_then(|r| r.start())
-        && continuation.as_ref().is_none_or(|c| *c < start)
-    {
-        continuation = Some(start);
+    if let Some(range) = range {
+        continuation = range.clip_start(continuation);
     }
     let spec = QuerySpec {
         filter,
@@ -47,12 +45,7 @@ pub(crate) async fn query_entities(
     };
     let mut page = gateway.service.query(ctx.account(), table, spec).await?;
     if let Some(range) = range {
-        let past_end = page.entities.iter().any(|e| range.is_past_end(&e.key()))
-            || page.next.as_ref().is_some_and(|n| range.is_past_end(n));
-        page.entities.retain(|e| range.contains(&e.key()));
-        if past_end {
-            page.next = None;
-        }
+        range.clip_page(&mut page);
     }
     let mut headers = vec![json_content_type(level)];
     if let Some(next) = &page.next {

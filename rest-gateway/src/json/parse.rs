@@ -3,7 +3,8 @@
 //! Type inference follows Azure: a JSON string is `Edm.String`, an integer `Edm.Int32` (an integer that
 //! does not fit 32 bits without an annotation is rejected, as Azure does), a number with a fraction or
 //! exponent `Edm.Double`, a boolean `Edm.Boolean`. A `name@odata.type` annotation gives the type of
-//! `name`: `Edm.Int64` (string or number), `Edm.DateTime`, `Edm.Guid`, `Edm.Binary` (base64) and
+//! `name`: `Edm.Int64` (a JSON string only: Azure's OData reader requires Int64 values quoted, and a
+//! bare number is 400 `InvalidInput`), `Edm.DateTime`, `Edm.Guid`, `Edm.Binary` (base64) and
 //! `Edm.Double` (also `"NaN"`, `"Infinity"`, `"-Infinity"`). Null properties are dropped (Azure never
 //! stores nulls). Other `odata.*` members and instance annotations are ignored; an unknown EDM type name
 //! is 400 `InvalidInput`; a property given twice is 400 `DuplicatePropertiesSpecified`.
@@ -133,8 +134,13 @@ fn convert(name: &str, json: Json, edm: Option<EdmType>) -> Result<Option<Value>
                 Value::Int32(i32::try_from(int).map_err(|_| out_of_range(name))?)
             }
         }
-        (Json::Number(n), Some(EdmType::Int64)) => {
-            Value::Int64(n.as_i64().ok_or_else(|| out_of_range(name))?)
+        (Json::Number(_), Some(EdmType::Int64)) => {
+            // The payload format serializes Edm.Int64 as a JSON string; Azure's OData reader refuses a
+            // bare number ("Primitive values of type 'Edm.Int64' must be quoted in the payload").
+            return Err(invalid(format!(
+                "Cannot convert a primitive value to the expected type 'Edm.Int64' for property \
+                 {name}: Edm.Int64 values must be quoted in the payload."
+            )));
         }
         (Json::Number(n), Some(EdmType::Double)) => Value::Double(n.as_f64().ok_or_else(mismatch)?),
         (Json::String(s), None | Some(EdmType::String)) => Value::String(s),
@@ -265,7 +271,7 @@ mod tests {
     fn double_specials_and_annotated_numbers() {
         let body = r#"{"PartitionKey":"p","RowKey":"r","n":"NaN","n@odata.type":"Edm.Double",
             "i":"Infinity","i@odata.type":"Edm.Double","m":"-Infinity","m@odata.type":"Edm.Double",
-            "d":2,"d@odata.type":"Edm.Double","l":5,"l@odata.type":"Edm.Int64","s":"5","s@odata.type":"Edm.String"}"#;
+            "d":2,"d@odata.type":"Edm.Double","l":"5","l@odata.type":"Edm.Int64","s":"5","s@odata.type":"Edm.String"}"#;
         let e = parse_entity(body.as_bytes(), None).unwrap();
         assert!(matches!(e.properties["n"], Value::Double(d) if d.is_nan()));
         assert_eq!(e.properties["i"], Value::Double(f64::INFINITY));
@@ -293,6 +299,26 @@ mod tests {
         assert_eq!(
             code(r#"{"PartitionKey":"p","RowKey":"r","x":"abc","x@odata.type":"Edm.Int64"}"#),
             ErrorCode::InvalidInput
+        );
+        // Edm.Int64 must be a JSON string, whatever the number and the annotation order.
+        for body in [
+            r#"{"PartitionKey":"p","RowKey":"r","n":5,"n@odata.type":"Edm.Int64"}"#,
+            r#"{"PartitionKey":"p","RowKey":"r","n@odata.type":"Edm.Int64","n":-5}"#,
+            r#"{"PartitionKey":"p","RowKey":"r","n":9223372036854775807,"n@odata.type":"Edm.Int64"}"#,
+            r#"{"PartitionKey":"p","RowKey":"r","n":5.0,"n@odata.type":"Edm.Int64"}"#,
+        ] {
+            let error = parse_entity(body.as_bytes(), None).unwrap_err();
+            assert_eq!(error.code, ErrorCode::InvalidInput, "{body}");
+            assert!(
+                error.message.contains("must be quoted"),
+                "{}",
+                error.message
+            );
+        }
+        let quoted = r#"{"PartitionKey":"p","RowKey":"r","n":"-9223372036854775808","n@odata.type":"Edm.Int64"}"#;
+        assert_eq!(
+            parse_entity(quoted.as_bytes(), None).unwrap().properties["n"],
+            Value::Int64(i64::MIN)
         );
         assert_eq!(
             code(r#"{"PartitionKey":"p","RowKey":"r","x":"zz","x@odata.type":"Edm.Guid"}"#),

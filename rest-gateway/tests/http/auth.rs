@@ -420,3 +420,177 @@ async fn either_key_of_an_account_authenticates() {
         .await
         .assert_error(403, "AuthenticationFailed");
 }
+
+/// The keys of the SAS-scope grid: PartitionKeys a–d, RowKeys 1–3.
+const GRID_PKS: [&str; 4] = ["a", "b", "c", "d"];
+const GRID_RKS: [&str; 3] = ["1", "2", "3"];
+
+/// Whether Azure's range (inclusive bounds; a RowKey bound applies within its PartitionKey bound)
+/// grants `(pk, rk)`.
+fn in_scope(range: [Option<&str>; 4], pk: &str, rk: &str) -> bool {
+    let [spk, srk, epk, erk] = range;
+    let after_start = match spk {
+        None => true,
+        Some(spk) => (pk, rk) >= (spk, srk.unwrap_or("")),
+    };
+    let before_end = match (epk, erk) {
+        (None, _) => true,
+        (Some(epk), None) => pk <= epk,
+        (Some(epk), Some(erk)) => (pk, rk) <= (epk, erk),
+    };
+    after_start && before_end
+}
+
+#[tokio::test]
+async fn every_combination_of_sas_key_bounds_is_enforced_or_refused_like_azure() {
+    let gw = TestGateway::start().await;
+    gw.must_create_table("Scope").await;
+    for pk in GRID_PKS {
+        for rk in GRID_RKS {
+            gw.must_insert(
+                "Scope",
+                &format!(r#"{{"PartitionKey":"{pk}","RowKey":"{rk}"}}"#),
+            )
+            .await;
+        }
+    }
+    let bounds = [Some("b"), Some("2"), Some("c"), Some("2")];
+    let point = |pk: &str, rk: &str| format!("Scope(PartitionKey='{pk}',RowKey='{rk}')");
+    for mask in 0..16u8 {
+        let mut range = [None; 4];
+        for (i, bound) in bounds.iter().enumerate() {
+            if mask & (1 << i) != 0 {
+                range[i] = *bound;
+            }
+        }
+        let [spk, srk, epk, erk] = range;
+        // Azure: "startpk must accompany startrk", "endpk must accompany endrk".
+        let refused = (srk.is_some() && spk.is_none()) || (erk.is_some() && epk.is_none());
+        let sas = gw.table_sas("Scope", "raud", range, &[]);
+        let what = format!("spk={spk:?} srk={srk:?} epk={epk:?} erk={erk:?}");
+
+        // Queries: exactly the keys in scope, or refused.
+        let resp = gw
+            .request("GET", "Scope()")
+            .auth(Auth::None)
+            .query(&sas)
+            .send()
+            .await;
+        if refused {
+            resp.assert_error(403, "AuthenticationFailed");
+        } else {
+            assert_eq!(resp.status, 200, "{what}: {}", resp.body);
+            let got: Vec<String> = resp.json()["value"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| {
+                    format!(
+                        "{}{}",
+                        v["PartitionKey"].as_str().unwrap(),
+                        v["RowKey"].as_str().unwrap()
+                    )
+                })
+                .collect();
+            let want: Vec<String> = GRID_PKS
+                .iter()
+                .flat_map(|pk| GRID_RKS.iter().map(move |rk| (*pk, *rk)))
+                .filter(|(pk, rk)| in_scope(range, pk, rk))
+                .map(|(pk, rk)| format!("{pk}{rk}"))
+                .collect();
+            assert_eq!(got, want, "{what}");
+        }
+
+        for pk in GRID_PKS {
+            for rk in GRID_RKS {
+                let inside = !refused && in_scope(range, pk, rk);
+                let expect = |resp: &crate::support::Resp, ok: u16, op: &str| {
+                    if refused {
+                        resp.assert_error(403, "AuthenticationFailed");
+                    } else if inside {
+                        assert_eq!(resp.status, ok, "{what} {op} {pk}{rk}: {}", resp.body);
+                    } else {
+                        assert_eq!(resp.status, 403, "{what} {op} {pk}{rk}: {}", resp.body);
+                        assert_eq!(
+                            resp.header("x-ms-error-code"),
+                            Some("AuthorizationFailure"),
+                            "{what} {op} {pk}{rk}"
+                        );
+                    }
+                };
+                let read = gw
+                    .request("GET", &point(pk, rk))
+                    .auth(Auth::None)
+                    .query(&sas)
+                    .send()
+                    .await;
+                expect(&read, 200, "read");
+                let upsert = gw
+                    .request("PUT", &point(pk, rk))
+                    .auth(Auth::None)
+                    .query(&sas)
+                    .json(r#"{"v":1}"#)
+                    .send()
+                    .await;
+                expect(&upsert, 204, "upsert");
+                let tunnelled = gw
+                    .request("POST", &point(pk, rk))
+                    .auth(Auth::None)
+                    .query(&sas)
+                    .header("X-HTTP-Method", "MERGE")
+                    .header("If-Match", "*")
+                    .json(r#"{"w":2}"#)
+                    .send()
+                    .await;
+                expect(&tunnelled, 204, "X-HTTP-Method MERGE");
+            }
+            // A batch upserting every row of the partition: all in scope, or failing at the first
+            // operation outside it.
+            let mut body = String::from(
+                "--batch_s\r\nContent-Type: multipart/mixed; boundary=changeset_s\r\n\r\n",
+            );
+            for rk in GRID_RKS {
+                body += &format!(
+                    "--changeset_s\r\nContent-Type: application/http\r\n\r\nPUT {base}/{path} HTTP/1.1\r\n\
+                     Content-Type: application/json\r\n\r\n{{\"b\":1}}\r\n",
+                    base = gw.base(),
+                    path = point(pk, rk)
+                );
+            }
+            body += "--changeset_s--\r\n--batch_s--\r\n";
+            let resp = gw
+                .request("POST", "$batch")
+                .auth(Auth::None)
+                .query(&sas)
+                .header("Content-Type", "multipart/mixed; boundary=batch_s")
+                .body(body.into_bytes())
+                .send()
+                .await;
+            if refused {
+                resp.assert_error(403, "AuthenticationFailed");
+                continue;
+            }
+            assert_eq!(resp.status, 202, "{what} batch {pk}: {}", resp.body);
+            let first_outside = GRID_RKS.iter().position(|rk| !in_scope(range, pk, rk));
+            match first_outside {
+                None => assert!(
+                    !resp.body.contains("odata.error"),
+                    "{what} batch {pk}: {}",
+                    resp.body
+                ),
+                Some(i) => {
+                    assert!(
+                        resp.body.contains("\"code\":\"AuthorizationFailure\""),
+                        "{what} batch {pk}: {}",
+                        resp.body
+                    );
+                    assert!(
+                        resp.body.contains(&format!("\"value\":\"{i}:")),
+                        "{what} batch {pk}: {}",
+                        resp.body
+                    );
+                }
+            }
+        }
+    }
+}
