@@ -37,6 +37,47 @@ pub struct ClientConfig {
     pub locate: bool,
     /// The largest message the client sends or accepts. Default 64 MiB (a batch may echo 100 entities).
     pub max_message_bytes: usize,
+    /// TLS for `https://` endpoints.
+    pub tls: TlsSettings,
+}
+
+/// What a client trusts and presents on `https://` endpoints.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct TlsSettings {
+    /// PEM certificates to trust (the cluster's CA, or `trestle dev --tls`'s certificate); none: the
+    /// public web roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// A PEM certificate and key to present, for clusters that require client certificates.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name the nodes' certificates must carry, when it is not the endpoint's host.
+    pub domain: Option<String>,
+}
+
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
+            .field("identity", &self.identity.as_ref().map(|_| "<redacted>"))
+            .field("domain", &self.domain)
+            .finish()
+    }
+}
+
+impl TlsSettings {
+    pub(crate) fn client_config(&self) -> tonic::transport::ClientTlsConfig {
+        let mut config = tonic::transport::ClientTlsConfig::new();
+        config = match &self.ca_pem {
+            Some(pem) => config.ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+            None => config.with_webpki_roots(),
+        };
+        if let Some((cert, key)) = &self.identity {
+            config = config.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        if let Some(domain) = &self.domain {
+            config = config.domain_name(domain.clone());
+        }
+        config
+    }
 }
 
 impl Default for ClientConfig {
@@ -52,6 +93,7 @@ impl Default for ClientConfig {
             negative_route_ttl: Duration::from_secs(2),
             locate: true,
             max_message_bytes: 64 * 1024 * 1024,
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -70,6 +112,18 @@ impl ClientConfig {
 
     pub fn with_account(mut self, account: impl Into<String>) -> Self {
         self.account = account.into();
+        self
+    }
+
+    /// Trust these PEM certificates on `https://` endpoints (instead of the public web roots).
+    pub fn with_tls_ca(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Present this PEM certificate and key (clusters with `require-client-cert`).
+    pub fn with_tls_identity(mut self, cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
+        self.tls.identity = Some((cert.into(), key.into()));
         self
     }
 

@@ -52,7 +52,7 @@ mod routing;
 mod table;
 
 pub use client::{TableClient, TablePage};
-pub use config::ClientConfig;
+pub use config::{ClientConfig, TlsSettings};
 pub use credentials::{Credentials, DEV_ACCOUNT, DEV_ACCOUNT_KEY};
 pub use error::{ERROR_CODE_HEADER, Error, FAILED_INDEX_HEADER, LEADER_HEADER, Result};
 pub use query::{EntityStream, QueryBuilder};

@@ -186,6 +186,8 @@ pub(crate) struct Router {
     channels: Mutex<HashMap<String, Channel>>,
     cache: Mutex<RouteCache>,
     connect_timeout: Duration,
+    /// TLS for `https://` endpoints: the configured CA (or the public web roots) and identity.
+    tls: tonic::transport::ClientTlsConfig,
 }
 
 impl Router {
@@ -215,6 +217,7 @@ impl Router {
             channels: Mutex::new(HashMap::new()),
             cache: Mutex::new(RouteCache::new(cfg.route_ttl, cfg.negative_route_ttl)),
             connect_timeout: cfg.connect_timeout,
+            tls: cfg.tls.client_config(),
         })
     }
 
@@ -260,11 +263,17 @@ impl Router {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(addr.to_string())
-            .map_err(|e| Error::InvalidArgument(format!("bad node address {addr:?}: {e}")))?
+        let bad = |e: tonic::transport::Error| {
+            Error::InvalidArgument(format!("bad node address {addr:?}: {e}"))
+        };
+        let mut endpoint = Endpoint::from_shared(addr.to_string())
+            .map_err(bad)?
             .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        if addr.starts_with("https://") {
+            endpoint = endpoint.tls_config(self.tls.clone()).map_err(bad)?;
+        }
+        let channel = endpoint.connect_lazy();
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }

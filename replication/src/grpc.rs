@@ -33,10 +33,51 @@ pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 /// Queued batches per peer before new ones are dropped.
 const QUEUE_DEPTH: usize = 4096;
 
+/// How a node opens gRPC channels to its peers: plain HTTP/2, or TLS verified against the cluster's
+/// CA (presenting the node's own certificate, for clusters that require mutual TLS). Every channel to a
+/// peer (Raft, forwarding, start-up probes) is made here, so one setting covers all node-to-node
+/// traffic.
+#[derive(Clone, Debug, Default)]
+pub struct PeerTls {
+    config: Option<tonic::transport::ClientTlsConfig>,
+}
+
+impl PeerTls {
+    /// Plain HTTP/2 (loopback and trusted networks only).
+    pub fn plaintext() -> PeerTls {
+        PeerTls::default()
+    }
+
+    /// TLS with `config` (its CA, server name and optional client identity).
+    pub fn with(config: tonic::transport::ClientTlsConfig) -> PeerTls {
+        PeerTls {
+            config: Some(config),
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.config.is_some()
+    }
+
+    /// An endpoint for the peer at `addr` (`host:port`), over TLS when configured.
+    pub fn endpoint(
+        &self,
+        addr: &str,
+    ) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
+        let scheme = if self.is_tls() { "https" } else { "http" };
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))?;
+        match &self.config {
+            Some(config) => endpoint.tls_config(config.clone()),
+            None => Ok(endpoint),
+        }
+    }
+}
+
 /// Sends Raft messages to peer nodes over gRPC.
 pub struct GrpcTransport {
     from_node: u64,
     token: String,
+    tls: PeerTls,
     queues: RwLock<HashMap<u64, mpsc::Sender<Vec<Envelope>>>>,
     addrs: RwLock<HashMap<u64, String>>,
 }
@@ -44,10 +85,16 @@ pub struct GrpcTransport {
 impl GrpcTransport {
     /// `peers`: node id → gRPC address (`host:port`). Must be called inside a tokio runtime: each peer's
     /// sender task is spawned on it.
-    pub fn new(from_node: u64, token: String, peers: HashMap<u64, String>) -> Arc<GrpcTransport> {
+    pub fn new(
+        from_node: u64,
+        token: String,
+        tls: PeerTls,
+        peers: HashMap<u64, String>,
+    ) -> Arc<GrpcTransport> {
         let t = Arc::new(GrpcTransport {
             from_node,
             token,
+            tls,
             queues: RwLock::default(),
             addrs: RwLock::new(peers.clone()),
         });
@@ -67,6 +114,7 @@ impl GrpcTransport {
             node,
             addr,
             self.token.clone(),
+            self.tls.clone(),
             rx,
         ));
     }
@@ -98,12 +146,12 @@ async fn sender_task(
     to_node: u64,
     addr: String,
     token: String,
+    tls: PeerTls,
     mut queue: mpsc::Receiver<Vec<Envelope>>,
 ) {
     let mut backoff = Duration::from_millis(50);
-    let uri = format!("http://{addr}");
     loop {
-        let endpoint = match tonic::transport::Endpoint::from_shared(uri.clone()) {
+        let endpoint = match tls.endpoint(&addr) {
             Ok(e) => e.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true),
             Err(e) => {
                 tracing::error!(to_node, %addr, error = %e, "invalid raft peer address");

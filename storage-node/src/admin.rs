@@ -31,6 +31,8 @@ pub struct AdminService {
     pub(crate) auth: Arc<Authenticator>,
     /// The account of requests that leave `account` empty.
     pub(crate) default_account: String,
+    /// How this node reaches its peers (to forward a leader transfer).
+    pub(crate) peer_tls: trestle_replication::grpc::PeerTls,
 }
 
 impl AdminService {
@@ -155,10 +157,17 @@ impl Admin for AdminService {
             Err(ProposeError::NotLeader {
                 leader: Some(leader),
             }) if leader != self.raft.id() && !crate::cluster::is_forwarded() => {
-                let addr = format!("http://{}", self.addr_of(leader));
-                let mut client = AdminClient::connect(addr)
+                let unreachable = |e: tonic::transport::Error| {
+                    Status::unavailable(format!("reaching leader {leader}: {e}"))
+                };
+                let channel = self
+                    .peer_tls
+                    .endpoint(&self.addr_of(leader))
+                    .map_err(unreachable)?
+                    .connect()
                     .await
-                    .map_err(|e| Status::unavailable(format!("reaching leader {leader}: {e}")))?;
+                    .map_err(unreachable)?;
+                let mut client = AdminClient::new(channel);
                 let mut forwarded = Request::new(req);
                 forwarded.metadata_mut().insert(
                     crate::forward::FORWARDED_HEADER,

@@ -27,6 +27,11 @@ pub struct CtlArgs {
     /// A file holding the admin token (e.g. a `trestle dev` data directory's `cluster-token`).
     #[arg(long, global = true)]
     admin_token_file: Option<std::path::PathBuf>,
+    /// Connect over TLS, verifying the nodes' certificates against this PEM file (the cluster's CA, or
+    /// `trestle dev --tls`'s certificate). Implied by an `https://` address, which without this flag
+    /// trusts the public web roots.
+    #[arg(long, global = true)]
+    ca_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: CtlCommand,
 }
@@ -48,11 +53,46 @@ enum CtlCommand {
     },
 }
 
-fn with_scheme(addr: &str) -> String {
-    if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
+/// How ctl reaches the nodes: the scheme and, for TLS, what it trusts.
+struct Connector {
+    tls: Option<tonic::transport::ClientTlsConfig>,
+}
+
+impl Connector {
+    fn new(args: &CtlArgs) -> anyhow::Result<Connector> {
+        let tls = match &args.ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("reading the CA file {}", path.display()))?;
+                Some(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+                )
+            }
+            None if args.addr.starts_with("https://") => {
+                Some(tonic::transport::ClientTlsConfig::new().with_webpki_roots())
+            }
+            None => None,
+        };
+        Ok(Connector { tls })
+    }
+
+    async fn admin(&self, addr: &str) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
+        let bare = addr
+            .trim_start_matches("http://")
+            .trim_start_matches("https://");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{bare}"))
+            .with_context(|| format!("bad address {addr}"))?
+            .connect_timeout(std::time::Duration::from_secs(5));
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone())?;
+        }
+        let channel = endpoint
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        Ok(AdminClient::new(channel))
     }
 }
 
@@ -83,10 +123,12 @@ fn authorized<T>(msg: T, token: &str) -> anyhow::Result<tonic::Request<T>> {
     Ok(request)
 }
 
-async fn status_of(addr: &str, token: &str) -> anyhow::Result<StatusResponse> {
-    let mut client = AdminClient::connect(with_scheme(addr))
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
+async fn status_of(
+    connector: &Connector,
+    addr: &str,
+    token: &str,
+) -> anyhow::Result<StatusResponse> {
+    let mut client = connector.admin(addr).await?;
     Ok(client
         .status(authorized(StatusRequest {}, token)?)
         .await?
@@ -95,13 +137,14 @@ async fn status_of(addr: &str, token: &str) -> anyhow::Result<StatusResponse> {
 
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     let token = admin_token(&args)?;
+    let connector = Connector::new(&args)?;
     match args.command {
         CtlCommand::Status { json } => {
-            let first = status_of(&args.addr, &token).await?;
+            let first = status_of(&connector, &args.addr, &token).await?;
             // Ask every node for its own view: each node reports the replicas it hosts.
             let mut views = Vec::new();
             for n in &first.nodes {
-                match status_of(&n.grpc_addr, &token).await {
+                match status_of(&connector, &n.grpc_addr, &token).await {
                     Ok(s) => views.push((n.id, Some(s))),
                     Err(_) => views.push((n.id, None)),
                 }
@@ -114,7 +157,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             Ok(())
         }
         CtlCommand::TransferLeader { range, to } => {
-            let mut client = AdminClient::connect(with_scheme(&args.addr)).await?;
+            let mut client = connector.admin(&args.addr).await?;
             client
                 .transfer_leader(authorized(
                     TransferLeaderRequest {

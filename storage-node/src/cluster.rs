@@ -41,6 +41,7 @@ pub struct ClusterTableService {
     channels: std::sync::Mutex<HashMap<u64, Channel>>,
     /// What this node presents to its peers when it forwards.
     secrets: Secrets,
+    tls: trestle_replication::grpc::PeerTls,
     timeout: Duration,
 }
 
@@ -76,6 +77,7 @@ impl ClusterTableService {
         local: Arc<LocalTables>,
         peers: HashMap<u64, String>,
         secrets: Secrets,
+        tls: trestle_replication::grpc::PeerTls,
         timeout: Duration,
     ) -> Self {
         ClusterTableService {
@@ -84,6 +86,7 @@ impl ClusterTableService {
             peers,
             channels: Default::default(),
             secrets,
+            tls,
             timeout,
         }
     }
@@ -121,7 +124,9 @@ impl ClusterTableService {
             .peers
             .get(&node)
             .ok_or_else(|| Error::internal(format!("no address for node {node}")))?;
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        let channel = self
+            .tls
+            .endpoint(addr)
             .map_err(|e| Error::internal(format!("bad peer address {addr}: {e}")))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)

@@ -54,6 +54,8 @@ pub struct NodeConfig {
     pub raft: trestle_replication::Config,
     pub rocksdb: RocksConfig,
     pub gateway: GatewayConfig,
+    /// TLS on the gRPC port and for node-to-node traffic (see `tls`).
+    pub tls: crate::tls::GrpcTlsConfig,
     /// Set by `trestle dev` and test clusters when every node's store is new: the cluster is being
     /// bootstrapped, so a new store does not mean a lost disk (see `Node::start`). Not read from files.
     #[serde(skip)]
@@ -75,6 +77,7 @@ impl Default for NodeConfig {
             raft: trestle_replication::Config::default(),
             rocksdb: RocksConfig::default(),
             gateway: GatewayConfig::default(),
+            tls: crate::tls::GrpcTlsConfig::default(),
             bootstrapping: false,
         }
     }
@@ -142,6 +145,7 @@ impl NodeConfig {
         self.raft.validate()?;
         self.rocksdb.validate().map_err(|e| e.to_string())?;
         self.gateway.validate().map_err(|e| e.to_string())?;
+        self.tls.validate()?;
         Ok(())
     }
 

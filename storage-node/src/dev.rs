@@ -37,11 +37,13 @@ pub struct DevArgs {
     #[arg(long, default_value_t = 4)]
     pub ranges: usize,
     /// A node file (see config/node.example.toml) whose `[raft]`, `[rocksdb]` and `[gateway]` tuning
-    /// applies to all three nodes; its identity, addresses and peers are ignored.
+    /// applies to all three nodes (and `[tls]`, unless `--tls`); its identity, addresses and peers are
+    /// ignored.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Serve the REST API over HTTPS with a self-signed certificate for localhost and 127.0.0.1,
-    /// generated into `<data>/tls/` on first use and reused afterwards.
+    /// Serve the REST API over HTTPS, and the gRPC port (public API and node-to-node traffic) over
+    /// TLS, with a self-signed certificate for localhost and 127.0.0.1, generated into `<data>/tls/` on
+    /// first use and reused afterwards.
     #[arg(long)]
     pub tls: bool,
 }
@@ -88,8 +90,14 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<(Vec<Node>, DevAddrs)> {
     let mut tuning = tuning(args.config.as_deref())?;
     if args.tls {
         let (cert, key) = dev_certificate(&args.data)?;
-        tuning.gateway.tls_cert_file = Some(cert);
-        tuning.gateway.tls_key_file = Some(key);
+        tuning.gateway.tls_cert_file = Some(cert.clone());
+        tuning.gateway.tls_key_file = Some(key.clone());
+        // The gRPC port (public API and the nodes' own traffic) too, with the same certificate.
+        tuning.tls = crate::tls::GrpcTlsConfig {
+            cert_file: Some(cert),
+            key_file: Some(key),
+            ..crate::tls::GrpcTlsConfig::default()
+        };
     }
     let cluster_token = cluster_token(&args.data)?;
     let bootstrapping = (1..=3).all(|i| !args.data.join(format!("node{i}")).exists());
@@ -105,6 +113,7 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<(Vec<Node>, DevAddrs)> {
             raft: tuning.raft.clone(),
             rocksdb: tuning.rocksdb.clone(),
             gateway: tuning.gateway.clone(),
+            tls: tuning.tls.clone(),
             cluster_token: cluster_token.clone(),
             ..NodeConfig::default()
         };
@@ -129,13 +138,26 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     eprintln!(
         "\nTrestle is running.\n  Azure Table REST: {scheme}://{rest}/{account}\n  gRPC:             {grpc}\n  \
          Connection string: DefaultEndpointsProtocol={scheme};AccountName={account};AccountKey={key};\
-         TableEndpoint={scheme}://{rest}/{account};\n  Status:           trestle ctl --addr {first} --admin-token-file {token} status\n",
+         TableEndpoint={scheme}://{rest}/{account};\n  Status:           trestle ctl --addr {first} --admin-token-file {token}{ca} status\n",
         rest = addrs.rest,
         scheme = if args.tls { "https" } else { "http" },
-        grpc = addrs.grpc.join(", "),
+        grpc = addrs
+            .grpc
+            .iter()
+            .map(|a| format!("{}://{a}", if args.tls { "https" } else { "http" }))
+            .collect::<Vec<_>>()
+            .join(", "),
         key = trestle_rest_gateway::config::DEV_ACCOUNT_KEY,
         first = addrs.grpc[0],
         token = token_path(&args.data).display(),
+        ca = if args.tls {
+            format!(
+                " --ca-file {}",
+                dev_certificate_paths(&args.data).0.display()
+            )
+        } else {
+            String::new()
+        },
     );
     if args.tls {
         let (cert, _) = dev_certificate_paths(&args.data);

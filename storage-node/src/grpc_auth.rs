@@ -166,15 +166,23 @@ pub struct Authenticator {
     secrets: Secrets,
     /// For SAS stored access policies (`si`), looked up like REST does.
     service: Arc<dyn TableService>,
+    /// Whether the gRPC port serves TLS only (a SAS's `spr=https` then holds).
+    tls: bool,
 }
 
 impl Authenticator {
-    pub fn new(gateway: &GatewayConfig, secrets: Secrets, service: Arc<dyn TableService>) -> Self {
+    pub fn new(
+        gateway: &GatewayConfig,
+        secrets: Secrets,
+        service: Arc<dyn TableService>,
+        tls: bool,
+    ) -> Self {
         Authenticator {
             accounts: Accounts::from_config(gateway),
             gateway: gateway.clone(),
             secrets,
             service,
+            tls,
         }
     }
 
@@ -246,8 +254,8 @@ impl Authenticator {
             account,
             query: &pairs,
             peer: request.remote_addr().map(|a| a.ip()),
-            // The gRPC port serves plaintext HTTP/2 (TLS for gRPC is not built yet): `spr=https` holds.
-            https: false,
+            // A TLS port serves nothing but TLS, so every call on it came over HTTPS.
+            https: self.tls,
             now,
         };
         sas::authenticate(&auth, &self.accounts, self.service.as_ref(), &params)

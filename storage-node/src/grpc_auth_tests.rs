@@ -78,6 +78,7 @@ fn authenticator() -> Authenticator {
         &GatewayConfig::for_test(),
         Secrets::new(TOKEN, Some("admin-token-0123456789")),
         Arc::new(NoTables),
+        false,
     )
 }
 

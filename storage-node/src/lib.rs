@@ -18,6 +18,7 @@ pub mod query;
 pub mod ranges;
 pub mod table_sm;
 pub mod tables;
+pub mod tls;
 
 pub use config::{NodeConfig, PeerConfig};
 pub use node::{Listeners, Node};

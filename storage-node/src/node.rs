@@ -99,8 +99,12 @@ impl Node {
             .filter(|p| p.id != cfg.node_id)
             .map(|p| (p.id, p.grpc_addr.clone()))
             .collect();
-        let transport: Arc<dyn Transport> =
-            GrpcTransport::new(cfg.node_id, cfg.cluster_token.clone(), peers);
+        let transport: Arc<dyn Transport> = GrpcTransport::new(
+            cfg.node_id,
+            cfg.cluster_token.clone(),
+            cfg.tls.peers()?,
+            peers,
+        );
         Node::start(cfg, engine, transport, listeners).await
     }
 
@@ -114,10 +118,15 @@ impl Node {
         cfg.validate().map_err(|e| anyhow::anyhow!(e))?;
         let cluster_id = cluster_id(&cfg);
         let secrets = Secrets::new(&cfg.cluster_token, cfg.admin_token.as_deref());
+        let peer_tls = cfg.tls.peers()?;
+        let server_tls = cfg.tls.server()?;
         let fresh = engine
             .get(Cf::Meta, &keys::local_key(STORE_IDENT))?
             .is_none();
-        if fresh && !cfg.bootstrapping && cluster_has_data(&cfg, &cluster_id, &secrets).await {
+        if fresh
+            && !cfg.bootstrapping
+            && cluster_has_data(&cfg, &cluster_id, &secrets, &peer_tls).await
+        {
             tracing::warn!(
                 node = cfg.node_id,
                 "this node's store is empty but the cluster has data: rejoining without a vote until caught up"
@@ -157,6 +166,7 @@ impl Node {
             local.clone(),
             peers,
             secrets.clone(),
+            peer_tls.clone(),
             Duration::from_millis(cfg.request_timeout_ms),
         ));
         let (shutdown, _) = watch::channel(false);
@@ -168,6 +178,7 @@ impl Node {
             &cfg.gateway,
             secrets.clone(),
             service.clone(),
+            server_tls.is_some(),
         ));
         let default_account = trestle_rest_gateway::config::DEV_ACCOUNT.to_string();
         let admin = AdminService {
@@ -178,8 +189,15 @@ impl Node {
             secrets: secrets.clone(),
             auth: auth.clone(),
             default_account: default_account.clone(),
+            peer_tls: peer_tls.clone(),
         };
-        let router = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = server_tls {
+            builder = builder
+                .tls_config(tls)
+                .context("configuring TLS on the gRPC port")?;
+        }
+        let router = builder
             .layer(ForwardedLayer {
                 secrets: secrets.clone(),
             })
@@ -315,12 +333,16 @@ fn base64_to_hex(text: &str) -> String {
 }
 
 /// Asks the other nodes whether the cluster already holds data (some replica applied something).
-async fn cluster_has_data(cfg: &NodeConfig, cluster_id: &str, secrets: &Secrets) -> bool {
+async fn cluster_has_data(
+    cfg: &NodeConfig,
+    cluster_id: &str,
+    secrets: &Secrets,
+    tls: &trestle_replication::grpc::PeerTls,
+) -> bool {
     for p in cfg.peers.iter().filter(|p| p.id != cfg.node_id) {
         let probe = async {
-            let mut c = AdminClient::connect(format!("http://{}", p.grpc_addr))
-                .await
-                .ok()?;
+            let channel = tls.endpoint(&p.grpc_addr).ok()?.connect().await.ok()?;
+            let mut c = AdminClient::new(channel);
             let mut request = tonic::Request::new(StatusRequest {});
             trestle_proto::auth::insert(
                 &mut request,

@@ -291,6 +291,17 @@ pub struct DevProcess {
 impl DevProcess {
     /// Starts `trestle dev --data DIR` on OS-chosen ports and waits for its ready line.
     pub fn start(data: &Path) -> anyhow::Result<DevProcess> {
+        DevProcess::start_with(data, &[])
+    }
+
+    /// [`DevProcess::start`] with more arguments (e.g. `--tls`). With `--tls` the addresses are
+    /// `https://`.
+    pub fn start_with(data: &Path, extra: &[&str]) -> anyhow::Result<DevProcess> {
+        let scheme = if extra.contains(&"--tls") {
+            "https"
+        } else {
+            "http"
+        };
         let mut child = Command::new(trestle_bin()?)
             .args([
                 "dev",
@@ -301,6 +312,7 @@ impl DevProcess {
                 "--data",
             ])
             .arg(data)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;
@@ -320,13 +332,13 @@ impl DevProcess {
             }
         };
         let v: serde_json::Value = serde_json::from_str(&ready)?;
-        let rest = format!("http://{}", v["rest"].as_str().unwrap_or_default());
+        let rest = format!("{scheme}://{}", v["rest"].as_str().unwrap_or_default());
         let grpc = v["grpc"]
             .as_array()
             .map(|a| {
                 a.iter()
                     .filter_map(|s| s.as_str())
-                    .map(|s| format!("http://{s}"))
+                    .map(|s| format!("{scheme}://{s}"))
                     .collect()
             })
             .unwrap_or_default();

@@ -751,3 +751,176 @@ async fn s03_every_door_of_a_process_cluster_checks_who_is_knocking() {
     )
     .await;
 }
+
+/// An SDK client of the dev account that trusts `ca_pem` on `https://` endpoints.
+async fn tls_client(
+    endpoints: Vec<String>,
+    ca_pem: Option<Vec<u8>>,
+    identity: Option<(String, String)>,
+) -> trestle_client::TableClient {
+    let mut config = trestle_client::ClientConfig::for_test()
+        .with_credentials(trestle_client::Credentials::development());
+    if let Some(pem) = ca_pem {
+        config = config.with_tls_ca(pem);
+    }
+    if let Some((cert, key)) = identity {
+        config = config.with_tls_identity(cert, key);
+    }
+    trestle_client::TableClient::connect_with(endpoints, config)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s04_trestle_dev_tls_encrypts_grpc_and_node_to_node_traffic() {
+    let data = tempfile::tempdir().unwrap();
+    let dev = DevProcess::start_with(data.path(), &["--tls"]).unwrap();
+    assert!(dev.grpc.iter().all(|e| e.starts_with("https://")));
+    let ca = std::fs::read(data.path().join("tls/dev-cert.pem")).unwrap();
+
+    // Node 2 forwards to node 1 (dev keeps every leader there), so the nodes' own traffic is TLS
+    // too: the call only succeeds if node 2 reaches node 1 over TLS (node 1 serves nothing else).
+    let client = tls_client(vec![dev.grpc[1].clone()], Some(ca.clone()), None).await;
+    client.create_table("overtls").await.unwrap();
+    let t = client.table("overtls");
+    t.insert(trestle_types::Entity::new("p", "r"))
+        .await
+        .unwrap();
+    assert_eq!(t.get("p", "r").await.unwrap().row_key, "r");
+
+    // Without trusting the certificate, or without TLS at all, nothing gets through.
+    let untrusted = tls_client(vec![dev.grpc[0].clone()], None, None).await;
+    assert!(
+        untrusted.list_tables().await.is_err(),
+        "an untrusted certificate was accepted"
+    );
+    let plaintext = tls_client(vec![dev.grpc[0].replace("https://", "http://")], None, None).await;
+    assert!(
+        plaintext.list_tables().await.is_err(),
+        "plaintext reached the TLS port"
+    );
+
+    // A SAS restricted to HTTPS holds over the TLS gRPC port.
+    let sas = {
+        let pairs: Vec<(&str, String)> = vec![
+            ("sv", "2019-02-02".into()),
+            ("ss", "t".into()),
+            ("srt", "co".into()),
+            ("sp", "rl".into()),
+            ("se", FUTURE.into()),
+            ("spr", "https".into()),
+        ];
+        let owned: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .chain([("sig".to_string(), String::new())])
+            .collect();
+        let params = SasParams::from_query(&owned).unwrap();
+        let sig = signing::sign(
+            &dev_key(),
+            &account_strings_to_sign(DEV_ACCOUNT, &params)[0],
+        );
+        let mut pairs = pairs;
+        pairs.push(("sig", sig));
+        encode(&pairs)
+    };
+    let sas_client = {
+        let config = trestle_client::ClientConfig::for_test()
+            .with_credentials(trestle_client::Credentials::sas(DEV_ACCOUNT, &sas))
+            .with_tls_ca(ca.clone());
+        trestle_client::TableClient::connect_with(vec![dev.grpc[0].clone()], config)
+            .await
+            .unwrap()
+    };
+    let tables = sas_client.list_tables().await.unwrap();
+    assert!(tables.iter().any(|t| t.name == "overtls"));
+}
+
+/// A CA and a certificate it signed for 127.0.0.1/localhost, as PEM: (ca, cert, key).
+fn ca_and_leaf(name: &str) -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{name} CA"));
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf_params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+    (ca.pem(), leaf.pem(), leaf_key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s05_mutual_tls_admits_only_clients_with_a_certificate_of_the_cluster_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = ca_and_leaf("cluster");
+    let (_, stranger_cert, stranger_key) = ca_and_leaf("stranger");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let (ca_file, cert_file, key_file) = (
+        write("ca.pem", &ca),
+        write("node.pem", &cert),
+        write("node-key.pem", &key),
+    );
+    let cluster = InProcessCluster::start_with(2, |cfg| {
+        cfg.tls = trestle_storage_node::tls::GrpcTlsConfig {
+            cert_file: Some(cert_file.clone()),
+            key_file: Some(key_file.clone()),
+            ca_file: Some(ca_file.clone()),
+            require_client_cert: true,
+            server_name: None,
+        };
+    })
+    .await
+    .unwrap();
+    let https: Vec<String> = cluster
+        .grpc_endpoints()
+        .iter()
+        .map(|e| e.replace("http://", "https://"))
+        .collect();
+    // With the cluster's certificate: served, through node 2 (forwarding between nodes is mutual TLS
+    // as well; the nodes present their own certificate).
+    let member = tls_client(
+        https.clone(),
+        Some(ca.clone().into_bytes()),
+        Some((cert.clone(), key.clone())),
+    )
+    .await;
+    member.create_table("mutual").await.unwrap();
+    for node in 1..=3 {
+        let via = tls_client(
+            vec![https[node - 1].clone()],
+            Some(ca.clone().into_bytes()),
+            Some((cert.clone(), key.clone())),
+        )
+        .await;
+        via.table("mutual")
+            .insert(trestle_types::Entity::new("p", format!("via{node}")))
+            .await
+            .unwrap();
+    }
+    // Without a client certificate, or with one from another CA: refused at the handshake.
+    let anonymous = tls_client(https.clone(), Some(ca.clone().into_bytes()), None).await;
+    assert!(
+        anonymous.list_tables().await.is_err(),
+        "no client certificate was accepted"
+    );
+    let stranger = tls_client(
+        https.clone(),
+        Some(ca.clone().into_bytes()),
+        Some((stranger_cert, stranger_key)),
+    )
+    .await;
+    assert!(
+        stranger.list_tables().await.is_err(),
+        "a foreign client certificate was accepted"
+    );
+    cluster.shutdown().await;
+}
