@@ -218,6 +218,20 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_parses_and_is_refused_until_its_token_is_changed() {
+        let text = include_str!("../../config/node.example.toml");
+        let err = NodeConfig::from_toml(text).unwrap_err();
+        assert!(err.contains("public example token"), "{err}");
+        let changed = text.replace(
+            "cluster-token = \"trestle-dev-cluster\"",
+            "cluster-token = \"a-secret-cluster-token-0123\"",
+        );
+        let cfg = NodeConfig::from_toml(&changed).unwrap();
+        assert_eq!(cfg.peers.len(), 3);
+        assert!(!cfg.tls.enabled());
+    }
+
+    #[test]
     fn tokens_must_be_long_and_printable() {
         let mut cfg = three_peers("127.0.0.1");
         cfg.cluster_token = "short".into();
