@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+pub mod history;
 pub mod in_process;
 pub mod process;
 pub mod replica;
