@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/trestle/raft.proto",
         "proto/trestle/internal.proto",
         "proto/trestle/node.proto",
+        "proto/trestle/lock.proto",
     ];
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");

@@ -220,10 +220,29 @@ impl TableClient {
         route: Option<&RouteKey>,
         idempotency: Idempotency,
         deadline: Instant,
-        mut attempt: F,
+        attempt: F,
     ) -> Result<T>
     where
         F: FnMut(TableServiceClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.call_on(|c| self.grpc(c), route, idempotency, deadline, attempt)
+            .await
+    }
+
+    /// [`TableClient::call`] for any generated client of the node's gRPC port (`wrap` builds it on a
+    /// channel), e.g. the Lock service.
+    pub(crate) async fn call_on<C, W, T, F, Fut>(
+        &self,
+        wrap: W,
+        route: Option<&RouteKey>,
+        idempotency: Idempotency,
+        deadline: Instant,
+        mut attempt: F,
+    ) -> Result<T>
+    where
+        W: Fn(Channel) -> C,
+        F: FnMut(C) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let router = &self.shared.router;
@@ -236,7 +255,7 @@ impl TableClient {
         let mut redirects = 0;
         loop {
             let addr = redirect.take().unwrap_or_else(|| router.address_for(route));
-            let client = self.grpc(router.channel(&addr)?);
+            let client = wrap(router.channel(&addr)?);
             let remaining = deadline.saturating_duration_since(Instant::now());
             let status = match tokio::time::timeout(remaining, attempt(client)).await {
                 Ok(Ok(response)) => return Ok(response.into_inner()),

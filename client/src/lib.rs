@@ -47,6 +47,7 @@ mod client;
 mod config;
 mod credentials;
 mod error;
+mod lock;
 mod query;
 mod routing;
 mod table;
@@ -55,6 +56,7 @@ pub use client::{TableClient, TablePage};
 pub use config::{ClientConfig, TlsSettings};
 pub use credentials::{Credentials, DEV_ACCOUNT, DEV_ACCOUNT_KEY};
 pub use error::{ERROR_CODE_HEADER, Error, FAILED_INDEX_HEADER, LEADER_HEADER, Result};
+pub use lock::{Lease, LockClient, LockGuard, LockInfo};
 pub use query::{EntityStream, QueryBuilder};
 pub use table::{Fencing, Table};
 /// The domain types of the public API, re-exported for convenience.

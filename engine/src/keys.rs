@@ -207,6 +207,38 @@ pub fn service_properties_key(account: &str) -> Vec<u8> {
     meta_key(META_SERVICE_PROPERTIES, &[account.as_bytes()])
 }
 
+/// Meta kind of a lock-manager lease record (`0x01 0x10 esc(lease id BE)`).
+pub const META_LOCK_LEASE: u8 = 0x10;
+/// Meta kind of a held lock's record (`0x01 0x11 esc(full name)`).
+pub const META_LOCK: u8 = 0x11;
+/// Meta kind of the lock manager's last applied index (`0x01 0x12`).
+pub const META_LOCK_APPLIED: u8 = 0x12;
+
+/// The record of lock-manager lease `id`.
+pub fn lock_lease_key(id: u64) -> Vec<u8> {
+    meta_key(META_LOCK_LEASE, &[&id.to_be_bytes()])
+}
+
+/// The prefix of every lease record.
+pub fn lock_leases_prefix() -> Vec<u8> {
+    meta_key(META_LOCK_LEASE, &[])
+}
+
+/// The record of held lock `name`.
+pub fn lock_key(name: &str) -> Vec<u8> {
+    meta_key(META_LOCK, &[name.as_bytes()])
+}
+
+/// The prefix of every lock record.
+pub fn locks_prefix() -> Vec<u8> {
+    meta_key(META_LOCK, &[])
+}
+
+/// The lock manager's last applied command index (u64 big-endian).
+pub fn lock_applied_key() -> Vec<u8> {
+    meta_key(META_LOCK_APPLIED, &[])
+}
+
 /// In `Cf::Data`: the marker a data range writes when it drops a table's entities, so a write that was
 /// proposed before the table's deletion cannot recreate entities under the dead id. It is the bare table
 /// prefix: it sorts before every entity of the table, and [`decode_data_key`] rejects it.

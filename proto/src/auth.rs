@@ -29,7 +29,7 @@ pub const PRINCIPAL: &str = "x-trestle-principal";
 /// The admin credential of Admin's mutating calls.
 pub const ADMIN_TOKEN: &str = "x-trestle-admin-token";
 
-/// The signed method names of `TableService` and `Admin.Locate` (the gRPC paths).
+/// The signed method names of `TableService`, `Admin.Locate` and `Lock` (the gRPC paths).
 pub mod method {
     pub const CREATE_TABLE: &str = "/trestle.table.v1.TableService/CreateTable";
     pub const DELETE_TABLE: &str = "/trestle.table.v1.TableService/DeleteTable";
@@ -39,6 +39,13 @@ pub mod method {
     pub const GET: &str = "/trestle.table.v1.TableService/Get";
     pub const QUERY: &str = "/trestle.table.v1.TableService/Query";
     pub const LOCATE: &str = "/trestle.admin.v1.Admin/Locate";
+    pub const GRANT_LEASE: &str = "/trestle.lock.v1.Lock/GrantLease";
+    pub const KEEP_ALIVE: &str = "/trestle.lock.v1.Lock/KeepAlive";
+    pub const REVOKE: &str = "/trestle.lock.v1.Lock/Revoke";
+    pub const ACQUIRE: &str = "/trestle.lock.v1.Lock/Acquire";
+    pub const RELEASE: &str = "/trestle.lock.v1.Lock/Release";
+    pub const DESCRIBE: &str = "/trestle.lock.v1.Lock/Describe";
+    pub const LIST: &str = "/trestle.lock.v1.Lock/List";
 }
 
 /// An RFC 1123 date as `x-ms-date` wants it.

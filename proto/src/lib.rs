@@ -33,12 +33,19 @@ pub mod trestle {
             tonic::include_proto!("trestle.node.v1");
         }
     }
+    pub mod lock {
+        pub mod v1 {
+            tonic::include_proto!("trestle.lock.v1");
+        }
+    }
 }
 
 /// Cluster administration and status.
 pub use trestle::admin::v1 as admin;
 /// Messages that never leave the cluster: replicated commands and the stored entity format.
 pub use trestle::internal::v1 as internal;
+/// The public lock service.
+pub use trestle::lock::v1 as lock;
 /// Node-to-node forwarding of calls the public API has no RPC for.
 pub use trestle::node::v1 as node;
 /// Node-to-node Raft transport.

@@ -47,7 +47,7 @@ pub struct ClusterTableService {
 
 /// May a request be sent again after an attempt whose outcome is unknown?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Retry {
+pub(crate) enum Retry {
     /// Reads, and writes that are harmless to repeat (dropping a deleted table's data).
     Safe,
     /// Writes: only definite refusals (`NotLeader`) are retried; an unknown outcome is the answer.
@@ -165,7 +165,12 @@ impl ClusterTableService {
     /// outcome (the leader died mid-call) is retried when `retry` allows it and otherwise returned as
     /// `OperationTimedOut`; when the deadline passes with nothing but refusals and unreachable leaders,
     /// the answer is `ServerBusy` (503: nothing was applied, the client may retry).
-    async fn route<T, L, LF, R, RF>(&self, retry: Retry, mut local: L, mut remote: R) -> Result<T>
+    pub(crate) async fn route<T, L, LF, R, RF>(
+        &self,
+        retry: Retry,
+        mut local: L,
+        mut remote: R,
+    ) -> Result<T>
     where
         L: FnMut() -> LF,
         LF: std::future::Future<Output = Result<T>>,

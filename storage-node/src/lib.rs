@@ -11,6 +11,8 @@ pub mod dev;
 pub mod forward;
 pub mod grpc_api;
 pub mod grpc_auth;
+pub mod lock_api;
+pub mod locks;
 pub mod logging;
 pub mod meta_sm;
 pub mod node;

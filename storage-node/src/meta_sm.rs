@@ -1,5 +1,6 @@
 //! The catalog state machine of the meta group (range 1): the tables of every account, their stored
-//! access policies, and each account's table service properties.
+//! access policies, each account's table service properties, and the lock manager's leases and locks
+//! (applied by [`crate::locks::LockHost`], persisted as records of this group).
 //!
 //! Keys (all in `Cf::Meta`, laid out in `trestle_engine::keys`): the table-id sequence, one record per
 //! table under `(account, folded name)`, one record per deleted table under its id, and one service
@@ -43,14 +44,32 @@ pub fn table_id(seq: u64) -> u64 {
     seq.wrapping_mul(TABLE_ID_MULTIPLIER)
 }
 
-/// The meta group's state machine. Stateless: everything lives in the engine.
-#[derive(Debug, Clone, Default)]
-pub struct MetaStateMachine;
+/// The meta group's state machine. The catalog lives in the engine only; the lock manager's state is
+/// also kept in memory by its host (and rebuilt from the engine).
+#[derive(Clone)]
+pub struct MetaStateMachine {
+    locks: std::sync::Arc<crate::locks::LockHost>,
+}
+
+impl Default for MetaStateMachine {
+    fn default() -> Self {
+        MetaStateMachine::new()
+    }
+}
 
 impl MetaStateMachine {
-    /// The meta group's state machine (one per node).
+    /// A meta state machine with an empty lock manager on the system clock (tests).
     pub fn new() -> Self {
-        MetaStateMachine
+        MetaStateMachine {
+            locks: crate::locks::LockHost::new(std::sync::Arc::new(
+                crate::locks::SystemClock::default(),
+            )),
+        }
+    }
+
+    /// The meta group's state machine of a node, sharing `locks` with the node's lock service.
+    pub fn with_locks(locks: std::sync::Arc<crate::locks::LockHost>) -> Self {
+        MetaStateMachine { locks }
     }
 }
 
@@ -180,7 +199,7 @@ impl StateMachine for MetaStateMachine {
         &mut self,
         engine: &dyn Engine,
         batch: &mut WriteBatch,
-        _index: u64,
+        index: u64,
         command: &[u8],
     ) -> Result<Vec<u8>, ApplyError> {
         let kind = match MetaCommand::decode(command) {
@@ -213,6 +232,10 @@ impl StateMachine for MetaStateMachine {
                 );
                 Ok(Kind::Done(true))
             }
+            meta_command::Kind::Lock(c) => self
+                .locks
+                .apply(&mut writes, index, c)
+                .map_err(Failure::Result),
         };
         match result {
             Ok(kind) => {
@@ -222,6 +245,10 @@ impl StateMachine for MetaStateMachine {
             Err(Failure::Result(error)) => Ok(error_result(&error, None)),
             Err(Failure::Fatal(e)) => Err(e),
         }
+    }
+
+    fn on_snapshot_restored(&mut self, engine: &dyn Engine) -> Result<(), ApplyError> {
+        self.locks.reload(engine)
     }
 }
 

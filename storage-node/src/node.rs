@@ -140,7 +140,10 @@ impl Node {
             cfg.raft.clone(),
         )?);
         let ranges = RangeMap::initial(cfg.initial_ranges, cfg.voters());
-        for (desc, sm) in crate::tables::state_machines(&ranges) {
+        let locks =
+            crate::locks::LockHost::load(&*engine, Arc::new(crate::locks::SystemClock::default()))
+                .map_err(|e| anyhow::anyhow!("loading the lock manager's state: {e}"))?;
+        for (desc, sm) in crate::tables::state_machines(&ranges, locks.clone()) {
             raft.create_group(desc, sm)
                 .await
                 .map_err(|e| anyhow::anyhow!("hosting a range: {e}"))?;
@@ -181,6 +184,16 @@ impl Node {
             server_tls.is_some(),
         ));
         let default_account = trestle_rest_gateway::config::DEV_ACCOUNT.to_string();
+        let leadership = Arc::new(crate::lock_api::Leadership::default());
+        let lock_service = crate::lock_api::LockService::server(
+            tables.clone(),
+            local.clone(),
+            locks.clone(),
+            auth.clone(),
+            default_account.clone(),
+            Duration::from_millis(cfg.request_timeout_ms),
+            leadership.clone(),
+        );
         let admin = AdminService {
             cluster_id: cluster_id.clone(),
             raft: raft.clone(),
@@ -207,6 +220,7 @@ impl Node {
                 auth,
             ))
             .add_service(admin.server())
+            .add_service(lock_service)
             .add_service(RaftService::new(
                 cfg.node_id,
                 cfg.cluster_token.clone(),
@@ -225,6 +239,15 @@ impl Node {
                 tracing::error!(error = %e, "gRPC server failed");
             }
         }));
+
+        servers.push(tokio::spawn(crate::lock_api::run_expiry(
+            raft.clone(),
+            local.clone(),
+            locks.clone(),
+            leadership,
+            Duration::from_millis(100),
+            shutdown.subscribe(),
+        )));
 
         // Deleted tables' entities are dropped by the leader of their range; this finds drops that could
         // not run where the table was deleted (another node led the data range).

@@ -56,9 +56,14 @@ use crate::table_sm::{TableStateMachine, check_batch_rules, too_many_operations}
 
 /// The replicas a node hosts for `ranges`: the meta group's state machine and one table state machine
 /// per data range.
-pub fn state_machines(ranges: &RangeMap) -> Vec<(GroupDesc, Box<dyn StateMachine>)> {
-    let mut out: Vec<(GroupDesc, Box<dyn StateMachine>)> =
-        vec![(ranges.meta_desc(), Box::new(MetaStateMachine::new()))];
+pub fn state_machines(
+    ranges: &RangeMap,
+    locks: Arc<crate::locks::LockHost>,
+) -> Vec<(GroupDesc, Box<dyn StateMachine>)> {
+    let mut out: Vec<(GroupDesc, Box<dyn StateMachine>)> = vec![(
+        ranges.meta_desc(),
+        Box::new(MetaStateMachine::with_locks(locks)),
+    )];
     for r in ranges.data_ranges() {
         out.push((r.group_desc(), Box::new(TableStateMachine::new(r))));
     }
@@ -226,6 +231,24 @@ impl LocalTables {
         self.propose(META_RANGE_ID, command)
             .await
             .map_err(|e| e.error)
+    }
+
+    /// Proposes a lock-manager command to the meta group (this node must lead it).
+    pub(crate) async fn propose_lock(
+        &self,
+        command: trestle_proto::internal::LockCommand,
+    ) -> Result<trestle_proto::internal::LockReply> {
+        match self.propose_meta(meta_command::Kind::Lock(command)).await? {
+            Kind::Lock(reply) => Ok(reply),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Fails with `NotLeader` unless this node leads the meta group, then waits until this replica has
+    /// applied everything committed before now (so reads of the lock state are linearizable).
+    pub(crate) async fn meta_leader_read(&self) -> Result<()> {
+        self.ensure_leader(META_RANGE_ID)?;
+        self.read_index(META_RANGE_ID).await
     }
 
     /// A timestamp later than every one this node proposed to `range` before.

@@ -29,7 +29,10 @@ impl Cluster {
                 RaftNode::start(id, engine, net.transport(id), Config::for_test()).unwrap(),
             );
             net.register(id, raft.mailbox());
-            for (desc, sm) in state_machines(&ranges) {
+            for (desc, sm) in state_machines(
+                &ranges,
+                crate::locks::LockHost::new(Arc::new(crate::locks::SystemClock::default())),
+            ) {
                 raft.create_group(desc, sm).await.unwrap();
             }
             nodes.push(LocalTables::new(raft, ranges.clone()));

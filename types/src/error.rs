@@ -137,6 +137,14 @@ error_codes! {
     DataCorrupted = 500, "Stored data failed its integrity check.";
     /// A write carried a fencing token lower than one the range has already seen for that lock.
     FencingTokenStale = 409, "The fencing token is older than one already seen for this lock.";
+    /// The lease named by a lock call does not exist: it expired or was revoked.
+    LeaseNotFound = 404, "The lease does not exist; it expired or was revoked.";
+    /// The lock is held by another lease and the caller did not wait (or its wait ran out).
+    LockHeld = 409, "The lock is held by another lease.";
+    /// A release (or cancel) by a lease that does not hold (or wait for) the lock.
+    LockNotHeld = 409, "The lease does not hold this lock.";
+    /// A lease, lock or waiter limit of the lock manager was reached.
+    LockLimitExceeded = 409, "A limit of the lock manager was reached.";
 }
 
 impl fmt::Display for ErrorCode {

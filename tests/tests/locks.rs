@@ -1,0 +1,143 @@
+//! The lock manager end to end on in-process clusters: leases, FIFO hand-off with growing fencing
+//! tokens, expiry of an abandoned lease by the meta leader, a holder that keeps its lock across a
+//! meta-leader failover, and typed errors for bad input.
+
+use std::time::Duration;
+
+use trestle_testkit::{InProcessCluster, eventually};
+use trestle_types::ErrorCode;
+
+const META: u64 = 1;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn l01_locks_are_exclusive_and_handed_to_waiters_with_higher_tokens() {
+    let c = InProcessCluster::start(1).await.unwrap();
+    let client = c.client_of(2).await.unwrap();
+    let locks = client.locks();
+    let a = locks.lease(Duration::from_secs(10)).await.unwrap();
+    let b = locks.lease(Duration::from_secs(10)).await.unwrap();
+    let first = a.try_acquire("jobs/report").await.unwrap();
+    // Taking it again under the same lease is the same grant.
+    assert_eq!(
+        a.try_acquire("jobs/report").await.unwrap().token(),
+        first.token()
+    );
+    let refused = b.try_acquire("jobs/report").await.unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::LockHeld), "{refused}");
+
+    let info = locks.describe("jobs/report").await.unwrap();
+    assert_eq!(info.holder, Some(a.id()));
+    assert_eq!(info.token, first.token());
+    assert!(info.remaining > Duration::ZERO && info.remaining <= Duration::from_secs(10));
+
+    // b waits; a's release hands the lock over with a higher token.
+    let waiter = tokio::spawn(async move {
+        let guard = b.acquire("jobs/report", Duration::from_secs(20)).await;
+        (b, guard)
+    });
+    let queued = eventually(Duration::from_secs(10), || async {
+        let info = locks.describe("jobs/report").await.ok()?;
+        (!info.waiters.is_empty()).then_some(info)
+    })
+    .await
+    .expect("b joins the queue");
+    assert_eq!(queued.holder, Some(a.id()));
+    let first_token = first.token();
+    first.release().await.unwrap();
+    let (b, second) = waiter.await.unwrap();
+    let second = second.unwrap();
+    assert!(second.token() > first_token, "tokens grow across holders");
+    assert_eq!(locks.list("jobs/").await.unwrap().len(), 1);
+    assert_eq!(b.revoke().await.unwrap(), vec!["jobs/report".to_string()]);
+    assert_eq!(locks.describe("jobs/report").await.unwrap().holder, None);
+    drop(a);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn l02_an_abandoned_lease_expires_and_the_next_holder_gets_a_higher_token() {
+    let c = InProcessCluster::start(1).await.unwrap();
+    let client = c.client().await.unwrap();
+    let locks = client.locks();
+    let gone = locks.lease(Duration::from_secs(2)).await.unwrap();
+    let old = gone.try_acquire("leader").await.unwrap();
+    let old_token = old.token();
+    // The holder vanishes: no keep-alives, no release.
+    drop(old);
+    drop(gone);
+    let next = locks.lease(Duration::from_secs(10)).await.unwrap();
+    let guard = next
+        .acquire("leader", Duration::from_secs(15))
+        .await
+        .expect("the abandoned lease expires within its TTL plus the leader's tick");
+    assert!(guard.token() > old_token);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn l03_a_holder_keeps_its_lock_across_a_meta_leader_failover() {
+    let mut c = InProcessCluster::start(1).await.unwrap();
+    let client = c.client().await.unwrap();
+    let locks = client.locks();
+    let lease = locks.lease(Duration::from_secs(3)).await.unwrap();
+    let guard = lease.try_acquire("primary").await.unwrap();
+    let leader = c.leader_of(META).await.unwrap();
+    c.stop(leader).await;
+    let new_leader = eventually(Duration::from_secs(20), || async {
+        c.leader_of(META).await.filter(|l| *l != leader)
+    })
+    .await
+    .expect("a new meta leader");
+    assert_ne!(new_leader, leader);
+    // Two full TTLs after the failover the lease is still alive (kept by the background renewals),
+    // and the lock still has its holder and token.
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    while std::time::Instant::now() < until {
+        let info = eventually(Duration::from_secs(5), || async {
+            locks.describe("primary").await.ok()
+        })
+        .await
+        .expect("describe answers");
+        assert_eq!(
+            info.holder,
+            Some(lease.id()),
+            "the lock was lost across the failover"
+        );
+        assert_eq!(info.token, guard.token());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(!lease.is_lost());
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn l04_bad_lock_input_gets_typed_errors() {
+    let c = InProcessCluster::start(1).await.unwrap();
+    let client = c.client().await.unwrap();
+    let locks = client.locks();
+    let code = |e: trestle_client::Error| e.code();
+    assert_eq!(
+        code(locks.lease(Duration::from_millis(10)).await.unwrap_err()),
+        Some(ErrorCode::InvalidInput)
+    );
+    assert_eq!(
+        code(locks.lease(Duration::from_secs(3_600)).await.unwrap_err()),
+        Some(ErrorCode::InvalidInput)
+    );
+    let lease = locks.lease(Duration::from_secs(5)).await.unwrap();
+    for bad in ["", "/x", "a b", "x//y"] {
+        assert_eq!(
+            code(lease.try_acquire(bad).await.unwrap_err()),
+            Some(ErrorCode::InvalidInput),
+            "{bad:?}"
+        );
+    }
+    // A guard whose lease is gone: its release is refused as LeaseNotFound.
+    let guard = lease.try_acquire("z").await.unwrap();
+    assert_eq!(lease.revoke().await.unwrap(), vec!["z".to_string()]);
+    assert_eq!(
+        code(guard.release().await.unwrap_err()),
+        Some(ErrorCode::LeaseNotFound)
+    );
+    c.shutdown().await;
+}
