@@ -239,6 +239,23 @@ pub fn lock_applied_key() -> Vec<u8> {
     meta_key(META_LOCK_APPLIED, &[])
 }
 
+/// In `Cf::Data`: the prefix of table `table_id`'s fencing records: the table prefix then `0x00 0x00`,
+/// which no escaped PartitionKey starts with, so fencing records sort before every entity of the table
+/// and [`decode_data_key`] rejects them.
+pub fn fence_prefix(table_id: u64) -> Vec<u8> {
+    let mut k = table_prefix(table_id);
+    k.extend_from_slice(&[0x00, 0x00]);
+    k
+}
+
+/// In `Cf::Data`: the highest fencing token writes to table `table_id` carried for lock `lock` (u64
+/// big-endian, sealed).
+pub fn fence_key(table_id: u64, lock: &str) -> Vec<u8> {
+    let mut k = fence_prefix(table_id);
+    push_escaped(&mut k, lock.as_bytes());
+    k
+}
+
 /// In `Cf::Data`: the marker a data range writes when it drops a table's entities, so a write that was
 /// proposed before the table's deletion cannot recreate entities under the dead id. It is the bare table
 /// prefix: it sorts before every entity of the table, and [`decode_data_key`] rejects it.

@@ -106,12 +106,13 @@ pub fn query_page_with_budget(
     let mut page = QueryPage::default();
     let mut misses = 0;
     let marker = keys::dropped_table_marker(table_id);
+    let fences = keys::fence_prefix(table_id);
     for kv in snapshot
         .scan(Cf::Data, &start, end.as_deref())
         .map_err(engine_error)?
     {
         let (key, value) = kv.map_err(engine_error)?;
-        if key == marker {
+        if key == marker || key.starts_with(&fences) {
             continue;
         }
         let Some((_, partition_key, row_key)) =

@@ -112,17 +112,41 @@ impl TableStateMachine {
         engine: &dyn Engine,
         cmd: TableCommand,
     ) -> Result<(Kind, WriteBatch), Failure> {
-        if let Some(f) = &cmd.fencing {
-            // Fencing needs the lock manager's tokens, which a later change brings; until then a fenced
-            // write is refused rather than applied unfenced.
-            let msg = format!("Fencing tokens (lock {:?}) are not supported yet.", f.lock);
-            return fail(Error::new(ErrorCode::NotImplemented, msg), None);
-        }
         let table = cmd.table_id;
         if !self.range.overlaps_table(table) {
             let msg = format!("table {table:016x} is not in range {}", self.range.id);
             return fail(Error::internal(msg), None);
         }
+        // A fenced write: refused when a write to this table already carried a higher token for the
+        // lock; otherwise its token becomes the table's highest for the lock (in the same batch).
+        let fence = match &cmd.fencing {
+            None => None,
+            Some(f) => {
+                let key = keys::fence_key(table, &f.lock);
+                if !self.in_span(&key) {
+                    let msg = format!(
+                        "fence of table {table:016x} is not in range {}",
+                        self.range.id
+                    );
+                    return fail(Error::internal(msg), None);
+                }
+                let seen = match read(engine, &key)? {
+                    None => None,
+                    Some(bytes) => Some(decode_token(&bytes)?),
+                };
+                if let Some(seen) = seen
+                    && seen > f.token
+                {
+                    let msg = format!(
+                        "The fencing token {} of lock {:?} is older than {seen}, which a write to \
+                         this table already carried.",
+                        f.token, f.lock
+                    );
+                    return fail(Error::new(ErrorCode::FencingTokenStale, msg), None);
+                }
+                (seen != Some(f.token)).then_some((key, f.token))
+            }
+        };
         let marker = keys::dropped_table_marker(table);
         if cmd.drop_table {
             if !cmd.ops.is_empty() {
@@ -160,6 +184,9 @@ impl TableStateMachine {
             let response = apply_op(op, stored, DateTime(cmd.timestamp_ticks), &key, &mut batch)
                 .or_else(|e| fail(e, Some(i)))?;
             results.push(response);
+        }
+        if let Some((key, token)) = fence {
+            batch.put(Cf::Data, key, crate::codec::seal(&token.to_be_bytes()));
         }
         Ok((Kind::Writes(WriteResults { results }), batch))
     }
@@ -202,6 +229,16 @@ impl TableStateMachine {
             )))),
         }
     }
+}
+
+/// A stored fencing token; a damaged one stops the replica (as any corrupt record does).
+fn decode_token(bytes: &[u8]) -> Result<u64, Failure> {
+    let body = crate::codec::unseal(bytes)
+        .map_err(|e| Failure::Fatal(ApplyError(format!("fencing record: {}", e.message))))?;
+    let raw: [u8; 8] = body
+        .try_into()
+        .map_err(|_| Failure::Fatal(ApplyError("fencing record of the wrong size".into())))?;
+    Ok(u64::from_be_bytes(raw))
 }
 
 fn read(engine: &dyn Engine, key: &[u8]) -> Result<Option<Vec<u8>>, ApplyError> {

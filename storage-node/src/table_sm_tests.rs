@@ -436,19 +436,6 @@ fn misrouted_fenced_and_garbage_commands_are_results() {
         first.command(&misrouted).unwrap_err().error.code,
         ErrorCode::InternalError
     );
-    let fenced = TableCommand {
-        table_id: 1,
-        ops: vec![write_op_to_proto(&insert("p", "r", &[]))],
-        fencing: Some(pb::Fencing {
-            lock: "l".into(),
-            token: 3,
-        }),
-        ..TableCommand::default()
-    };
-    assert_eq!(
-        first.command(&fenced).unwrap_err().error.code,
-        ErrorCode::NotImplemented
-    );
     let garbage = first.try_apply(b"\xff\xff\xff").unwrap();
     assert_eq!(
         decode_result(&garbage).unwrap_err().error.code,
@@ -540,4 +527,46 @@ fn two_replicas_applying_the_same_commands_hold_identical_bytes() {
     }
     assert_eq!(a.data(), b.data());
     assert_eq!(a.data().len(), 2);
+}
+
+#[test]
+fn fenced_writes_below_the_highest_token_seen_are_refused_and_change_nothing() {
+    let mut r = Replica::new();
+    let fenced = |rk: &str, token: u64| TableCommand {
+        table_id: TABLE,
+        ops: vec![write_op_to_proto(&insert("p", rk, &[]))],
+        fencing: Some(pb::Fencing {
+            lock: "acct/l".into(),
+            token,
+        }),
+        ..TableCommand::default()
+    };
+    r.command(&fenced("a", 5)).unwrap();
+    // The same holder writes again with its token; a newer holder with a higher one.
+    r.command(&fenced("b", 5)).unwrap();
+    r.command(&fenced("c", 9)).unwrap();
+    let stale = r.command(&fenced("d", 5)).unwrap_err();
+    assert_eq!(stale.error.code, ErrorCode::FencingTokenStale);
+    assert_eq!(stale.index, None);
+    // Nothing of the refused write landed, and the fence is not an entity.
+    let keys: Vec<String> = r
+        .data()
+        .into_iter()
+        .filter_map(|(k, _)| keys::decode_data_key(&k).map(|(_, _, rk)| rk))
+        .collect();
+    assert_eq!(keys, ["a", "b", "c"]);
+    // Other locks and unfenced writes are not affected.
+    let other = TableCommand {
+        fencing: Some(pb::Fencing {
+            lock: "acct/other".into(),
+            token: 1,
+        }),
+        ..fenced("e", 0)
+    };
+    r.command(&other).unwrap();
+    let unfenced = TableCommand {
+        fencing: None,
+        ..fenced("f", 0)
+    };
+    r.command(&unfenced).unwrap();
 }

@@ -539,24 +539,34 @@ impl LocalTables {
         ops: Vec<WriteOp>,
         fencing: Option<Fencing>,
     ) -> Result<Vec<WriteOutcome>, BatchError> {
-        if let Some(f) = fencing {
-            // The lock manager (and so fencing) comes in a later change; refuse rather than write unfenced.
-            let msg = format!("Fencing tokens (lock {:?}) are not supported yet.", f.lock);
-            return Err(whole(Error::new(ErrorCode::NotImplemented, msg)));
-        }
+        // A lock of the account: the range keeps the highest token per scoped name.
+        let fencing = match fencing {
+            None => None,
+            Some(f) => {
+                trestle_lock_manager::validate_name(&f.lock)
+                    .map_err(|e| whole(crate::locks::lock_error(e)))?;
+                Some(Fencing {
+                    lock: crate::locks::scoped(account, &f.lock),
+                    token: f.token,
+                })
+            }
+        };
         if ops.is_empty() {
             // Nothing to write, but the table must exist.
             self.resolve(account, table).await.map_err(whole)?;
             return Ok(Vec::new());
         }
-        self.with_table_id(account, table, |id| self.execute_on(id, &ops))
-            .await
+        self.with_table_id(account, table, |id| {
+            self.execute_on(id, &ops, fencing.as_ref())
+        })
+        .await
     }
 
     async fn execute_on(
         &self,
         table_id: u64,
         ops: &[WriteOp],
+        fencing: Option<&Fencing>,
     ) -> Result<Vec<WriteOutcome>, BatchError> {
         let Some(first) = ops.first() else {
             return Ok(Vec::new());
@@ -570,7 +580,10 @@ impl LocalTables {
             table_id,
             timestamp_ticks: self.next_timestamp(range).ticks(),
             ops: ops.iter().map(write_op_to_proto).collect(),
-            fencing: None,
+            fencing: fencing.map(|f| trestle_proto::table::Fencing {
+                lock: f.lock.clone(),
+                token: f.token,
+            }),
             drop_table: false,
         };
         match self.propose(range, cmd.encode_to_vec()).await? {

@@ -283,8 +283,9 @@ async fn batches_are_validated_before_they_are_proposed() {
             .code,
         ErrorCode::ResourceNotFound
     );
+    // A fencing token for a lock name that breaks the lock rules is refused before anything is proposed.
     let fenced = Some(Fencing {
-        lock: "l".into(),
+        lock: "bad name".into(),
         token: 1,
     });
     let err = n
@@ -296,7 +297,7 @@ async fn batches_are_validated_before_they_are_proposed() {
         )
         .await
         .unwrap_err();
-    assert_eq!(err.code, ErrorCode::NotImplemented);
+    assert_eq!(err.code, ErrorCode::InvalidInput);
     let err = n
         .write(
             "acct",

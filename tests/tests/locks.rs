@@ -141,3 +141,62 @@ async fn l04_bad_lock_input_gets_typed_errors() {
     );
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn l05_a_holder_that_lost_its_lease_is_fenced_off_at_the_range() {
+    let c = InProcessCluster::start(2).await.unwrap();
+    let client = c.client().await.unwrap();
+    client.create_table("guarded").await.unwrap();
+    let locks = client.locks();
+    let old_lease = locks.lease(Duration::from_secs(2)).await.unwrap();
+    let old = old_lease.try_acquire("guarded/writer").await.unwrap();
+    let old_table = client.table("guarded").with_fencing(old.fencing());
+    old_table
+        .upsert_replace(trestle_types::Entity::new("p", "by-old"))
+        .await
+        .unwrap();
+    // The old holder is cut off: its keep-alives stop, its lease expires.
+    let old_fencing = old.fencing();
+    drop(old);
+    drop(old_lease);
+    let new_lease = locks.lease(Duration::from_secs(10)).await.unwrap();
+    let new = new_lease
+        .acquire("guarded/writer", Duration::from_secs(15))
+        .await
+        .unwrap();
+    assert!(new.token() > old_fencing.token);
+    client
+        .table("guarded")
+        .with_fencing(new.fencing())
+        .upsert_replace(trestle_types::Entity::new("p", "by-new"))
+        .await
+        .unwrap();
+    // The old holder, unaware, writes again with its old token: refused, and nothing lands.
+    let stale = client
+        .table("guarded")
+        .with_fencing(old_fencing.clone())
+        .upsert_replace(trestle_types::Entity::new("p", "late"))
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Some(ErrorCode::FencingTokenStale), "{stale}");
+    assert_eq!(
+        client
+            .table("guarded")
+            .get("p", "late")
+            .await
+            .unwrap_err()
+            .code(),
+        Some(ErrorCode::ResourceNotFound)
+    );
+    // Batches are fenced too.
+    let batch = client
+        .table("guarded")
+        .with_fencing(old_fencing)
+        .batch(vec![trestle_client::op::upsert_replace(
+            trestle_types::Entity::new("p", "late-batch"),
+        )])
+        .await
+        .unwrap_err();
+    assert_eq!(batch.code(), Some(ErrorCode::FencingTokenStale), "{batch}");
+    c.shutdown().await;
+}
