@@ -260,8 +260,17 @@ impl FromReply for pb::ReleaseResponse {
     }
 }
 
-fn lock_client(link: &Link) -> LockClient<tonic::transport::Channel> {
-    LockClient::new(link.channel.clone())
+/// Sends `msg` on to the meta leader behind `link`, for `account`, with `call` (one Lock RPC).
+async fn forward<Req, Resp, F, Fut>(link: Link, msg: Req, account: String, call: F) -> Result<Resp>
+where
+    F: FnOnce(LockClient<tonic::transport::Channel>, Request<Req>) -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<Response<Resp>, Status>>,
+{
+    let request = link.request(msg, Some(&account));
+    call(LockClient::new(link.channel.clone()), request)
+        .await
+        .map(Response::into_inner)
+        .map_err(|s| error_from_status(&s))
 }
 
 #[tonic::async_trait]
@@ -280,14 +289,9 @@ impl Lock for LockService {
         c.owner = msg.owner.clone();
         let resp = self
             .run(Retry::RefusalsOnly, c, |link| {
-                let req = link.request(msg.clone(), Some(&account));
-                async move {
-                    lock_client(&link)
-                        .grant_lease(req)
-                        .await
-                        .map(Response::into_inner)
-                        .map_err(|s| error_from_status(&s))
-                }
+                forward(link, msg.clone(), account.clone(), |mut c, r| async move {
+                    c.grant_lease(r).await
+                })
             })
             .await
             .map_err(status)?;
@@ -306,14 +310,9 @@ impl Lock for LockService {
         let c = command(K::KeepAlive, msg.lease, "", false);
         let resp = self
             .run(Retry::Safe, c, |link| {
-                let req = link.request(msg.clone(), Some(&account));
-                async move {
-                    lock_client(&link)
-                        .keep_alive(req)
-                        .await
-                        .map(Response::into_inner)
-                        .map_err(|s| error_from_status(&s))
-                }
+                forward(link, msg.clone(), account.clone(), |mut c, r| async move {
+                    c.keep_alive(r).await
+                })
             })
             .await
             .map_err(status)?;
@@ -345,14 +344,10 @@ impl Lock for LockService {
                         .collect())
                 },
                 |link| {
-                    let req = link.request(msg.clone(), Some(&account));
-                    async move {
-                        lock_client(&link)
-                            .revoke(req)
-                            .await
-                            .map(|r| r.into_inner().released)
-                            .map_err(|s| error_from_status(&s))
-                    }
+                    let f = forward(link, msg.clone(), account.clone(), |mut c, r| async move {
+                        c.revoke(r).await
+                    });
+                    async move { f.await.map(|r| r.released) }
                 },
             )
             .await
@@ -377,14 +372,10 @@ impl Lock for LockService {
                 Retry::RefusalsOnly,
                 || self.acquire_here(msg.lease, &name, wait),
                 |link| {
-                    let req = link.request(msg.clone(), Some(&account));
-                    async move {
-                        lock_client(&link)
-                            .acquire(req)
-                            .await
-                            .map(|r| r.into_inner().token)
-                            .map_err(|s| error_from_status(&s))
-                    }
+                    let f = forward(link, msg.clone(), account.clone(), |mut c, r| async move {
+                        c.acquire(r).await
+                    });
+                    async move { f.await.map(|r| r.token) }
                 },
             )
             .await
@@ -404,14 +395,9 @@ impl Lock for LockService {
         let c = command(K::Release, msg.lease, &scoped(&account, &msg.name), false);
         let resp = self
             .run(Retry::RefusalsOnly, c, |link| {
-                let req = link.request(msg.clone(), Some(&account));
-                async move {
-                    lock_client(&link)
-                        .release(req)
-                        .await
-                        .map(Response::into_inner)
-                        .map_err(|s| error_from_status(&s))
-                }
+                forward(link, msg.clone(), account.clone(), |mut c, r| async move {
+                    c.release(r).await
+                })
             })
             .await
             .map_err(status)?;
@@ -439,14 +425,9 @@ impl Lock for LockService {
                     Ok(self.info(&account, &name))
                 },
                 |link| {
-                    let req = link.request(msg.clone(), Some(&account));
-                    async move {
-                        lock_client(&link)
-                            .describe(req)
-                            .await
-                            .map(Response::into_inner)
-                            .map_err(|s| error_from_status(&s))
-                    }
+                    forward(link, msg.clone(), account.clone(), |mut c, r| async move {
+                        c.describe(r).await
+                    })
                 },
             )
             .await
@@ -479,14 +460,10 @@ impl Lock for LockService {
                     Ok(names.iter().map(|n| self.info(&account, n)).collect())
                 },
                 |link| {
-                    let req = link.request(msg.clone(), Some(&account));
-                    async move {
-                        lock_client(&link)
-                            .list(req)
-                            .await
-                            .map(|r| r.into_inner().locks)
-                            .map_err(|s| error_from_status(&s))
-                    }
+                    let f = forward(link, msg.clone(), account.clone(), |mut c, r| async move {
+                        c.list(r).await
+                    });
+                    async move { f.await.map(|r| r.locks) }
                 },
             )
             .await

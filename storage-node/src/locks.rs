@@ -133,17 +133,9 @@ impl LockHost {
 
     /// Rebuilds the state from the engine (after a snapshot replaced the meta group's keys).
     pub fn reload(&self, engine: &dyn Engine) -> Result<(), ApplyError> {
-        let mut leases = Vec::new();
-        let prefix = keys::lock_leases_prefix();
-        let end = keys::prefix_end(&prefix);
-        for kv in engine
-            .scan(Cf::Meta, &prefix, end.as_deref())
-            .map_err(|e| corrupt("scan", e))?
-        {
-            let (_, v) = kv.map_err(|e| corrupt("scan", e))?;
-            let r = LeaseRecord::decode(unseal(&v).map_err(|e| corrupt("lease", e.message))?)
-                .map_err(|e| corrupt("lease", e))?;
-            leases.push(Lease {
+        let leases = scan_records::<LeaseRecord>(engine, &keys::lock_leases_prefix())?
+            .into_iter()
+            .map(|r| Lease {
                 id: r.id,
                 ttl_ms: r.ttl_ms,
                 owner: r.owner,
@@ -151,18 +143,9 @@ impl LockHost {
                 held: r.held.into_iter().collect(),
                 waiting: r.waiting.into_iter().collect(),
             });
-        }
-        let mut locks = Vec::new();
-        let prefix = keys::locks_prefix();
-        let end = keys::prefix_end(&prefix);
-        for kv in engine
-            .scan(Cf::Meta, &prefix, end.as_deref())
-            .map_err(|e| corrupt("scan", e))?
-        {
-            let (_, v) = kv.map_err(|e| corrupt("scan", e))?;
-            let r = LockRecord::decode(unseal(&v).map_err(|e| corrupt("lock", e.message))?)
-                .map_err(|e| corrupt("lock", e))?;
-            locks.push(Lock {
+        let locks = scan_records::<LockRecord>(engine, &keys::locks_prefix())?
+            .into_iter()
+            .map(|r| Lock {
                 name: r.name,
                 holder: Holder {
                     lease: r.holder_lease,
@@ -170,7 +153,6 @@ impl LockHost {
                 },
                 waiters: r.waiters.into_iter().collect(),
             });
-        }
         let applied = match engine
             .get(Cf::Meta, &keys::lock_applied_key())
             .map_err(|e| corrupt("applied index", e))?
@@ -297,6 +279,24 @@ impl LockHost {
     pub fn read<T>(&self, f: impl FnOnce(&LockState) -> T) -> T {
         f(&self.lock_inner().state)
     }
+}
+
+/// Every sealed record under `prefix` of the meta group, decoded.
+fn scan_records<M: prost::Message + Default>(
+    engine: &dyn Engine,
+    prefix: &[u8],
+) -> Result<Vec<M>, ApplyError> {
+    let end = keys::prefix_end(prefix);
+    let mut out = Vec::new();
+    for kv in engine
+        .scan(Cf::Meta, prefix, end.as_deref())
+        .map_err(|e| corrupt("scan", e))?
+    {
+        let (_, v) = kv.map_err(|e| corrupt("scan", e))?;
+        let body = unseal(&v).map_err(|e| corrupt("record", e.message))?;
+        out.push(M::decode(body).map_err(|e| corrupt("record", e))?);
+    }
+    Ok(out)
 }
 
 fn lease_record(l: &Lease) -> LeaseRecord {
