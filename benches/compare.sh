@@ -110,7 +110,7 @@ FIRST_GRPC=${TRESTLE_GRPC%%,*}
 # Nothing is measured before every range has a leader, and trestle dev has moved each to node 1 (the node
 # that serves REST), as it does by itself shortly after it starts.
 leaders_on_node1() {
-    "$TRESTLE" ctl --addr "$FIRST_GRPC" status --json 2>/dev/null | python3 -c '
+    "$TRESTLE" ctl --addr "$FIRST_GRPC" --admin-token-file "$DATA_DIR/cluster-token" status --json 2>/dev/null | python3 -c '
 import json, sys
 status = json.load(sys.stdin)
 ranges = {r["range"] for r in status["replicas"]}
@@ -145,7 +145,7 @@ r = json.load(open(sys.argv[1]))
 print("%.0f syncs/s (p50 %s µs, p99 %s µs)" % (r["syncs_per_sec"], r["latency"]["p50_us"], r["latency"]["p99_us"]))
 ' "$RESULTS/raw/fsync.json")
 
-"$TRESTLE" ctl --addr "$FIRST_GRPC" status >"$RESULTS/cluster-before.txt" 2>&1 || true
+"$TRESTLE" ctl --addr "$FIRST_GRPC" --admin-token-file "$DATA_DIR/cluster-token" status >"$RESULTS/cluster-before.txt" 2>&1 || true
 
 # --- Trestle vs Azurite --------------------------------------------------------------------------------
 COMMON=(--rounds "$ROUNDS" --duration "$DURATION" --warmup "$WARMUP" --concurrency "$CONCURRENCY"
@@ -158,7 +158,7 @@ for w in $WORKLOADS; do
         --workload "$w" "${COMMON[@]}" --json "$RESULTS/raw/$w.json" 2>&1 | tee -a "$LOG"
     FILES+=("$RESULTS/raw/$w.json")
 done
-"$TRESTLE" ctl --addr "$FIRST_GRPC" status >"$RESULTS/cluster-after.txt" 2>&1 || true
+"$TRESTLE" ctl --addr "$FIRST_GRPC" --admin-token-file "$DATA_DIR/cluster-token" status >"$RESULTS/cluster-after.txt" 2>&1 || true
 AZURITE_RSS=$(rss_mib "$AZURITE_PID")
 TRESTLE_RSS_AFTER=$(rss_mib "$TRESTLE_PID")
 

@@ -5,11 +5,17 @@
 //! or `grpc:127.0.0.1:10101,127.0.0.1:10102,127.0.0.1:10103`. [`Target::connection`] gives each worker its
 //! own [`Conn`]; [`Target::prepare`] creates the table and runs the load phase a workload needs.
 //!
+//! TLS: `rest:https://...` and `grpc:https://ADDR,...` verify the server against `--ca-file`
+//! ([`ConnectOptions::ca_file`]). `grpc-unsigned:ADDR,...` is the gRPC target whose calls carry no
+//! credentials (the node must have `allow-anonymous = true`): against `grpc:` on the same node, it
+//! measures what signing costs.
+//!
 //! The gRPC driver lives here too: Trestle's own API through the Rust SDK (`trestle-client`), as an
 //! application would use it. All workers share one [`TableClient`] (one HTTP/2 channel per node,
 //! multiplexed; `--grpc-channels` gives them more), which routes each call to the range's leader and
 //! follows `NotLeader` redirects. The REST driver, larger, is [`crate::rest`].
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -78,6 +84,46 @@ pub enum Protocol {
     Grpc,
 }
 
+/// What every target of a run shares: who signs, and what `https://` endpoints are verified against.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// Account name (default: from a REST URL's path, or the development account for gRPC).
+    pub account: Option<String>,
+    /// Account key, base64.
+    pub key: String,
+    /// PEM certificates trusted on `https://` endpoints (REST and gRPC).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A gRPC target's spec: the seed addresses and whether calls are signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcSpec {
+    pub addrs: Vec<String>,
+    pub signed: bool,
+}
+
+impl GrpcSpec {
+    /// `grpc:ADDR,...` (signed) or `grpc-unsigned:ADDR,...`; `None` for anything else.
+    pub fn parse(spec: &str) -> Option<GrpcSpec> {
+        let (signed, addrs) = if let Some(a) = spec.strip_prefix("grpc:") {
+            (true, a)
+        } else {
+            (false, spec.strip_prefix("grpc-unsigned:")?)
+        };
+        let addrs: Vec<String> = addrs
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect();
+        Some(GrpcSpec { addrs, signed })
+    }
+
+    pub fn tls(&self) -> bool {
+        self.addrs.iter().any(|a| a.starts_with("https://"))
+    }
+}
+
 /// An endpoint under test.
 #[derive(Clone)]
 pub enum Endpoint {
@@ -92,28 +138,37 @@ pub struct Target {
     pub label: String,
     pub spec: String,
     pub endpoint: Endpoint,
+    /// The server process whose CPU time each round reports per operation (`--server-pid`), if any.
+    pub server_pid: Option<u32>,
 }
 
 impl Target {
-    /// Parses `[label=]rest:URL` / `[label=]grpc:ADDR,...`; `account` (default: the development
-    /// account) and its `key` sign every request of either protocol.
-    pub async fn parse(spec: &str, account: Option<&str>, key: &str) -> anyhow::Result<Target> {
+    /// Parses `[label=]rest:URL` / `[label=]grpc:ADDR,...` / `[label=]grpc-unsigned:ADDR,...`; the
+    /// options' account (default: the development account) and key sign every request of either
+    /// protocol, except on `grpc-unsigned`.
+    pub async fn parse(spec: &str, opts: &ConnectOptions) -> anyhow::Result<Target> {
         let (label, rest) = match spec.split_once('=') {
             Some((l, r)) if !l.contains(':') => (Some(l.to_string()), r),
             _ => (None, spec),
         };
         let endpoint = if let Some(url) = rest.strip_prefix("rest:") {
-            Endpoint::Rest(Arc::new(RestTarget::parse(url, account, key)?))
-        } else if let Some(addrs) = rest.strip_prefix("grpc:") {
-            Endpoint::Grpc(vec![grpc_client(addrs, account, key).await?])
+            let account = opts.account.as_deref();
+            let t = RestTarget::parse(url, account, &opts.key, opts.ca_file.as_deref())?;
+            Endpoint::Rest(Arc::new(t))
+        } else if let Some(g) = GrpcSpec::parse(rest) {
+            Endpoint::Grpc(vec![grpc_client(&g, opts).await?])
         } else {
-            bail!("a target is rest:URL or grpc:ADDR[,ADDR...], optionally label=...; got {spec}");
+            bail!(
+                "a target is rest:URL, grpc:ADDR[,ADDR...] or grpc-unsigned:ADDR[,ADDR...], \
+                 optionally label=...; got {spec}"
+            );
         };
         let label = label.unwrap_or_else(|| rest.to_string());
         Ok(Target {
             label,
             spec: rest.to_string(),
             endpoint,
+            server_pid: None,
         })
     }
 
@@ -123,13 +178,13 @@ impl Target {
     pub async fn with_grpc_channels(
         mut self,
         n: usize,
-        account: Option<&str>,
-        key: &str,
+        opts: &ConnectOptions,
     ) -> anyhow::Result<Target> {
-        if let Endpoint::Grpc(clients) = &mut self.endpoint {
-            let addrs = self.spec.trim_start_matches("grpc:").to_string();
+        if let (Endpoint::Grpc(clients), Some(g)) =
+            (&mut self.endpoint, GrpcSpec::parse(&self.spec))
+        {
             while clients.len() < n {
-                clients.push(grpc_client(&addrs, account, key).await?);
+                clients.push(grpc_client(&g, opts).await?);
             }
         }
         Ok(self)
@@ -219,16 +274,28 @@ impl Target {
     }
 }
 
-/// An SDK client that signs every call as `account` (default: the development account) with `key`,
-/// as an application would: the signing cost is part of what is measured.
-async fn grpc_client(addrs: &str, account: Option<&str>, key: &str) -> anyhow::Result<TableClient> {
-    let endpoints: Vec<String> = addrs.split(',').map(str::to_string).collect();
-    let account = account.unwrap_or(trestle_client::DEV_ACCOUNT);
-    let credentials = Credentials::shared_key(account, key)?;
-    let config = ClientConfig::default()
-        .with_account(account)
-        .with_credentials(credentials);
-    Ok(TableClient::connect_with(endpoints, config).await?)
+/// An SDK client that signs every call as the account (default: the development account) with its
+/// key, as an application would: the signing cost is part of what is measured. An unsigned spec sends
+/// no credentials at all; `https://` addresses trust the options' CA file.
+async fn grpc_client(spec: &GrpcSpec, opts: &ConnectOptions) -> anyhow::Result<TableClient> {
+    if spec.addrs.is_empty() {
+        bail!("a gRPC target needs at least one address");
+    }
+    let account = opts
+        .account
+        .as_deref()
+        .unwrap_or(trestle_client::DEV_ACCOUNT);
+    let mut config = ClientConfig::default().with_account(account);
+    if spec.signed {
+        config = config.with_credentials(Credentials::shared_key(account, &opts.key)?);
+    }
+    if spec.tls()
+        && let Some(ca) = &opts.ca_file
+    {
+        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        config = config.with_tls_ca(pem);
+    }
+    Ok(TableClient::connect_with(spec.addrs.clone(), config).await?)
 }
 
 /// The load phase's batches: `(partition key, row keys)`, at most 100 rows each, one partition each.
@@ -424,25 +491,50 @@ mod tests {
         assert_eq!(count_occurrences(b"abc", b""), 0);
     }
 
+    fn opts() -> ConnectOptions {
+        ConnectOptions {
+            key: crate::signing::DEV_ACCOUNT_KEY.to_string(),
+            ..ConnectOptions::default()
+        }
+    }
+
     #[tokio::test]
     async fn target_specs_parse_with_and_without_labels() {
-        let key = crate::signing::DEV_ACCOUNT_KEY;
-        let t = Target::parse(
-            "azurite=rest:http://127.0.0.1:1/devstoreaccount1",
-            None,
-            key,
-        )
-        .await
-        .unwrap();
+        let opts = opts();
+        let t = Target::parse("azurite=rest:http://127.0.0.1:1/devstoreaccount1", &opts)
+            .await
+            .unwrap();
         assert_eq!(
             (t.label.as_str(), t.protocol()),
             ("azurite", Protocol::Rest)
         );
-        let g = Target::parse("grpc:127.0.0.1:1,127.0.0.1:2", None, key)
+        let g = Target::parse("grpc:127.0.0.1:1,127.0.0.1:2", &opts)
             .await
             .unwrap();
         assert_eq!(g.protocol(), Protocol::Grpc);
         assert_eq!(g.label, "grpc:127.0.0.1:1,127.0.0.1:2");
-        assert!(Target::parse("http://x", None, key).await.is_err());
+        let u = Target::parse("anon=grpc-unsigned:127.0.0.1:1", &opts)
+            .await
+            .unwrap();
+        assert_eq!((u.label.as_str(), u.protocol()), ("anon", Protocol::Grpc));
+        assert!(Target::parse("http://x", &opts).await.is_err());
+        assert!(Target::parse("grpc:", &opts).await.is_err());
+        let https = "rest:https://127.0.0.1:1/devstoreaccount1";
+        assert!(
+            Target::parse(https, &opts).await.is_err(),
+            "https needs --ca-file"
+        );
+    }
+
+    #[test]
+    fn grpc_specs_say_whether_calls_are_signed_and_encrypted() {
+        let signed = GrpcSpec::parse("grpc:127.0.0.1:1, 127.0.0.1:2").unwrap();
+        assert_eq!(signed.addrs, ["127.0.0.1:1", "127.0.0.1:2"]);
+        assert!(signed.signed && !signed.tls());
+        let unsigned = GrpcSpec::parse("grpc-unsigned:https://localhost:1").unwrap();
+        assert_eq!(unsigned.addrs, ["https://localhost:1"]);
+        assert!(!unsigned.signed && unsigned.tls());
+        assert_eq!(GrpcSpec::parse("rest:http://h:1/a"), None);
+        assert_eq!(GrpcSpec::parse("grpc:").unwrap().addrs.len(), 0);
     }
 }

@@ -122,6 +122,32 @@ pub struct RunReport {
     pub ops_per_sec: f64,
     pub entities_per_sec: f64,
     pub latency: Latency,
+    /// CPU time per operation over the measured window, when it could be read ([`crate::cpu`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuPerOp>,
+}
+
+/// CPU time per operation, in microseconds: the load generator's own, and the server's when its
+/// process was given (`--server-pid`).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct CpuPerOp {
+    pub client_us: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_us: Option<f64>,
+}
+
+impl CpuPerOp {
+    /// ` cpu/op client 33µs server 101µs` (empty without figures), for the console lines.
+    fn suffix(client: Option<f64>, server: Option<f64>) -> String {
+        let mut s = String::new();
+        if let Some(c) = client {
+            s.push_str(&format!("  cpu/op client {c:.0}µs"));
+        }
+        if let Some(v) = server {
+            s.push_str(&format!(" server {v:.0}µs"));
+        }
+        s
+    }
 }
 
 impl RunReport {
@@ -133,7 +159,7 @@ impl RunReport {
     pub fn line(&self) -> String {
         let l = &self.latency;
         format!(
-            "{:<10} {:>9.0} ops/s {:>10.0} entities/s  p50 {} p90 {} p99 {} p99.9 {} max {}  errors {}",
+            "{:<10} {:>9.0} ops/s {:>10.0} entities/s  p50 {} p90 {} p99 {} p99.9 {} max {}  errors {}{}",
             self.label,
             self.ops_per_sec,
             self.entities_per_sec,
@@ -143,6 +169,10 @@ impl RunReport {
             fmt_us(l.p999_us),
             fmt_us(l.max_us),
             self.error_count(),
+            CpuPerOp::suffix(
+                self.cpu.map(|c| c.client_us),
+                self.cpu.and_then(|c| c.server_us)
+            ),
         )
     }
 }
@@ -178,6 +208,11 @@ pub struct Summary {
     pub p999_us: f64,
     pub max_us: f64,
     pub errors: u64,
+    /// Median CPU per operation of the load generator and of the server, over the rounds that have it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cpu_us: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us: Option<f64>,
 }
 
 impl Summary {
@@ -195,19 +230,32 @@ impl Summary {
             p999_us: m(&|r| r.latency.p999_us as f64),
             max_us: m(&|r| r.latency.max_us as f64),
             errors: runs.iter().map(RunReport::error_count).sum(),
+            client_cpu_us: median(
+                &runs
+                    .iter()
+                    .filter_map(|r| Some(r.cpu?.client_us))
+                    .collect::<Vec<_>>(),
+            ),
+            server_cpu_us: median(
+                &runs
+                    .iter()
+                    .filter_map(|r| r.cpu?.server_us)
+                    .collect::<Vec<_>>(),
+            ),
         }
     }
 
     /// One console line for target `label`.
     pub fn line(&self, label: &str) -> String {
         format!(
-            "{label:<10} {:>9.0} ops/s {:>10.0} entities/s  p50 {} p99 {} p99.9 {}  errors {}",
+            "{label:<10} {:>9.0} ops/s {:>10.0} entities/s  p50 {} p99 {} p99.9 {}  errors {}{}",
             self.ops_per_sec,
             self.entities_per_sec,
             fmt_us(self.p50_us as u64),
             fmt_us(self.p99_us as u64),
             fmt_us(self.p999_us as u64),
             self.errors,
+            CpuPerOp::suffix(self.client_cpu_us, self.server_cpu_us),
         )
     }
 }
@@ -348,6 +396,10 @@ mod tests {
                 p99_us: p99,
                 ..Latency::default()
             },
+            cpu: Some(CpuPerOp {
+                client_us: eps / 10.0,
+                server_us: (label == "a").then_some(eps),
+            }),
         };
         let c = CompareReport::new(
             "read",
@@ -363,6 +415,14 @@ mod tests {
         assert_eq!(c.throughput_ratio, Some(4.0));
         assert_eq!(c.p99_ratio, Some(0.5));
         assert_eq!((c.a_label(), c.b_label()), ("a", "b"));
+        assert_eq!(c.a_median.client_cpu_us, Some(20.0));
+        assert_eq!(c.a_median.server_cpu_us, Some(200.0));
+        assert_eq!(c.b_median.server_cpu_us, None);
+        assert!(
+            c.a_median
+                .line("a")
+                .ends_with("errors 0  cpu/op client 20µs server 200µs")
+        );
         let json = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<CompareReport>(&json).unwrap(), c);
     }

@@ -6,10 +6,15 @@
 //! operation reconnects. Responses are read to the end (keep-alive needs it) but parsed only as far as the
 //! result needs: the status, the entity count of a query page, the status lines of a batch.
 //!
+//! `https://` targets wrap the same connection in TLS ([`crate::tls`], rustls) before the HTTP/1.1
+//! handshake; the request path after that is the same code, so plain and TLS runs differ only in the
+//! stream under hyper.
+//!
 //! Headers on every request: `x-ms-date`, `x-ms-version: 2019-02-02`, `DataServiceVersion: 3.0`,
 //! `Accept: application/json;odata=minimalmetadata` (what the SDKs send by default) and `Authorization`;
 //! inserts and batch operations add `Prefer: return-no-content`, as an SDK's `create_entity` does.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +30,7 @@ use tokio::net::TcpStream;
 use crate::bodies::Payload;
 use crate::driver::{OpError, count_occurrences};
 use crate::signing::{SharedKey, http_date};
+use crate::tls::ClientTls;
 use crate::workload::Op;
 
 const ACCEPT: &str = "application/json;odata=minimalmetadata";
@@ -55,18 +61,32 @@ pub struct RestTarget {
     pub authority: String,
     /// The path prefix of the account: `/devstoreaccount1` for path-style URLs, empty for host-style.
     pub base_path: String,
-    /// `http://{authority}{base_path}`, used inside batch bodies.
+    /// `http://{authority}` or `https://{authority}`, used inside batch bodies.
+    pub origin: String,
+    /// `{origin}{base_path}`, used inside batch bodies.
     pub base_url: String,
     pub key: SharedKey,
+    /// Set for `https://` URLs.
+    pub tls: Option<ClientTls>,
 }
 
 impl RestTarget {
     /// `url` is the account URL, e.g. `http://127.0.0.1:10002/devstoreaccount1`. The account is the first
-    /// path segment unless `account` names it (host-style URLs).
-    pub fn parse(url: &str, account: Option<&str>, key_base64: &str) -> anyhow::Result<RestTarget> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| anyhow!("only http:// endpoints are supported, got {url}"))?;
+    /// path segment unless `account` names it (host-style URLs). `https://` URLs need `ca_file`, the
+    /// PEM certificates the server's certificate is verified against (`--ca-file`).
+    pub fn parse(
+        url: &str,
+        account: Option<&str>,
+        key_base64: &str,
+        ca_file: Option<&Path>,
+    ) -> anyhow::Result<RestTarget> {
+        let (https, rest) = if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else {
+            bail!("a REST endpoint is an http:// or https:// URL, got {url}");
+        };
         let (authority, path) = match rest.split_once('/') {
             Some((a, p)) => (a, p.trim_end_matches('/')),
             None => (rest, ""),
@@ -88,11 +108,19 @@ impl RestTarget {
         } else {
             format!("/{path}")
         };
+        let tls = match (https, ca_file) {
+            (false, _) => None,
+            (true, Some(ca)) => Some(ClientTls::new(authority, ca)?),
+            (true, None) => bail!("{url}: an https:// target needs --ca-file"),
+        };
+        let origin = format!("{}://{authority}", if https { "https" } else { "http" });
         Ok(RestTarget {
             authority: authority.to_string(),
-            base_url: format!("http://{authority}{base_path}"),
+            base_url: format!("{origin}{base_path}"),
+            origin,
             base_path,
             key: SharedKey::new(&account, key_base64)?,
+            tls,
         })
     }
 }
@@ -193,10 +221,30 @@ impl RestConn {
             stream
                 .set_nodelay(true)
                 .map_err(|e| OpError::new(format!("connect: {}", e.kind())))?;
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|_| OpError::new("connect: handshake"))?;
-            tokio::spawn(conn);
+            // The sender is the same type over either stream: only the spawned connection task differs.
+            let sender = match &self.target.tls {
+                None => {
+                    let (sender, conn) =
+                        hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                            .await
+                            .map_err(|_| OpError::new("connect: handshake"))?;
+                    tokio::spawn(conn);
+                    sender
+                }
+                Some(tls) => {
+                    let stream = tls
+                        .connector
+                        .connect(tls.server_name.clone(), stream)
+                        .await
+                        .map_err(|e| OpError::new(format!("connect: tls {}", e.kind())))?;
+                    let (sender, conn) =
+                        hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                            .await
+                            .map_err(|_| OpError::new("connect: handshake"))?;
+                    tokio::spawn(conn);
+                    sender
+                }
+            };
             self.sender = Some(sender);
         }
         self.sender
@@ -344,11 +392,7 @@ impl RestConn {
                 BatchKind::Insert => ("POST", format!("{}/{}", self.target.base_url, self.table)),
                 BatchKind::Upsert => (
                     "PUT",
-                    format!(
-                        "http://{}{}",
-                        self.target.authority,
-                        self.entity_path(pk, rk)
-                    ),
+                    format!("{}{}", self.target.origin, self.entity_path(pk, rk)),
                 ),
             };
             out.push_str(&format!(
@@ -427,6 +471,7 @@ mod tests {
                 "http://127.0.0.1:10002/devstoreaccount1/",
                 None,
                 crate::signing::DEV_ACCOUNT_KEY,
+                None,
             )
             .unwrap(),
         )
@@ -438,10 +483,150 @@ mod tests {
         assert_eq!(t.authority, "127.0.0.1:10002");
         assert_eq!(t.base_path, "/devstoreaccount1");
         assert_eq!(t.key.account(), "devstoreaccount1");
-        let host = RestTarget::parse("http://h:1", Some("acct"), "a2V5").unwrap();
+        assert!(t.tls.is_none());
+        let host = RestTarget::parse("http://h:1", Some("acct"), "a2V5", None).unwrap();
         assert_eq!((host.base_path.as_str(), host.key.account()), ("", "acct"));
-        assert!(RestTarget::parse("https://h/a", None, "a2V5").is_err());
-        assert!(RestTarget::parse("http://h:1", None, "a2V5").is_err());
+        assert!(RestTarget::parse("http://h:1", None, "a2V5", None).is_err());
+        assert!(RestTarget::parse("ftp://h:1/a", None, "a2V5", None).is_err());
+    }
+
+    /// A self-signed certificate for 127.0.0.1 and localhost, as `trestle dev --tls` makes: (PEM
+    /// file, its rustls server configuration).
+    fn dev_certificate(dir: &Path) -> (std::path::PathBuf, Arc<rustls::ServerConfig>) {
+        let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+        let c = rcgen::generate_simple_self_signed(names).unwrap();
+        let pem = dir.join("cert.pem");
+        std::fs::write(&pem, c.cert.pem()).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(c.signing_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![c.cert.der().clone()], key)
+            .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        (pem, Arc::new(config))
+    }
+
+    #[test]
+    fn https_urls_need_a_ca_file_and_keep_their_scheme() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pem, _) = dev_certificate(dir.path());
+        let url = "https://127.0.0.1:10002/devstoreaccount1";
+        let key = crate::signing::DEV_ACCOUNT_KEY;
+        assert!(RestTarget::parse(url, None, key, None).is_err());
+        let t = RestTarget::parse(url, None, key, Some(&pem)).unwrap();
+        assert_eq!(t.authority, "127.0.0.1:10002");
+        assert_eq!(t.origin, "https://127.0.0.1:10002");
+        assert_eq!(t.base_url, "https://127.0.0.1:10002/devstoreaccount1");
+        assert!(t.tls.is_some());
+        let c = RestConn::new(Arc::new(t), "bench", Payload::new(0, 0));
+        let upsert = c.batch_body("x", "p1", &[("r1", 1)], BatchKind::Upsert);
+        assert!(upsert.contains(
+            "PUT https://127.0.0.1:10002/devstoreaccount1/bench(PartitionKey='p1',RowKey='r1') HTTP/1.1"
+        ));
+        // A plain URL ignores the CA file.
+        let plain = RestTarget::parse("http://h:1/a", None, key, Some(&pem)).unwrap();
+        assert!(plain.tls.is_none());
+    }
+
+    /// Handshakes and requests a TLS test server has served.
+    #[derive(Default)]
+    struct Served {
+        connections: std::sync::atomic::AtomicUsize,
+        requests: std::sync::atomic::AtomicUsize,
+    }
+
+    /// A TLS server that answers every request with `200 OK` and an empty body, keeping connections
+    /// alive.
+    async fn tls_responder(
+        config: Arc<rustls::ServerConfig>,
+    ) -> (String, Arc<Served>, tokio::task::JoinHandle<()>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let served = Arc::new(Served::default());
+        let counts = served.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, counts) = (acceptor.clone(), counts.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    counts.connections.fetch_add(1, Relaxed);
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while let Ok(n) = tls.read(&mut chunk).await {
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            counts.requests.fetch_add(1, Relaxed);
+                            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                            if tls.write_all(ok).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (addr, served, task)
+    }
+
+    #[tokio::test]
+    async fn requests_travel_over_tls_on_one_kept_alive_connection() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let dir = tempfile::tempdir().unwrap();
+        let (pem, config) = dev_certificate(dir.path());
+        let (addr, served, server) = tls_responder(config).await;
+        let url = format!("https://{addr}/devstoreaccount1");
+        let key = crate::signing::DEV_ACCOUNT_KEY;
+        let target = Arc::new(RestTarget::parse(&url, None, key, Some(&pem)).unwrap());
+        probe(&target).await.unwrap();
+        let mut conn = RestConn::new(target, "bench", Payload::new(100, 0));
+        let get = Op::Get {
+            pk: "p".into(),
+            rk: "r".into(),
+        };
+        for _ in 0..3 {
+            assert_eq!(conn.execute(&get).await.unwrap(), 1);
+        }
+        assert_eq!(served.requests.load(Relaxed), 4);
+        assert_eq!(
+            served.connections.load(Relaxed),
+            2,
+            "one handshake for the probe, one for the worker's three requests"
+        );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_certificate_not_in_the_ca_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, config) = dev_certificate(dir.path());
+        let other = tempfile::tempdir().unwrap();
+        let (other_pem, _) = dev_certificate(other.path());
+        let (addr, served, server) = tls_responder(config).await;
+        let url = format!("https://{addr}/devstoreaccount1");
+        let key = crate::signing::DEV_ACCOUNT_KEY;
+        let target = Arc::new(RestTarget::parse(&url, None, key, Some(&other_pem)).unwrap());
+        let mut conn = RestConn::new(target, "bench", Payload::new(100, 0));
+        let get = Op::Get {
+            pk: "p".into(),
+            rk: "r".into(),
+        };
+        let err = conn.execute(&get).await.unwrap_err();
+        assert!(err.kind().starts_with("connect: tls"), "{err}");
+        let requests = served.requests.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(requests, 0);
+        server.abort();
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!   coordinated omission (the wrk2 method).
 //!
 //! Operations scheduled during the warm-up run but are not recorded. The measured window runs from the
-//! end of the warm-up to the completion of the last measured operation. Workers record into their own
+//! end of the warm-up to the completion of the last measured operation; the CPU time of the load
+//! generator (and of the server, given its PID) is read at both ends of it ([`crate::cpu`]). Workers record into their own
 //! [`Recorder`]; the only shared state is two relaxed counters for the progress bar and, in
 //! operation-count mode, the ticket counter.
 //!
@@ -25,8 +26,9 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::bodies::Payload;
+use crate::cpu;
 use crate::driver::Target;
-use crate::report::{CompareReport, Latency, Recorder, RunReport, throughput};
+use crate::report::{CompareReport, CpuPerOp, Latency, Recorder, RunReport, throughput};
 use crate::workload::{KeyDistribution, OpGenerator, WorkloadConfig, Zipfian};
 
 /// How a run is driven.
@@ -119,6 +121,15 @@ pub async fn run(
         tokio::spawn(tick(bar, progress, schedule, opts.ops.is_some()))
     });
 
+    let server_pid = target.server_pid;
+    let cpu_at_start = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        (
+            cpu::process_cpu(None),
+            server_pid.and_then(|p| cpu::process_cpu(Some(p))),
+        )
+    });
+
     let mut workers = Vec::with_capacity(concurrency);
     for w in 0..concurrency {
         let mut conn = target.connection(table, payload.clone(), w);
@@ -173,6 +184,15 @@ pub async fn run(
         total.merge(&rec);
         last = last.max(done);
     }
+    let (client_before, server_before) = cpu_at_start.await?;
+    let (client_after, server_after) = (
+        cpu::process_cpu(None),
+        server_pid.and_then(|p| cpu::process_cpu(Some(p))),
+    );
+    let cpu = cpu::per_op_us(client_before, client_after, total.ops).map(|client_us| CpuPerOp {
+        client_us,
+        server_us: cpu::per_op_us(server_before, server_after, total.ops),
+    });
     if let Some(t) = ticker {
         t.abort();
     }
@@ -195,6 +215,7 @@ pub async fn run(
         entities_per_sec: throughput(total.entities, window),
         latency: Latency::of(&total.latency),
         errors: total.errors,
+        cpu,
     })
 }
 

@@ -5,6 +5,9 @@
 //! trestle-bench run --target trestle=rest:http://127.0.0.1:10002/devstoreaccount1 \
 //!     --compare azurite=rest:http://127.0.0.1:10012/devstoreaccount1 --workload read --rounds 3
 //! trestle-bench run --target grpc:127.0.0.1:10101,127.0.0.1:10102,127.0.0.1:10103 --workload insert
+//! trestle-bench run --target tls=rest:https://127.0.0.1:10002/devstoreaccount1 \
+//!     --ca-file trestle-data/tls/dev-cert.pem --compare plain=rest:http://127.0.0.1:10012/devstoreaccount1
+//! trestle-bench run --target grpc:127.0.0.1:10101 --compare grpc-unsigned:127.0.0.1:10101 --server-pid 4242
 //! trestle-bench fsync-rate --dir /var/tmp
 //! trestle-bench summarize results/raw/*.json --markdown results/summary.md --svg results/summary.svg
 //! ```
@@ -15,7 +18,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use trestle_benches::bodies::Payload;
-use trestle_benches::driver::Target;
+use trestle_benches::driver::{ConnectOptions, Target};
 use trestle_benches::report::CompareReport;
 use trestle_benches::runner::{self, Job, RunOptions};
 use trestle_benches::signing::DEV_ACCOUNT_KEY;
@@ -39,7 +42,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a workload against a target (or two, in turns, with --compare).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Measure the disk's synchronous append rate (write + fdatasync) under a directory.
     FsyncRate(FsyncArgs),
     /// Turn result files into a Markdown table and an SVG plot.
@@ -48,8 +51,10 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// `[label=]rest:URL` (account URL, e.g. http://127.0.0.1:10002/devstoreaccount1) or
-    /// `[label=]grpc:ADDR[,ADDR...]`.
+    /// `[label=]rest:URL` (account URL, e.g. http://127.0.0.1:10002/devstoreaccount1, or https://...
+    /// with --ca-file), `[label=]grpc:ADDR[,ADDR...]` (ADDR: host:port or https://host:port), or
+    /// `[label=]grpc-unsigned:ADDR[,ADDR...]` (calls without credentials: the node needs
+    /// allow-anonymous = true).
     #[arg(long)]
     target: String,
     /// A second target: run both in turns (A, B, A, B, ...) and print the ratios.
@@ -106,6 +111,17 @@ struct RunArgs {
     /// Account key, base64 (default: the development account's).
     #[arg(long, default_value = DEV_ACCOUNT_KEY)]
     key: String,
+    /// PEM certificates that https:// targets (REST and gRPC) are verified against, e.g. the
+    /// `<data>/tls/dev-cert.pem` of `trestle dev --tls`.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// The server process of --target: each round then reports its CPU time per operation too
+    /// (from /proc/PID/stat; the load generator's own is always reported).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// The server process of --compare (default: --server-pid).
+    #[arg(long)]
+    compare_server_pid: Option<u32>,
     /// The table is already created and loaded.
     #[arg(long)]
     skip_load: bool,
@@ -179,7 +195,7 @@ fn main() -> anyhow::Result<()> {
             .worker_threads(args.threads.max(1))
             .enable_all()
             .build()?
-            .block_on(run(args)),
+            .block_on(run(*args)),
         Command::FsyncRate(a) => {
             let r = fsync::measure(&a.dir, a.block, a.duration)
                 .with_context(|| format!("measuring fsync under {}", a.dir.display()))?;
@@ -205,18 +221,25 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.ops.is_none() && args.duration.is_zero() {
         bail!("give --duration or --ops");
     }
-    let account = args.account.as_deref();
-    let a = Target::parse(&args.target, account, &args.key)
+    let opts = ConnectOptions {
+        account: args.account.clone(),
+        key: args.key.clone(),
+        ca_file: args.ca_file.clone(),
+    };
+    let mut a = Target::parse(&args.target, &opts)
         .await?
-        .with_grpc_channels(args.grpc_channels, account, &args.key)
+        .with_grpc_channels(args.grpc_channels, &opts)
         .await?;
+    a.server_pid = args.server_pid;
     let b = match &args.compare {
-        Some(spec) => Some(
-            Target::parse(spec, account, &args.key)
+        Some(spec) => {
+            let mut b = Target::parse(spec, &opts)
                 .await?
-                .with_grpc_channels(args.grpc_channels, account, &args.key)
-                .await?,
-        ),
+                .with_grpc_channels(args.grpc_channels, &opts)
+                .await?;
+            b.server_pid = args.compare_server_pid.or(args.server_pid);
+            Some(b)
+        }
         None => None,
     };
     let cfg = WorkloadConfig {
