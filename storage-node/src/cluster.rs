@@ -95,6 +95,21 @@ impl ClusterTableService {
         &self.local
     }
 
+    /// Drops the entities of every deleted table that still has them, on its range's leader wherever
+    /// that is (the partition manager's chore). Returns how many tables were dropped.
+    pub async fn reap_dropped_tables(&self) -> Result<usize> {
+        let pending = self.local.undropped_tables().await?;
+        for &table_id in &pending {
+            let drop = self.route(
+                Retry::Safe,
+                || self.local.drop_table_data(table_id),
+                |c| forward::drop_table_data(c, table_id),
+            );
+            FORWARDED.scope(false, drop).await?;
+        }
+        Ok(pending.len())
+    }
+
     /// A human-readable description of a range's span, for status output.
     pub fn describe_range(&self, range: u64) -> String {
         self.local.describe_range(range)

@@ -16,6 +16,7 @@ pub mod locks;
 pub mod logging;
 pub mod meta_sm;
 pub mod node;
+pub mod partition_manager;
 pub mod query;
 pub mod ranges;
 pub mod table_sm;

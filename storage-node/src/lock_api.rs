@@ -72,8 +72,7 @@ impl Leadership {
 }
 
 impl LockService {
-    #[allow(clippy::too_many_arguments)]
-    pub fn server(
+    pub fn new(
         cluster: Arc<ClusterTableService>,
         local: Arc<LocalTables>,
         host: Arc<LockHost>,
@@ -81,8 +80,8 @@ impl LockService {
         default_account: String,
         max_wait: Duration,
         leadership: Arc<Leadership>,
-    ) -> LockServer<LockService> {
-        LockServer::new(LockService {
+    ) -> Arc<LockService> {
+        Arc::new(LockService {
             cluster,
             local,
             host,
@@ -91,6 +90,93 @@ impl LockService {
             max_wait,
             leadership,
         })
+    }
+
+    /// The tonic service of a shared `LockService` (the node's own chores use it too).
+    pub fn server(service: Arc<LockService>) -> LockServer<LockService> {
+        LockServer::from_arc(service)
+    }
+
+    /// A lease in `account` for Trestle's own use (no caller to authenticate), on the meta leader.
+    pub(crate) async fn grant_internal(
+        &self,
+        account: &str,
+        ttl: Duration,
+        owner: &str,
+    ) -> Result<u64> {
+        let mut c = command(K::GrantLease, 0, "", false);
+        c.ttl_ms = ttl.as_millis() as u64;
+        c.owner = owner.to_string();
+        let msg = pb::GrantLeaseRequest {
+            account: account.to_string(),
+            ttl_ms: c.ttl_ms,
+            owner: owner.to_string(),
+        };
+        let r: pb::GrantLeaseResponse = self
+            .run(Retry::RefusalsOnly, c, |link| {
+                forward(
+                    link,
+                    msg.clone(),
+                    account.to_string(),
+                    |mut c, r| async move { c.grant_lease(r).await },
+                )
+            })
+            .await?;
+        Ok(r.lease)
+    }
+
+    /// Renews a lease of Trestle's own.
+    pub(crate) async fn keep_alive_internal(&self, account: &str, lease: u64) -> Result<()> {
+        let msg = pb::KeepAliveRequest {
+            account: account.to_string(),
+            lease,
+        };
+        let _: pb::KeepAliveResponse = self
+            .run(
+                Retry::Safe,
+                command(K::KeepAlive, lease, "", false),
+                |link| {
+                    forward(
+                        link,
+                        msg.clone(),
+                        account.to_string(),
+                        |mut c, r| async move { c.keep_alive(r).await },
+                    )
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Takes `name` of `account` under `lease` if it is free (or already ours): the token.
+    pub(crate) async fn try_acquire_internal(
+        &self,
+        account: &str,
+        lease: u64,
+        name: &str,
+    ) -> Result<u64> {
+        let full = scoped(account, name);
+        let msg = pb::AcquireRequest {
+            account: account.to_string(),
+            lease,
+            name: name.to_string(),
+            wait_ms: 0,
+        };
+        self.cluster
+            .route(
+                Retry::RefusalsOnly,
+                || self.acquire_here(lease, &full, Duration::ZERO),
+                |link| {
+                    let f = forward(
+                        link,
+                        msg.clone(),
+                        account.to_string(),
+                        |mut c, r| async move { c.acquire(r).await },
+                    );
+                    async move { f.await.map(|r| r.token) }
+                },
+            )
+            .await
     }
 
     /// The account the call acts in, after checking the caller may hold locks there.

@@ -75,6 +75,8 @@ pub struct Node {
     rest_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
+    /// The partition manager lock's token while this node holds it.
+    partition_manager: watch::Receiver<Option<u64>>,
 }
 
 impl Node {
@@ -185,7 +187,7 @@ impl Node {
         ));
         let default_account = trestle_rest_gateway::config::DEV_ACCOUNT.to_string();
         let leadership = Arc::new(crate::lock_api::Leadership::default());
-        let lock_service = crate::lock_api::LockService::server(
+        let lock_service = crate::lock_api::LockService::new(
             tables.clone(),
             local.clone(),
             locks.clone(),
@@ -220,7 +222,7 @@ impl Node {
                 auth,
             ))
             .add_service(admin.server())
-            .add_service(lock_service)
+            .add_service(crate::lock_api::LockService::server(lock_service.clone()))
             .add_service(RaftService::new(
                 cfg.node_id,
                 cfg.cluster_token.clone(),
@@ -249,22 +251,16 @@ impl Node {
             shutdown.subscribe(),
         )));
 
-        // Deleted tables' entities are dropped by the leader of their range; this finds drops that could
-        // not run where the table was deleted (another node led the data range).
-        let reaper = local.clone();
-        let mut stop = shutdown.subscribe();
-        servers.push(tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tokio::select! {
-                    _ = stop.changed() => return,
-                    _ = every.tick() => {}
-                }
-                if let Err(e) = reaper.reap_dropped_tables().await {
-                    tracing::debug!(error = %e, "reaping dropped tables");
-                }
-            }
-        }));
+        // Cluster-wide chores (reaping deleted tables' entities whose drop could not run at delete
+        // time) run on one node: the one holding the partition manager's lock.
+        let (role_tx, partition_manager) = watch::channel(None);
+        servers.push(tokio::spawn(crate::partition_manager::run(
+            cfg.node_id,
+            lock_service.clone(),
+            tables.clone(),
+            role_tx,
+            shutdown.subscribe(),
+        )));
 
         let mut rest_addr = None;
         if let Some(listener) = listeners.rest {
@@ -291,6 +287,7 @@ impl Node {
             rest_addr,
             shutdown,
             servers,
+            partition_manager,
         })
     }
 
@@ -304,6 +301,12 @@ impl Node {
 
     pub fn tables(&self) -> &Arc<ClusterTableService> {
         &self.tables
+    }
+
+    /// The fencing token of the partition manager's lock while this node holds it (see
+    /// `partition_manager`).
+    pub fn partition_manager_token(&self) -> Option<u64> {
+        *self.partition_manager.borrow()
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {

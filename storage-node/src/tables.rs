@@ -406,6 +406,21 @@ impl LocalTables {
 
     /// Drops the entities of every deleted table whose range this node leads and that was not dropped
     /// yet; returns how many drops it proposed. Meant to run periodically on every node.
+    /// Deleted tables whose entities this replica still holds (linearizable: after `read_index` on the
+    /// meta group and on each table's range; works on followers).
+    pub async fn undropped_tables(&self) -> Result<Vec<u64>> {
+        self.read_index(META_RANGE_ID).await?;
+        let mut out = Vec::new();
+        for record in meta_sm::dropped_tables(self.engine())? {
+            let range = self.ranges.range_for_table(record.id).id;
+            self.read_index(range).await?;
+            if !query::is_dropped(self.engine(), record.id)? {
+                out.push(record.id);
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn reap_dropped_tables(&self) -> Result<usize> {
         self.read_index(META_RANGE_ID).await?;
         let mut dropped = 0;

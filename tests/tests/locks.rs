@@ -200,3 +200,37 @@ async fn l05_a_holder_that_lost_its_lease_is_fenced_off_at_the_range() {
     assert_eq!(batch.code(), Some(ErrorCode::FencingTokenStale), "{batch}");
     c.shutdown().await;
 }
+
+/// The nodes that act as partition manager now, with their tokens.
+fn partition_managers(c: &InProcessCluster) -> Vec<(u64, u64)> {
+    (1..=3)
+        .filter(|id| c.is_running(*id))
+        .filter_map(|id| c.node(id).partition_manager_token().map(|t| (id, t)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn l06_the_partition_manager_runs_on_one_node_and_moves_when_it_dies() {
+    let mut c = InProcessCluster::start(1).await.unwrap();
+    let first = eventually(Duration::from_secs(20), || async {
+        match partition_managers(&c).as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        }
+    })
+    .await
+    .expect("exactly one partition manager");
+    c.stop(first.0).await;
+    let next = eventually(Duration::from_secs(30), || async {
+        match partition_managers(&c).as_slice() {
+            [one] if one.0 != first.0 => Some(*one),
+            _ => None,
+        }
+    })
+    .await
+    .expect("the role moves to another node");
+    assert!(next.1 > first.1, "the new holder's token is higher");
+    // Never two at once while the role settled.
+    assert!(partition_managers(&c).len() <= 1);
+    c.shutdown().await;
+}

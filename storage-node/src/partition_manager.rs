@@ -1,0 +1,119 @@
+//! The partition manager: the one place cluster-wide chores run, on whichever node holds the lock
+//! [`LOCK`] of Trestle's own lock scope (as Windows Azure Storage elects its partition manager through
+//! its lock service).
+//!
+//! Every node runs [`run`]: it holds a lease (TTL [`TTL`]) and tries to take the lock; the node that gets
+//! it acts as the partition manager while its lease is valid by the client-side rule of `locks` (it
+//! stops acting `TTL − margin` after sending the last keep-alive that was acknowledged, before the meta
+//! leader could expire the lease and hand the lock on). When that node dies or is cut off, its lease
+//! expires and the next node to try gets the lock with a higher fencing token.
+//!
+//! Chores today: reaping the entities of deleted tables whose drop could not run at delete time
+//! ([`ClusterTableService::reap_dropped_tables`]). The range scheduler of the scale-out work will live
+//! here.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::cluster::ClusterTableService;
+use crate::lock_api::LockService;
+
+/// The lock scope of Trestle's own locks: not a valid storage account name (those are lowercase
+/// letters and digits), so no account's locks can meet it.
+pub const SYSTEM_SCOPE: &str = "_system";
+/// The partition manager's lock.
+pub const LOCK: &str = "trestle/partition-manager";
+/// The partition manager's lease TTL.
+pub const TTL: Duration = Duration::from_secs(5);
+/// How often the chores run.
+const CHORE_EVERY: Duration = Duration::from_secs(5);
+
+/// How long after sending an acknowledged keep-alive the holder may still act (as the SDK's rule).
+fn valid_for(ttl: Duration) -> Duration {
+    ttl.saturating_sub(ttl / 10 + Duration::from_millis(500))
+}
+
+/// Runs the election and, while this node holds the lock, the chores. `role` says whether this node
+/// is the partition manager now (with the lock's fencing token).
+pub async fn run(
+    node_id: u64,
+    locks: Arc<LockService>,
+    cluster: Arc<ClusterTableService>,
+    role: watch::Sender<Option<u64>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let owner = format!("node {node_id}");
+    let mut retry = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = retry.tick() => {}
+        }
+        let sent = Instant::now();
+        let lease = match locks.grant_internal(SYSTEM_SCOPE, TTL, &owner).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::debug!(error = %e, "partition manager: no lease yet");
+                continue;
+            }
+        };
+        let mut valid_until = sent + valid_for(TTL);
+        let mut last_chore: Option<Instant> = None;
+        // Hold the lease; try for the lock; act while holding it and the lease is valid.
+        loop {
+            let now = Instant::now();
+            if now >= valid_until {
+                let _ = role.send(None);
+                tracing::warn!(lease, "partition manager: lease not renewed in time");
+                break;
+            }
+            let token = match locks.try_acquire_internal(SYSTEM_SCOPE, lease, LOCK).await {
+                Ok(token) => Some(token),
+                Err(e) if e.code == trestle_types::ErrorCode::LockHeld => None,
+                Err(e) if e.code == trestle_types::ErrorCode::LeaseNotFound => {
+                    let _ = role.send(None);
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "partition manager: acquire failed");
+                    None
+                }
+            };
+            if role.borrow().is_some() != token.is_some() {
+                match token {
+                    Some(t) => {
+                        tracing::info!(node_id, token = t, "this node is the partition manager")
+                    }
+                    None => tracing::info!(node_id, "this node is no longer the partition manager"),
+                }
+            }
+            let _ = role.send(token);
+            if token.is_some() && last_chore.is_none_or(|t| t.elapsed() >= CHORE_EVERY) {
+                last_chore = Some(Instant::now());
+                match cluster.reap_dropped_tables().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        tables = n,
+                        "partition manager: dropped deleted tables' entities"
+                    ),
+                    Err(e) => tracing::debug!(error = %e, "partition manager: reaping"),
+                }
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(TTL / 3) => {}
+            }
+            let sent = Instant::now();
+            match locks.keep_alive_internal(SYSTEM_SCOPE, lease).await {
+                Ok(()) => valid_until = sent + valid_for(TTL),
+                Err(e) if e.code == trestle_types::ErrorCode::LeaseNotFound => {
+                    let _ = role.send(None);
+                    break;
+                }
+                Err(e) => tracing::debug!(error = %e, "partition manager: keep-alive failed"),
+            }
+        }
+    }
+}
