@@ -251,12 +251,14 @@ impl Lease {
             wait_ms: wait.as_millis() as u64,
         };
         let deadline = Instant::now() + wait + self.locks.client.config().deadline;
+        // Safe to repeat: acquiring a lock the lease holds returns its grant, and a lease already in
+        // the queue keeps its place (the state machine makes Acquire idempotent per lease and name).
         let resp = self
             .locks
             .call(
                 method::ACQUIRE,
                 msg,
-                Idempotency::Write,
+                Idempotency::Read,
                 deadline,
                 |mut c, r| async move { c.acquire(r).await },
             )

@@ -33,6 +33,8 @@ pub struct AdminService {
     pub(crate) default_account: String,
     /// How this node reaches its peers (to forward a leader transfer).
     pub(crate) peer_tls: trestle_replication::grpc::PeerTls,
+    pub(crate) locks: Arc<crate::locks::LockHost>,
+    pub(crate) leadership: Arc<crate::lock_api::Leadership>,
 }
 
 impl AdminService {
@@ -127,6 +129,59 @@ impl Admin for AdminService {
             range_id: range,
             leader_node_id: leader,
             leader_grpc_addr: self.addr_of(leader),
+        }))
+    }
+
+    async fn locks(
+        &self,
+        request: Request<trestle_proto::admin::LocksRequest>,
+    ) -> Result<Response<trestle_proto::admin::LocksResponse>, Status> {
+        self.secrets.require_admin(request.metadata())?;
+        self.tables
+            .local()
+            .read_meta()
+            .await
+            .map_err(|e| crate::grpc_api::status_from_error(&e))?;
+        let since = self.leadership.since();
+        let held: Vec<(String, u64, u64, Vec<u64>)> = self.locks.read(|s| {
+            s.locks()
+                .map(|l| {
+                    (
+                        l.name.clone(),
+                        l.holder.lease,
+                        l.holder.token,
+                        l.waiters.iter().copied().collect(),
+                    )
+                })
+                .collect()
+        });
+        let locks = held
+            .into_iter()
+            .map(|(full, lease, token, waiters)| {
+                let (scope, name) = full.split_once('/').unwrap_or(("", full.as_str()));
+                let (owner, ttl_ms) = self.locks.read(|s| {
+                    s.lease(lease)
+                        .map(|l| (l.owner.clone(), l.ttl_ms))
+                        .unwrap_or_default()
+                });
+                trestle_proto::admin::HeldLock {
+                    scope: scope.to_string(),
+                    name: name.to_string(),
+                    lease,
+                    owner,
+                    token,
+                    ttl_ms,
+                    remaining_ms: self
+                        .locks
+                        .remaining(lease, since.unwrap_or_default())
+                        .map_or(0, |d| d.as_millis() as u64),
+                    waiters,
+                }
+            })
+            .collect();
+        Ok(Response::new(trestle_proto::admin::LocksResponse {
+            locks,
+            meta_leader: since.is_some(),
         }))
     }
 

@@ -44,6 +44,13 @@ enum CtlCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Every held lock: scope (account, or _system for Trestle's own), name, holder lease and owner,
+    /// fencing token, TTL and time left (by the meta leader's clock), waiters.
+    Locks {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Move a range's leadership to another node.
     TransferLeader {
         #[arg(long)]
@@ -156,6 +163,40 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        CtlCommand::Locks { json } => {
+            // Ask the meta leader: its TTLs left are the ones that count.
+            let first = status_of(&connector, &args.addr, &token).await?;
+            let leader = first
+                .ranges
+                .iter()
+                .find(|r| r.range_id == 1)
+                .map(|r| r.leader_node_id)
+                .and_then(|id| first.nodes.iter().find(|n| n.id == id))
+                .map_or(args.addr.clone(), |n| n.grpc_addr.clone());
+            let mut client = connector.admin(&leader).await?;
+            let resp = client
+                .locks(authorized(trestle_proto::admin::LocksRequest {}, &token)?)
+                .await?
+                .into_inner();
+            if json {
+                let locks: Vec<serde_json::Value> = resp
+                    .locks
+                    .iter()
+                    .map(|l| {
+                        serde_json::json!({"scope": l.scope, "name": l.name, "lease": l.lease,
+                            "owner": l.owner, "token": l.token, "ttl_ms": l.ttl_ms,
+                            "remaining_ms": l.remaining_ms, "waiters": l.waiters})
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({"meta_leader": resp.meta_leader, "locks": locks})
+                );
+            } else {
+                print!("{}", render_locks(&resp));
+            }
+            Ok(())
+        }
         CtlCommand::TransferLeader { range, to } => {
             let mut client = connector.admin(&args.addr).await?;
             client
@@ -171,6 +212,32 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Renders the held locks as text, one line each.
+pub fn render_locks(resp: &trestle_proto::admin::LocksResponse) -> String {
+    let mut out = format!(
+        "{:<18} {:<32} {:<10} {:<16} {:<10} {:>8} {:>10} WAITERS\n",
+        "SCOPE", "NAME", "LEASE", "OWNER", "TOKEN", "TTL", "LEFT"
+    );
+    for l in &resp.locks {
+        out += &format!(
+            "{:<18} {:<32} {:<10} {:<16} {:<10} {:>7}s {:>9.1}s {}\n",
+            l.scope,
+            l.name,
+            l.lease,
+            l.owner,
+            l.token,
+            l.ttl_ms / 1000,
+            l.remaining_ms as f64 / 1000.0,
+            l.waiters.len()
+        );
+    }
+    if !resp.meta_leader {
+        out +=
+            "(answered by a node that does not lead the meta group: times left are approximate)\n";
+    }
+    out
 }
 
 /// Renders the cluster as text: the nodes, then one line per (range, replica).

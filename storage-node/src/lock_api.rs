@@ -7,6 +7,8 @@
 //!   FIFO queue and the call waits (at most `wait_ms`, and never past the node's request timeout) for the
 //!   grant to be applied. When the wait runs out the node proposes `CancelWait`; if that finds the lease no
 //!   longer waiting, the grant won the race and its token is returned.
+//! - **Acquire is idempotent** per lease and name (a held lock returns its grant, a queued lease keeps
+//!   its place), so a forwarded acquire whose meta leader died mid-wait is retried on the new one.
 //! - **Expiry** is the meta leader's ([`run_expiry`]).
 //! - Errors are typed: `InvalidInput` (name, TTL, owner), `LeaseNotFound`, `LockHeld`, `LockNotHeld`,
 //!   `LockLimitExceeded`, with the code in `x-trestle-error-code` as for every call.
@@ -49,7 +51,8 @@ pub struct LockService {
 pub struct Leadership(std::sync::Mutex<Option<(u64, Duration)>>);
 
 impl Leadership {
-    fn since(&self) -> Option<Duration> {
+    /// Since when this node has led the meta group, if it does.
+    pub fn since(&self) -> Option<Duration> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -455,7 +458,7 @@ impl Lock for LockService {
         let token = self
             .cluster
             .route(
-                Retry::RefusalsOnly,
+                Retry::Safe,
                 || self.acquire_here(msg.lease, &name, wait),
                 |link| {
                     let f = forward(link, msg.clone(), account.clone(), |mut c, r| async move {

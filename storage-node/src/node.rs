@@ -205,6 +205,8 @@ impl Node {
             auth: auth.clone(),
             default_account: default_account.clone(),
             peer_tls: peer_tls.clone(),
+            locks: locks.clone(),
+            leadership: leadership.clone(),
         };
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = server_tls {

@@ -244,6 +244,12 @@ impl LocalTables {
         }
     }
 
+    /// Waits until this replica of the meta group has applied everything committed before now (any
+    /// replica; linearizable reads of the lock state and catalog).
+    pub(crate) async fn read_meta(&self) -> Result<()> {
+        self.read_index(META_RANGE_ID).await
+    }
+
     /// Fails with `NotLeader` unless this node leads the meta group, then waits until this replica has
     /// applied everything committed before now (so reads of the lock state are linearizable).
     pub(crate) async fn meta_leader_read(&self) -> Result<()> {

@@ -406,3 +406,88 @@ async fn t05_killing_leaders_under_rest_load_never_answers_internal_error() {
     drop(client);
     cluster.stop_all().unwrap();
 }
+
+/// `trestle ctl locks --json` against `cluster`'s node `id`.
+fn ctl_locks(cluster: &ProcessCluster, id: u64) -> Option<serde_json::Value> {
+    let out = std::process::Command::new(trestle_testkit::process::trestle_bin().ok()?)
+        .args([
+            "ctl",
+            "--addr",
+            &cluster.grpc_endpoint(id),
+            "locks",
+            "--json",
+        ])
+        .env(
+            "TRESTLE_ADMIN_TOKEN",
+            trestle_testkit::process::PROCESS_CLUSTER_TOKEN,
+        )
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t06_locks_survive_kill9_of_the_meta_leader_and_ctl_lists_them() {
+    let mut cluster = ProcessCluster::start(1).await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let locks = client.locks();
+    let holder = locks.lease(Duration::from_secs(5)).await.unwrap();
+    let held = holder.try_acquire("jobs/compaction").await.unwrap();
+    let waiter = locks.lease(Duration::from_secs(10)).await.unwrap();
+
+    // ctl shows the lock (and the partition manager's own) from the meta leader.
+    let listed = trestle_testkit::eventually(Duration::from_secs(20), || async {
+        let v = ctl_locks(&cluster, 2)?;
+        let locks = v["locks"].as_array()?.clone();
+        let pm = locks
+            .iter()
+            .any(|l| l["scope"] == "_system" && l["name"] == "trestle/partition-manager");
+        (pm && v["meta_leader"] == true).then_some(locks)
+    })
+    .await
+    .expect("ctl locks lists the partition manager's lock from the meta leader");
+    let ours = listed
+        .iter()
+        .find(|l| l["name"] == "jobs/compaction")
+        .expect("our lock is listed");
+    assert_eq!(ours["scope"], ACCOUNT);
+    assert_eq!(ours["token"].as_u64(), Some(held.token()));
+    assert_eq!(ours["lease"].as_u64(), Some(holder.id()));
+
+    // kill -9 the meta leader while the lock is held and contended.
+    let meta_leader = cluster.leader_of(1).await.unwrap();
+    let contender = tokio::spawn(async move {
+        let g = waiter
+            .acquire("jobs/compaction", Duration::from_secs(40))
+            .await;
+        (waiter, g)
+    });
+    cluster.kill9(meta_leader).unwrap();
+    let new_leader = trestle_testkit::eventually(Duration::from_secs(30), || async {
+        cluster.leader_of(1).await.filter(|l| *l != meta_leader)
+    })
+    .await
+    .expect("a new meta leader");
+    assert_ne!(new_leader, meta_leader);
+    // The holder's background keep-alives carry it across the failover: still held, same token.
+    let info = trestle_testkit::eventually(Duration::from_secs(20), || async {
+        locks.describe("jobs/compaction").await.ok()
+    })
+    .await
+    .unwrap();
+    assert_eq!(info.holder, Some(holder.id()), "lost across the failover");
+    assert_eq!(info.token, held.token());
+    assert!(!holder.is_lost());
+    // Released, it goes to the contender with a higher token.
+    let first_token = held.token();
+    held.release().await.unwrap();
+    let (_waiter, granted) = contender.await.unwrap();
+    let granted = granted.unwrap();
+    assert!(granted.token() > first_token);
+    cluster.restart(meta_leader).await.unwrap();
+    drop(client);
+    cluster.stop_all().unwrap();
+}

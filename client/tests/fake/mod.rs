@@ -367,4 +367,11 @@ impl Admin for FakeAdmin {
     ) -> Result<Response<apb::TransferLeaderResponse>, Status> {
         Err(Status::unimplemented("transfer"))
     }
+
+    async fn locks(
+        &self,
+        _: Request<apb::LocksRequest>,
+    ) -> Result<Response<apb::LocksResponse>, Status> {
+        Err(Status::unimplemented("locks"))
+    }
 }
