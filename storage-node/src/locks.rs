@@ -411,27 +411,24 @@ mod tests {
         }
     }
 
+    fn grant(host: &LockHost, engine: &MemoryEngine, index: u64) -> u64 {
+        apply(
+            host,
+            engine,
+            index,
+            cmd(lock_command::Kind::GrantLease, 0, ""),
+        )
+        .unwrap()
+        .lease
+    }
+
     #[test]
     fn the_state_survives_a_reload_from_its_records() {
         let engine = MemoryEngine::new();
         let clock = Arc::new(ManualClock::default());
         let host = LockHost::new(clock.clone());
-        let a = apply(
-            &host,
-            &engine,
-            1,
-            cmd(lock_command::Kind::GrantLease, 0, ""),
-        )
-        .unwrap()
-        .lease;
-        let b = apply(
-            &host,
-            &engine,
-            2,
-            cmd(lock_command::Kind::GrantLease, 0, ""),
-        )
-        .unwrap()
-        .lease;
+        let a = grant(&host, &engine, 1);
+        let b = grant(&host, &engine, 2);
         assert_eq!(
             apply(
                 &host,
@@ -482,14 +479,7 @@ mod tests {
         let engine = MemoryEngine::new();
         let clock = Arc::new(ManualClock::default());
         let host = LockHost::new(clock.clone());
-        let a = apply(
-            &host,
-            &engine,
-            1,
-            cmd(lock_command::Kind::GrantLease, 0, ""),
-        )
-        .unwrap()
-        .lease;
+        let a = grant(&host, &engine, 1);
         clock.advance(Duration::from_millis(1_500));
         assert!(host.expired(Duration::ZERO).is_empty());
         apply(&host, &engine, 2, cmd(lock_command::Kind::KeepAlive, a, "")).unwrap();
