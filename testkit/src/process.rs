@@ -199,6 +199,26 @@ impl ProcessCluster {
         Ok(())
     }
 
+    /// SIGSTOP: the node freezes with its sockets open (a long GC pause, a stalled VM).
+    pub fn pause(&self, id: u64) -> anyhow::Result<()> {
+        self.signal(id, "-STOP")
+    }
+
+    /// SIGCONT after [`ProcessCluster::pause`].
+    pub fn resume(&self, id: u64) -> anyhow::Result<()> {
+        self.signal(id, "-CONT")
+    }
+
+    fn signal(&self, id: u64, signal: &str) -> anyhow::Result<()> {
+        if let Some(child) = &self.children[(id - 1) as usize] {
+            let status = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()?;
+            anyhow::ensure!(status.success(), "kill {signal} of node {id} failed");
+        }
+        Ok(())
+    }
+
     /// Starts a killed node again on the same data directory.
     pub async fn restart(&mut self, id: u64) -> anyhow::Result<()> {
         self.spawn(id)?;

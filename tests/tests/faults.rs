@@ -1,0 +1,177 @@
+//! Fault runs of the real binary judged by the history checkers (testkit::history): entity registers
+//! read, written and compare-and-swapped by concurrent clients while the nemesis kills (-9) and pauses
+//! (SIGSTOP) nodes, then every key's history must be linearizable. The nemesis schedule comes from a seed
+//! (printed, so a failure can be replayed).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use trestle_client::{IfMatch, TableClient};
+use trestle_testkit::ProcessCluster;
+use trestle_testkit::history::{Op, Outcome, Recorder, linearizable};
+use trestle_types::{Entity, ErrorCode, Value};
+
+const KEYS: [&str; 3] = ["k0", "k1", "k2"];
+
+fn etag_text(e: &trestle_types::ETag) -> String {
+    e.0.ticks().to_string()
+}
+
+fn value_of(e: &Entity) -> Option<String> {
+    match e.properties.get("v") {
+        Some(Value::String(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// One client process: random reads, upserts and CAS on the keys until `stop`.
+async fn worker(
+    process: u64,
+    client: TableClient,
+    rec: Recorder,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
+    seed: u64,
+) {
+    let table = client.table("registers");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut last_etag: std::collections::HashMap<&str, String> = Default::default();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let key = KEYS[rng.gen_range(0..KEYS.len())];
+        n += 1;
+        let value = format!("p{process}-{n}");
+        match rng.gen_range(0..3) {
+            0 => {
+                let h = rec.invoke(process, Op::read(key));
+                match table.get("r", key).await {
+                    Ok(e) => {
+                        let etag = e.etag().as_ref().map(etag_text);
+                        if let Some(t) = &etag {
+                            last_etag.insert(key, t.clone());
+                        }
+                        h.ok(value_of(&e).as_deref(), etag.as_deref());
+                    }
+                    Err(e) if e.code() == Some(ErrorCode::ResourceNotFound) => h.ok(None, None),
+                    Err(_) => h.unknown(),
+                }
+            }
+            1 => {
+                let h = rec.invoke(process, Op::write(key, value.clone()));
+                let entity = Entity::new("r", key).with("v", Value::String(value));
+                match table.upsert_replace(entity).await {
+                    Ok(o) => h.ok(None, o.etag.as_ref().map(etag_text).as_deref()),
+                    Err(e) if e.may_have_applied() => h.unknown(),
+                    Err(e) => h.fail(format!("{e}")),
+                }
+            }
+            _ => {
+                let Some(expected) = last_etag.get(key).cloned() else {
+                    continue;
+                };
+                let h = rec.invoke(process, Op::cas(key, expected.clone(), value.clone()));
+                let ticks: i64 = expected.parse().unwrap_or_default();
+                let etag = trestle_types::ETag(trestle_types::DateTime(ticks));
+                let entity = Entity::new("r", key).with("v", Value::String(value));
+                match table.replace(entity, IfMatch::ETag(etag)).await {
+                    Ok(o) => h.ok(None, o.etag.as_ref().map(etag_text).as_deref()),
+                    Err(e) if e.may_have_applied() => h.unknown(),
+                    Err(e) => h.fail(format!("{e}")),
+                }
+            }
+        }
+        done.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn f01_registers_stay_linearizable_under_kill9_and_pauses() {
+    let seed: u64 = std::env::var("TRESTLE_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("fault seed {seed} (TRESTLE_FAULT_SEED={seed} replays the schedule)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut cluster = ProcessCluster::start(1).await.unwrap();
+    let client = cluster.client().await.unwrap();
+    client.create_table("registers").await.unwrap();
+    let rec = Recorder::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for p in 0..4u64 {
+        workers.push(tokio::spawn(worker(
+            p,
+            client.clone(),
+            rec.clone(),
+            stop.clone(),
+            done.clone(),
+            seed ^ p,
+        )));
+    }
+    let progress = |n: usize| {
+        let done = done.clone();
+        async move {
+            let target = done.load(Ordering::Relaxed) + n;
+            trestle_testkit::eventually(Duration::from_secs(60), || async {
+                (done.load(Ordering::Relaxed) >= target).then_some(())
+            })
+            .await
+            .is_some()
+        }
+    };
+    assert!(progress(100).await, "the workload runs");
+    for round in 0..4 {
+        let victim = rng.gen_range(1..=3u64);
+        if rng.gen_bool(0.5) {
+            eprintln!("round {round}: kill -9 node {victim}");
+            cluster.kill9(victim).unwrap();
+            assert!(
+                progress(100).await,
+                "round {round}: progress without node {victim}"
+            );
+            cluster.restart(victim).await.unwrap();
+        } else {
+            eprintln!("round {round}: SIGSTOP node {victim}");
+            cluster.pause(victim).unwrap();
+            assert!(
+                progress(100).await,
+                "round {round}: progress while node {victim} is paused"
+            );
+            cluster.resume(victim).unwrap();
+        }
+        assert!(
+            progress(50).await,
+            "round {round}: progress after the fault healed"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let history = rec.history();
+    let ops = history.len();
+    match linearizable::check(&history) {
+        linearizable::Verdict::Linearizable => {}
+        linearizable::Verdict::NotLinearizable {
+            key,
+            counterexample,
+        } => {
+            panic!("seed {seed}: key {key} is not linearizable: {counterexample:?}")
+        }
+        linearizable::Verdict::Unknown { key, explored } => {
+            panic!("seed {seed}: the search on {key} gave up after {explored} states ({ops} ops)")
+        }
+    }
+    let unknown = history
+        .operations()
+        .iter()
+        .filter(|o| matches!(o.outcome, Outcome::Unknown))
+        .count();
+    eprintln!("{ops} operations ({unknown} with unknown outcome), linearizable");
+    assert!(ops > 500, "too few operations to mean anything: {ops}");
+    drop(client);
+    cluster.stop_all().unwrap();
+}
