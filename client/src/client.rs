@@ -50,6 +50,8 @@ pub(crate) enum Idempotency {
     /// Writes (entities, batches, table creation and deletion): repeating one that was applied could
     /// apply it twice or turn its success into a spurious conflict.
     Write,
+    /// Safe to repeat, like a read, but one attempt may take this long (a waiting lock acquire).
+    RepeatableWithin(Duration),
 }
 
 /// A client of a Trestle cluster over gRPC. Cheap to clone; clones share connections and the leader
@@ -257,15 +259,29 @@ impl TableClient {
             let addr = redirect.take().unwrap_or_else(|| router.address_for(route));
             let client = wrap(router.channel(&addr)?);
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let status = match tokio::time::timeout(remaining, attempt(client)).await {
+            // A read may try another node when one does not answer (a paused or partitioned node
+            // keeps its connections open); a write waits for its answer, since repeating it is unsafe.
+            let budget = match idempotency {
+                Idempotency::Read => remaining.min(cfg.attempt_timeout),
+                Idempotency::RepeatableWithin(d) => remaining.min(d),
+                Idempotency::Write => remaining,
+            };
+            let status = match tokio::time::timeout(budget, attempt(client)).await {
                 Ok(Ok(response)) => return Ok(response.into_inner()),
                 Ok(Err(status)) => status,
                 Err(_) => {
-                    let what = format!("no response from {addr} within the deadline");
-                    return Err(match idempotency {
-                        Idempotency::Read => Error::Timeout(what),
-                        Idempotency::Write => Error::Ambiguous(what),
-                    });
+                    // Whatever happens next, calls should not keep going to a node that is silent.
+                    router.cache().forget_address(&addr, Instant::now());
+                    router.skip_seed(&addr);
+                    let what = format!("no response from {addr} within {budget:?}");
+                    match idempotency {
+                        Idempotency::Write => return Err(Error::Ambiguous(what)),
+                        _ if budget >= remaining => return Err(Error::Timeout(what)),
+                        _ => {
+                            tracing::debug!(%addr, "read attempt timed out; trying another node");
+                            continue;
+                        }
+                    }
                 }
             };
             tracing::debug!(%addr, code = ?status.code(), message = status.message(), "attempt failed");

@@ -37,6 +37,9 @@ pub struct ClientConfig {
     pub locate: bool,
     /// The largest message the client sends or accepts. Default 64 MiB (a batch may echo 100 entities).
     pub max_message_bytes: usize,
+    /// How long one attempt of a read may wait for its node before the read tries another (a paused
+    /// node keeps its connections open and never answers). Writes wait up to the deadline. Default 3 s.
+    pub attempt_timeout: Duration,
     /// TLS for `https://` endpoints.
     pub tls: TlsSettings,
 }
@@ -93,6 +96,7 @@ impl Default for ClientConfig {
             negative_route_ttl: Duration::from_secs(2),
             locate: true,
             max_message_bytes: 64 * 1024 * 1024,
+            attempt_timeout: Duration::from_secs(3),
             tls: TlsSettings::default(),
         }
     }
@@ -165,6 +169,9 @@ impl ClientConfig {
         }
         if self.connect_timeout.is_zero() {
             return fail("connect-timeout must be positive");
+        }
+        if self.attempt_timeout.is_zero() {
+            return fail("attempt-timeout must be positive");
         }
         if self.max_message_bytes < 4 * 1024 * 1024 {
             return fail("max-message-bytes must be at least 4 MiB (one page of a query)");

@@ -253,12 +253,13 @@ impl Lease {
         let deadline = Instant::now() + wait + self.locks.client.config().deadline;
         // Safe to repeat: acquiring a lock the lease holds returns its grant, and a lease already in
         // the queue keeps its place (the state machine makes Acquire idempotent per lease and name).
+        let attempt = wait + self.locks.client.config().attempt_timeout;
         let resp = self
             .locks
             .call(
                 method::ACQUIRE,
                 msg,
-                Idempotency::Read,
+                Idempotency::RepeatableWithin(attempt),
                 deadline,
                 |mut c, r| async move { c.acquire(r).await },
             )

@@ -52,6 +52,8 @@ pub(crate) enum Retry {
     Safe,
     /// Writes: only definite refusals (`NotLeader`) are retried; an unknown outcome is the answer.
     RefusalsOnly,
+    /// Safe to repeat, but one attempt may rightly take long (a waiting lock acquire).
+    SafeSlow,
 }
 
 impl Retry {
@@ -59,11 +61,14 @@ impl Retry {
     fn allows(self, e: &Error) -> bool {
         match e.code {
             ErrorCode::NotLeader => true,
-            ErrorCode::OperationTimedOut | ErrorCode::ServerBusy => self == Retry::Safe,
+            ErrorCode::OperationTimedOut | ErrorCode::ServerBusy => self != Retry::RefusalsOnly,
             _ => false,
         }
     }
 }
+
+/// How long a repeatable forwarded request waits for a silent node before trying another.
+const FORWARD_ATTEMPT: Duration = Duration::from_secs(3);
 
 /// What to do after a local attempt failed with `NotLeader`.
 enum Next {
@@ -175,6 +180,33 @@ impl ClusterTableService {
         (!others.is_empty()).then(|| others[attempt % others.len()])
     }
 
+    /// One forwarded attempt, bounded: a node that is paused or cut off keeps its connection open and
+    /// never answers. A repeatable request gives it [`FORWARD_ATTEMPT`] before trying elsewhere; a write
+    /// waits until the deadline. Silence is an unknown outcome (`OperationTimedOut`).
+    async fn attempt<T>(
+        &self,
+        retry: Retry,
+        deadline: Instant,
+        node: u64,
+        call: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let budget = match retry {
+            Retry::Safe => remaining.min(FORWARD_ATTEMPT),
+            Retry::RefusalsOnly | Retry::SafeSlow => remaining,
+        };
+        match tokio::time::timeout(budget, call).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::new(
+                ErrorCode::OperationTimedOut,
+                format!(
+                    "The operation may or may not have completed: node {node} did not answer within \
+                     {budget:?}."
+                ),
+            )),
+        }
+    }
+
     /// Runs `local` here; on `NotLeader`, forwards with `remote` or waits for an election, until the
     /// deadline. Forwarded requests only ever run locally. A remote attempt that failed with an unknown
     /// outcome (the leader died mid-call) is retried when `retry` allows it and otherwise returned as
@@ -205,17 +237,27 @@ impl ClusterTableService {
             }
             let result = match self.next_step(&err) {
                 None => return Err(err),
-                Some(Next::Forward(node)) => match remote(self.link(node)?).await {
-                    Ok(v) => return Ok(v),
-                    Err(e) if retry.allows(&e) => e,
-                    Err(e) => return Err(e),
-                },
-                Some(Next::Wait) => match self.next_peer(attempt) {
-                    Some(node) => match remote(self.link(node)?).await {
+                Some(Next::Forward(node)) => {
+                    match self
+                        .attempt(retry, deadline, node, remote(self.link(node)?))
+                        .await
+                    {
                         Ok(v) => return Ok(v),
                         Err(e) if retry.allows(&e) => e,
                         Err(e) => return Err(e),
-                    },
+                    }
+                }
+                Some(Next::Wait) => match self.next_peer(attempt) {
+                    Some(node) => {
+                        match self
+                            .attempt(retry, deadline, node, remote(self.link(node)?))
+                            .await
+                        {
+                            Ok(v) => return Ok(v),
+                            Err(e) if retry.allows(&e) => e,
+                            Err(e) => return Err(e),
+                        }
+                    }
                     None => err,
                 },
             };

@@ -458,7 +458,7 @@ impl Lock for LockService {
         let token = self
             .cluster
             .route(
-                Retry::Safe,
+                Retry::SafeSlow,
                 || self.acquire_here(msg.lease, &name, wait),
                 |link| {
                     let f = forward(link, msg.clone(), account.clone(), |mut c, r| async move {
