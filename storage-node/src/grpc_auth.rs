@@ -33,7 +33,6 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use http::HeaderMap;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
@@ -41,9 +40,10 @@ use trestle_proto::auth::{
     ADMIN_TOKEN, AUTHORIZATION, CLUSTER_TOKEN, DATE, PRINCIPAL, SAS, SCHEME,
 };
 use trestle_rest_gateway::auth::sas::{self, SasParams};
-use trestle_rest_gateway::auth::{Access, Accounts, AuthRequest, Credential};
+use trestle_rest_gateway::auth::{
+    Access, Accounts, AuthRequest, Credential, auth_failed, check_signing_date,
+};
 use trestle_rest_gateway::{ApiError, GatewayConfig, TableService};
-use trestle_types::value::TICKS_PER_SECOND;
 use trestle_types::{DateTime, Error, ErrorCode, WriteKind, signing};
 
 use crate::grpc_api::status_from_error;
@@ -290,17 +290,7 @@ impl Authenticator {
             .get(DATE)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| auth_failed("The signing date (x-ms-date) is missing."))?;
-        let signed_at = chrono::DateTime::parse_from_rfc2822(date)
-            .map_err(|_| auth_failed(format!("The date {date:?} is not a valid RFC 1123 date.")))?;
-        let skew =
-            (now.ticks() - DateTime::from_chrono(signed_at.with_timezone(&Utc)).ticks()).abs();
-        let window =
-            i64::try_from(self.gateway.clock_skew_secs).unwrap_or(i64::MAX / TICKS_PER_SECOND);
-        if skew > window.saturating_mul(TICKS_PER_SECOND) {
-            return Err(auth_failed(format!(
-                "The signing date is too old or too far in the future: {date}."
-            )));
-        }
+        check_signing_date(date, now, self.gateway.clock_skew_secs)?;
         let message = request.get_ref().encode_to_vec();
         let string = signing::grpc_string_to_sign(method, account, date, &message);
         if signing::verify(keys, &[string], signature) {
@@ -311,14 +301,6 @@ impl Authenticator {
             ))
         }
     }
-}
-
-fn auth_failed(message: impl Into<String>) -> ApiError {
-    let default = ErrorCode::AuthenticationFailed.default_message();
-    ApiError::new(
-        ErrorCode::AuthenticationFailed,
-        format!("{default}\n{}", message.into()),
-    )
 }
 
 fn invalid_authorization() -> ApiError {

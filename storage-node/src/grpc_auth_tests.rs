@@ -1,4 +1,5 @@
 use async_trait::async_trait;
+use chrono::Utc;
 use tonic::Code;
 use trestle_proto::auth::{self as wire, method};
 use trestle_proto::table as pb;

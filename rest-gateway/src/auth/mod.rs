@@ -208,7 +208,8 @@ impl Credential {
     }
 }
 
-pub(crate) fn auth_failed(message: impl Into<String>) -> ApiError {
+/// 403 AuthenticationFailed with Azure's message and `message` as the detail.
+pub fn auth_failed(message: impl Into<String>) -> ApiError {
     let default = ErrorCode::AuthenticationFailed.default_message();
     ApiError::new(
         ErrorCode::AuthenticationFailed,
@@ -264,6 +265,24 @@ pub async fn authenticate(
     }
 }
 
+/// Checks a signed request's date (`x-ms-date`/`Date`, RFC 1123): it must be within `clock_skew_secs`
+/// of `now`, so a captured signature cannot be replayed later. Shared by REST and gRPC signing.
+pub fn check_signing_date(date: &str, now: DateTime, clock_skew_secs: u64) -> ApiResult<()> {
+    let signed_at = chrono::DateTime::parse_from_rfc2822(date).map_err(|_| {
+        auth_failed(format!(
+            "The date header {date:?} is not a valid RFC 1123 date."
+        ))
+    })?;
+    let skew = (now.ticks() - DateTime::from_chrono(signed_at.with_timezone(&Utc)).ticks()).abs();
+    let window = i64::try_from(clock_skew_secs).unwrap_or(i64::MAX / TICKS_PER_SECOND);
+    if skew > window.saturating_mul(TICKS_PER_SECOND) {
+        return Err(auth_failed(format!(
+            "Request date header too old or too far in the future: {date}."
+        )));
+    }
+    Ok(())
+}
+
 fn authenticate_shared_key(
     request: &AuthRequest<'_>,
     accounts: &Accounts,
@@ -288,19 +307,7 @@ fn authenticate_shared_key(
         .header("x-ms-date")
         .or_else(|| request.header("date"))
         .ok_or_else(|| auth_failed("Request date header not specified."))?;
-    let signed_at = chrono::DateTime::parse_from_rfc2822(date).map_err(|_| {
-        auth_failed(format!(
-            "The date header {date:?} is not a valid RFC 1123 date."
-        ))
-    })?;
-    let skew =
-        (request.now.ticks() - DateTime::from_chrono(signed_at.with_timezone(&Utc)).ticks()).abs();
-    let window = i64::try_from(config.clock_skew_secs).unwrap_or(i64::MAX / TICKS_PER_SECOND);
-    if skew > window.saturating_mul(TICKS_PER_SECOND) {
-        return Err(auth_failed(format!(
-            "Request date header too old or too far in the future: {date}."
-        )));
-    }
+    check_signing_date(date, request.now, config.clock_skew_secs)?;
     let resources = shared_key::canonical_resources(
         request.account,
         request.raw_path,
