@@ -26,6 +26,26 @@ fn value_of(e: &Entity) -> Option<String> {
     }
 }
 
+/// The nemesis seed: `TRESTLE_FAULT_SEED` to replay a schedule, else a random one (printed).
+fn fault_seed() -> u64 {
+    let seed = std::env::var("TRESTLE_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("fault seed {seed} (TRESTLE_FAULT_SEED={seed} replays the schedule)");
+    seed
+}
+
+/// Whether `n` more operations complete (counted by `done`) within a minute.
+async fn progress(done: Arc<AtomicUsize>, n: usize) -> bool {
+    let target = done.load(Ordering::Relaxed) + n;
+    trestle_testkit::eventually(Duration::from_secs(60), || async {
+        (done.load(Ordering::Relaxed) >= target).then_some(())
+    })
+    .await
+    .is_some()
+}
+
 /// One client process: random reads, upserts and CAS on the keys until `stop`.
 async fn worker(
     process: u64,
@@ -88,11 +108,7 @@ async fn worker(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn f01_registers_stay_linearizable_under_kill9_and_pauses() {
-    let seed: u64 = std::env::var("TRESTLE_FAULT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("fault seed {seed} (TRESTLE_FAULT_SEED={seed} replays the schedule)");
+    let seed = fault_seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut cluster = ProcessCluster::start(1).await.unwrap();
     let client = cluster.client().await.unwrap();
@@ -111,17 +127,7 @@ async fn f01_registers_stay_linearizable_under_kill9_and_pauses() {
             seed ^ p,
         )));
     }
-    let progress = |n: usize| {
-        let done = done.clone();
-        async move {
-            let target = done.load(Ordering::Relaxed) + n;
-            trestle_testkit::eventually(Duration::from_secs(60), || async {
-                (done.load(Ordering::Relaxed) >= target).then_some(())
-            })
-            .await
-            .is_some()
-        }
-    };
+    let progress = |n: usize| progress(done.clone(), n);
     assert!(progress(100).await, "the workload runs");
     for round in 0..4 {
         let victim = rng.gen_range(1..=3u64);
@@ -184,11 +190,7 @@ async fn f02_paged_queries_skip_nothing_and_no_acknowledged_insert_is_lost_under
     use trestle_client::QueryBuilder;
     use trestle_testkit::history::{lost_writes, paging};
 
-    let seed: u64 = std::env::var("TRESTLE_FAULT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    eprintln!("fault seed {seed} (TRESTLE_FAULT_SEED={seed} replays the schedule)");
+    let seed = fault_seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut cluster = ProcessCluster::start(1).await.unwrap();
     let client = cluster.client().await.unwrap();
@@ -262,17 +264,7 @@ async fn f02_paged_queries_skip_nothing_and_no_acknowledged_insert_is_lost_under
             }
         }));
     }
-    let progress = |n: usize| {
-        let done = done.clone();
-        async move {
-            let target = done.load(Ordering::Relaxed) + n;
-            trestle_testkit::eventually(Duration::from_secs(60), || async {
-                (done.load(Ordering::Relaxed) >= target).then_some(())
-            })
-            .await
-            .is_some()
-        }
-    };
+    let progress = |n: usize| progress(done.clone(), n);
     assert!(progress(100).await);
     for round in 0..3 {
         let victim = rng.gen_range(1..=3u64);
