@@ -9,6 +9,18 @@ export RUST_BACKTRACE=1 CARGO_INCREMENTAL=0
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
+# The fault campaign's tools: network namespaces and nftables (partitions), FUSE (a disk that drops
+# unsynced writes), libfaketime (clock steps).
+need=()
+for p in iproute2 nftables fuse3 libfaketime; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
+done
+if ((${#need[@]})); then
+  echo "test: installing ${need[*]}" >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
 if [ -f scripts/python-venv.sh ]; then
   bash scripts/python-venv.sh
 fi
@@ -18,5 +30,13 @@ fi
 cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets --locked -- -D warnings
 # Process-cluster tests run the real binary; build it first (they find it next to the test executables).
+# The campaign's planted bugs need a second binary (replication/src/planted.rs); built first, so the
+# plain build after it leaves the real `trestle` in place.
+cargo build --release --locked -p trestle-storage-node --features planted-bugs --bin trestle
+cp "$CARGO_TARGET_DIR/release/trestle" "$CARGO_TARGET_DIR/release/trestle-planted"
 cargo build --release --locked -p trestle-storage-node --bin trestle
+if cmp -s "$CARGO_TARGET_DIR/release/trestle" "$CARGO_TARGET_DIR/release/trestle-planted"; then
+  echo "test: the planted-bugs binary is the plain one; refusing to run" >&2
+  exit 1
+fi
 cargo nextest run --release --workspace --locked --no-fail-fast "$@"

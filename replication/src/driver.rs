@@ -680,6 +680,8 @@ impl Driver {
         // Sends what may go out before persistence (a leader's appends to followers) right away.
         self.flush(&mut outbox);
         if !batch.is_empty() {
+            let must_sync =
+                must_sync && !crate::planted::active(crate::planted::Bug::AckBeforeFsync);
             self.engine
                 .write(&batch, must_sync)
                 .map_err(|e| format!("persisting raft state: {e}"))?;

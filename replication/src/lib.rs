@@ -20,6 +20,7 @@ mod driver;
 pub mod grpc;
 pub mod memory;
 mod peer;
+pub mod planted;
 mod storage;
 #[cfg(test)]
 mod tests;

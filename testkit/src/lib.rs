@@ -7,10 +7,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+pub mod campaign;
 pub mod history;
 pub mod in_process;
+pub mod netns;
 pub mod process;
 pub mod replica;
+pub mod rest;
 pub mod wait;
 
 pub use in_process::InProcessCluster;

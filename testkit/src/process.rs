@@ -1,10 +1,13 @@
-//! Clusters of the real `trestle` binary, one process per node, for tests that kill -9 and restart.
+//! Clusters of the real `trestle` binary, one process per node, for tests that kill -9, pause and
+//! restart nodes, and (with [`ProcessOptions`]) cut the network between them (each node in its own
+//! network namespace) or step their wall clocks (libfaketime).
 //!
 //! The binary is found at `$TRESTLE_BIN`, or next to the test executable's directory (cargo puts
 //! `target/<profile>/trestle` one level above `target/<profile>/deps/<test>`); `scripts/test.sh` builds
 //! it before the tests run.
 
 use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -33,6 +36,22 @@ pub fn trestle_bin() -> anyhow::Result<PathBuf> {
     )
 }
 
+/// The `trestle-planted` binary (built with `--features planted-bugs`; `scripts/test.sh` builds it):
+/// `$TRESTLE_PLANTED_BIN`, or next to the `trestle` binary.
+pub fn planted_bin() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("TRESTLE_PLANTED_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let path = trestle_bin()?.with_file_name("trestle-planted");
+    if !path.is_file() {
+        bail!(
+            "{} is missing: build it with `cargo build --release -p trestle-storage-node --features planted-bugs --bin trestle` and copy it there (scripts/test.sh does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
 /// Reserves a free port on 127.0.0.1 (chosen by the OS) for a process that binds it right after.
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -40,36 +59,98 @@ pub fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// How a [`ProcessCluster`] runs its nodes.
+#[derive(Clone, Debug)]
+pub struct ProcessOptions {
+    /// Data ranges at bootstrap.
+    pub ranges: usize,
+    /// Each node in its own network namespace on a bridge ([`crate::netns`]), so the nemesis can cut
+    /// links between nodes; otherwise every node listens on 127.0.0.1.
+    pub namespaces: bool,
+    /// Each node's wall clock under libfaketime with an offset the nemesis can step
+    /// ([`ProcessCluster::set_clock_offset`]); monotonic clocks are left alone.
+    pub faketime: bool,
+    /// Each node's data directory on a FUSE file system that drops unsynced writes at
+    /// [`ProcessCluster::power_off`] ([`crate::lossy_fs`]).
+    pub lossy_disks: bool,
+    /// The binary to run instead of [`trestle_bin`] (e.g. one built with planted bugs).
+    pub bin: Option<PathBuf>,
+    /// Extra environment for every node.
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for ProcessOptions {
+    fn default() -> ProcessOptions {
+        ProcessOptions {
+            ranges: 1,
+            namespaces: false,
+            faketime: false,
+            lossy_disks: false,
+            bin: None,
+            env: Vec::new(),
+        }
+    }
+}
+
+/// libfaketime's preload library as Debian installs it (package `libfaketime`).
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// The three nodes' ports inside their namespaces (each namespace has its own port space).
+const NS_GRPC_PORT: u16 = 7000;
+const NS_REST_PORT: u16 = 8000;
+
 pub struct ProcessCluster {
     pub dir: tempfile::TempDir,
     bin: PathBuf,
+    options: ProcessOptions,
     children: Vec<Option<Child>>,
-    grpc_ports: Vec<u16>,
-    rest_ports: Vec<u16>,
+    addrs: Vec<(IpAddr, u16, u16)>,
+    network: Option<crate::netns::Network>,
 }
 
 impl ProcessCluster {
     /// Starts three `trestle node` processes with `ranges` data ranges and waits until every range has a
     /// leader.
     pub async fn start(ranges: usize) -> anyhow::Result<ProcessCluster> {
+        ProcessCluster::start_with(ProcessOptions {
+            ranges,
+            ..ProcessOptions::default()
+        })
+        .await
+    }
+
+    /// Starts three `trestle node` processes as `options` say and waits until every range has a leader.
+    pub async fn start_with(options: ProcessOptions) -> anyhow::Result<ProcessCluster> {
         crate::init_logging();
-        let bin = trestle_bin()?;
-        let dir = tempfile::tempdir()?;
-        let grpc_ports = (0..3)
-            .map(|_| free_port())
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let rest_ports = (0..3)
-            .map(|_| free_port())
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let mut peers = String::new();
-        for i in 0..3 {
-            peers += &format!(
-                "[[peers]]\nid = {}\ngrpc-addr = \"127.0.0.1:{}\"\nrest-addr = \"127.0.0.1:{}\"\n\n",
-                i + 1,
-                grpc_ports[i],
-                rest_ports[i]
+        let bin = match &options.bin {
+            Some(b) => b.clone(),
+            None => trestle_bin()?,
+        };
+        if options.faketime && !Path::new(LIBFAKETIME).is_file() {
+            bail!(
+                "{LIBFAKETIME} is missing (Debian package libfaketime; scripts/test.sh installs it)"
             );
         }
+        let dir = tempfile::tempdir()?;
+        let network = if options.namespaces {
+            Some(crate::netns::Network::create(3)?)
+        } else {
+            None
+        };
+        let addrs = (1..=3u64)
+            .map(|id| match &network {
+                Some(net) => Ok((IpAddr::V4(net.ip(id)), NS_GRPC_PORT, NS_REST_PORT)),
+                None => Ok((IpAddr::V4(Ipv4Addr::LOCALHOST), free_port()?, free_port()?)),
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut peers = String::new();
+        for (i, (ip, grpc, rest)) in addrs.iter().enumerate() {
+            peers += &format!(
+                "[[peers]]\nid = {}\ngrpc-addr = \"{ip}:{grpc}\"\nrest-addr = \"{ip}:{rest}\"\n\n",
+                i + 1,
+            );
+        }
+        let ranges = options.ranges;
         for i in 0..3 {
             let cfg = format!(
                 "node-id = {}\ndata-dir = \"{}\"\ninitial-ranges = {ranges}\ncluster-token = \"{PROCESS_CLUSTER_TOKEN}\"\n\n\
@@ -78,13 +159,17 @@ impl ProcessCluster {
                 dir.path().join(format!("node{}", i + 1)).display(),
             );
             std::fs::write(dir.path().join(format!("node{}.toml", i + 1)), cfg)?;
+            if options.faketime {
+                std::fs::write(dir.path().join(format!("node{}.faketime", i + 1)), "+0\n")?;
+            }
         }
         let mut c = ProcessCluster {
             dir,
             bin,
+            options,
             children: vec![None, None, None],
-            grpc_ports,
-            rest_ports,
+            addrs,
+            network,
         };
         for id in 1..=3 {
             c.spawn(id)?;
@@ -95,35 +180,91 @@ impl ProcessCluster {
 
     fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
         let cfg = self.dir.path().join(format!("node{id}.toml"));
-        let log = std::fs::File::create(self.dir.path().join(format!("node{id}.log")))?;
-        let child = Command::new(&self.bin)
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node{id}.log")))?;
+        let mut command = match &self.network {
+            Some(net) => net.command(id, &self.bin),
+            None => Command::new(&self.bin),
+        };
+        command
             .args(["node", "--config"])
             .arg(&cfg)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(log);
+        if self.options.faketime {
+            command
+                .env("LD_PRELOAD", LIBFAKETIME)
+                .env("FAKETIME_TIMESTAMP_FILE", self.faketime_file(id))
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("FAKETIME_CACHE_DURATION", "1");
+        }
+        let child = command
             .spawn()
             .with_context(|| format!("spawning {}", self.bin.display()))?;
         self.children[(id - 1) as usize] = Some(child);
         Ok(())
     }
 
+    fn faketime_file(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node{id}.faketime"))
+    }
+
+    /// Steps node `id`'s wall clock to `offset_secs` away from the real time (the node sees it within
+    /// about a second: libfaketime re-reads its offset file once a second). Needs `faketime`.
+    pub fn set_clock_offset(&self, id: u64, offset_secs: i64) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.options.faketime,
+            "the cluster was started without faketime"
+        );
+        std::fs::write(self.faketime_file(id), format!("{offset_secs:+}\n"))?;
+        Ok(())
+    }
+
+    /// Power failure of node `id`: kill -9, then every write its disk had not fsynced is lost. Needs
+    /// `lossy_disks`; [`ProcessCluster::restart`] boots it again.
+    pub fn power_off(&mut self, id: u64) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.options.lossy_disks,
+            "the cluster was started without lossy disks"
+        );
+        self.kill9(id)?;
+        bail!("lossy disks are not wired yet")
+    }
+
+    /// The network of namespaces the nodes run in, if the cluster was started with `namespaces`.
+    pub fn network(&self) -> Option<&crate::netns::Network> {
+        self.network.as_ref()
+    }
+
+    /// The node ids (1..=3).
+    pub fn ids(&self) -> std::ops::RangeInclusive<u64> {
+        1..=self.children.len() as u64
+    }
+
+    /// Whether node `id` has a process (it may be paused).
+    pub fn is_running(&self, id: u64) -> bool {
+        self.children[(id - 1) as usize].is_some()
+    }
+
     pub fn grpc_endpoints(&self) -> Vec<String> {
-        self.grpc_ports
-            .iter()
-            .map(|p| format!("http://127.0.0.1:{p}"))
-            .collect()
+        self.ids().map(|id| self.grpc_endpoint(id)).collect()
     }
 
     pub fn grpc_endpoint(&self, id: u64) -> String {
-        format!("http://127.0.0.1:{}", self.grpc_ports[(id - 1) as usize])
+        let (ip, grpc, _) = self.addrs[(id - 1) as usize];
+        format!("http://{ip}:{grpc}")
     }
 
     pub fn rest_endpoint(&self, id: u64) -> String {
-        format!("http://127.0.0.1:{}", self.rest_ports[(id - 1) as usize])
+        let (ip, _, rest) = self.addrs[(id - 1) as usize];
+        format!("http://{ip}:{rest}")
     }
 
     /// A client of the development account (signed with its key) that knows every node.
