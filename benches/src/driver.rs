@@ -14,15 +14,22 @@
 //! application would use it. All workers share one [`TableClient`] (one HTTP/2 channel per node,
 //! multiplexed; `--grpc-channels` gives them more), which routes each call to the range's leader and
 //! follows `NotLeader` redirects. The REST driver, larger, is [`crate::rest`].
+//!
+//! The lock workloads ([`crate::locks`]) run on a `grpc:` target (Trestle's lock service through the same
+//! SDK clients) or on an `etcd:ADDR[,ADDR...]` target (etcd's lock service, [`crate::etcd`]), which runs
+//! nothing else.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use trestle_client::{ClientConfig, Credentials, ErrorCode, QueryBuilder, Table, TableClient, op};
 
 use crate::bodies::Payload;
+use crate::etcd::EtcdTarget;
+use crate::locks::{HandoffClock, LockConn};
 use crate::rest::{self, BatchKind, RestConn, RestTarget};
 use crate::workload::{
     Op, WorkloadConfig, WorkloadKind, partition_key, query_partition_key, record_key,
@@ -82,6 +89,7 @@ pub fn count_occurrences(haystack: &[u8], needle: &[u8]) -> u64 {
 pub enum Protocol {
     Rest,
     Grpc,
+    Etcd,
 }
 
 /// What every target of a run shares: who signs, and what `https://` endpoints are verified against.
@@ -130,6 +138,8 @@ pub enum Endpoint {
     Rest(Arc<RestTarget>),
     /// One SDK client per HTTP/2 channel set; workers are spread over them round-robin.
     Grpc(Vec<TableClient>),
+    /// An etcd cluster, for the lock workloads only.
+    Etcd(EtcdTarget),
 }
 
 /// A labelled endpoint, as given on the command line.
@@ -143,9 +153,9 @@ pub struct Target {
 }
 
 impl Target {
-    /// Parses `[label=]rest:URL` / `[label=]grpc:ADDR,...` / `[label=]grpc-unsigned:ADDR,...`; the
-    /// options' account (default: the development account) and key sign every request of either
-    /// protocol, except on `grpc-unsigned`.
+    /// Parses `[label=]rest:URL` / `[label=]grpc:ADDR,...` / `[label=]grpc-unsigned:ADDR,...` /
+    /// `[label=]etcd:ADDR,...`; the options' account (default: the development account) and key sign
+    /// every request of either Trestle protocol, except on `grpc-unsigned`.
     pub async fn parse(spec: &str, opts: &ConnectOptions) -> anyhow::Result<Target> {
         let (label, rest) = match spec.split_once('=') {
             Some((l, r)) if !l.contains(':') => (Some(l.to_string()), r),
@@ -157,10 +167,12 @@ impl Target {
             Endpoint::Rest(Arc::new(t))
         } else if let Some(g) = GrpcSpec::parse(rest) {
             Endpoint::Grpc(vec![grpc_client(&g, opts).await?])
+        } else if let Some(addrs) = rest.strip_prefix("etcd:") {
+            Endpoint::Etcd(EtcdTarget::parse(addrs, 1)?)
         } else {
             bail!(
-                "a target is rest:URL, grpc:ADDR[,ADDR...] or grpc-unsigned:ADDR[,ADDR...], \
-                 optionally label=...; got {spec}"
+                "a target is rest:URL, grpc:ADDR[,ADDR...], grpc-unsigned:ADDR[,ADDR...] or \
+                 etcd:ADDR[,ADDR...], optionally label=...; got {spec}"
             );
         };
         let label = label.unwrap_or_else(|| rest.to_string());
@@ -174,7 +186,8 @@ impl Target {
 
     /// Gives a gRPC target `n` independent SDK clients (each with its own HTTP/2 connection to every
     /// node) instead of one: 64 workers multiplexed on one connection are served by one connection task
-    /// on each side, which this separates from the server's own cost. REST targets are unchanged.
+    /// on each side, which this separates from the server's own cost. An etcd target gets `n`
+    /// connections to each member the same way. REST targets are unchanged.
     pub async fn with_grpc_channels(
         mut self,
         n: usize,
@@ -187,6 +200,11 @@ impl Target {
                 clients.push(grpc_client(&g, opts).await?);
             }
         }
+        if let (Endpoint::Etcd(t), Some(addrs)) =
+            (&mut self.endpoint, self.spec.strip_prefix("etcd:"))
+        {
+            *t = EtcdTarget::parse(addrs, n)?;
+        }
         Ok(self)
     }
 
@@ -194,23 +212,79 @@ impl Target {
         match self.endpoint {
             Endpoint::Rest(_) => Protocol::Rest,
             Endpoint::Grpc(_) => Protocol::Grpc,
+            Endpoint::Etcd(_) => Protocol::Etcd,
         }
     }
 
-    /// Worker `worker`'s connection.
-    pub fn connection(&self, table: &str, payload: Payload, worker: usize) -> Conn {
-        match &self.endpoint {
+    /// Whether this target can run `kind`: table workloads need Trestle or an Azure Table endpoint,
+    /// lock workloads Trestle's gRPC API or etcd.
+    pub fn check_workload(&self, kind: WorkloadKind) -> anyhow::Result<()> {
+        match (&self.endpoint, kind.is_lock()) {
+            (Endpoint::Rest(_), true) => {
+                bail!(
+                    "{}: lock workloads need a grpc: or etcd: target",
+                    self.label
+                )
+            }
+            (Endpoint::Etcd(_), false) => {
+                bail!(
+                    "{}: an etcd target runs the lock workloads only",
+                    self.label
+                )
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Worker `worker`'s table connection.
+    pub fn connection(&self, table: &str, payload: Payload, worker: usize) -> anyhow::Result<Conn> {
+        Ok(match &self.endpoint {
             Endpoint::Rest(t) => Conn::Rest(Box::new(RestConn::new(t.clone(), table, payload))),
             Endpoint::Grpc(clients) => {
                 let client = &clients[worker % clients.len()];
                 Conn::Grpc(GrpcConn::new(client, table, payload))
             }
+            Endpoint::Etcd(_) => bail!("{}: an etcd target has no tables", self.label),
+        })
+    }
+
+    /// Worker `worker`'s connection for a measured run of `cfg`: a table connection, or for the lock
+    /// workloads a lock session (contending through `handoffs` in the hand-off workload).
+    pub fn worker(
+        &self,
+        cfg: &WorkloadConfig,
+        table: &str,
+        payload: Payload,
+        worker: usize,
+        handoffs: &Arc<HandoffClock>,
+    ) -> anyhow::Result<Conn> {
+        if !cfg.kind.is_lock() {
+            return self.connection(table, payload, worker);
         }
+        let name = crate::workload::lock_name(cfg, worker as u32);
+        let conn = match &self.endpoint {
+            Endpoint::Grpc(clients) => {
+                LockConn::trestle(clients[worker % clients.len()].locks(), name)
+            }
+            Endpoint::Etcd(t) => LockConn::etcd(t.locks(worker), name),
+            Endpoint::Rest(_) => bail!(
+                "{}: lock workloads need a grpc: or etcd: target",
+                self.label
+            ),
+        };
+        let conn = match cfg.kind {
+            WorkloadKind::LockHandoff => {
+                conn.contended(handoffs.clone(), Duration::from_micros(cfg.lock_hold_us))
+            }
+            _ => conn,
+        };
+        Ok(Conn::Lock(Box::new(conn)))
     }
 
     /// Fails early, with a clear message, when the endpoint does not answer.
     pub async fn probe(&self) -> anyhow::Result<()> {
         match &self.endpoint {
+            Endpoint::Etcd(t) => t.probe().await.with_context(|| self.spec.clone()),
             Endpoint::Rest(t) => rest::probe(t).await,
             Endpoint::Grpc(clients) => clients
                 .first()
@@ -232,14 +306,19 @@ impl Target {
         payload: &Payload,
         concurrency: usize,
     ) -> anyhow::Result<u64> {
-        let mut conn = self.connection(table, payload.clone(), 0);
+        self.check_workload(cfg.kind)?;
+        if cfg.kind.is_lock() {
+            // Locks need no table: each worker's first operation grants its lease.
+            return Ok(0);
+        }
+        let mut conn = self.connection(table, payload.clone(), 0)?;
         match (&mut conn, &self.endpoint) {
             (Conn::Rest(c), _) => c.create_table().await,
             (Conn::Grpc(_), Endpoint::Grpc(clients)) => match clients.first() {
                 Some(client) => create_table(client, table).await,
                 None => Ok(()),
             },
-            (Conn::Grpc(_), Endpoint::Rest(_)) => Ok(()),
+            _ => Ok(()),
         }
         .map_err(|e| anyhow!("creating table {table} on {}: {e}", self.label))?;
         let chunks = load_chunks(cfg);
@@ -251,7 +330,7 @@ impl Target {
         let mut tasks = Vec::new();
         for w in 0..concurrency.clamp(1, 16) {
             let (chunks, next) = (chunks.clone(), next.clone());
-            let mut conn = self.connection(table, payload.clone(), w);
+            let mut conn = self.connection(table, payload.clone(), w)?;
             tasks.push(tokio::spawn(async move {
                 let mut loaded = 0;
                 loop {
@@ -323,18 +402,69 @@ pub fn load_chunks(cfg: &WorkloadConfig) -> Vec<(String, Vec<String>)> {
     chunks
 }
 
-/// A worker's connection, either protocol.
+/// What one operation did: the entities it wrote or read (for a lock workload: one per lock cycle, or
+/// per hand-off), and what its latency is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Done {
+    pub entities: u64,
+    pub latency: Timing,
+}
+
+/// Which latency an operation records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timing {
+    /// From the operation's due time to its answer (every table workload).
+    Call,
+    /// A span the operation measured itself (a lock hand-off).
+    Span(Duration),
+    /// None: the operation counts, its latency does not (a grant that was not a hand-off).
+    Untimed,
+}
+
+impl Done {
+    pub fn call(entities: u64) -> Done {
+        Done {
+            entities,
+            latency: Timing::Call,
+        }
+    }
+
+    pub fn timed(entities: u64, latency: Duration) -> Done {
+        Done {
+            entities,
+            latency: Timing::Span(latency),
+        }
+    }
+
+    pub fn untimed(entities: u64) -> Done {
+        Done {
+            entities,
+            latency: Timing::Untimed,
+        }
+    }
+}
+
+/// A worker's connection: a table connection over either protocol, or a lock session.
 pub enum Conn {
     Rest(Box<RestConn>),
     Grpc(GrpcConn),
+    Lock(Box<LockConn>),
 }
 
 impl Conn {
-    /// Runs one operation; returns the entities it wrote or read.
-    pub async fn execute(&mut self, op: &crate::workload::Op) -> Result<u64, OpError> {
+    /// Runs one operation (a lock connection runs its acquire + release, whatever `op` says).
+    pub async fn execute(&mut self, op: &crate::workload::Op) -> Result<Done, OpError> {
         match self {
-            Conn::Rest(c) => c.execute(op).await,
-            Conn::Grpc(c) => c.execute(op).await,
+            Conn::Rest(c) => c.execute(op).await.map(Done::call),
+            Conn::Grpc(c) => c.execute(op).await.map(Done::call),
+            Conn::Lock(c) => c.cycle().await,
+        }
+    }
+
+    /// Ends the worker's session after its last operation (a lock worker revokes its lease).
+    pub async fn finish(&mut self) {
+        if let Conn::Lock(c) = self {
+            c.finish().await;
         }
     }
 
@@ -342,6 +472,7 @@ impl Conn {
         match self {
             Conn::Rest(c) => c.batch(pk, rows, BatchKind::Upsert).await,
             Conn::Grpc(c) => c.upsert_batch(pk, rows).await,
+            Conn::Lock(_) => Err(OpError::new("a lock session loads no table")),
         }
     }
 }
@@ -398,6 +529,7 @@ impl GrpcConn {
                 let n = self.table.batch(ops).await.map_err(sdk_error)?.len();
                 Ok(n as u64)
             }
+            Op::Lock => Err(OpError::new("a lock operation on a table connection")),
         }
     }
 
@@ -422,7 +554,7 @@ pub async fn create_table(client: &TableClient, name: &str) -> Result<(), OpErro
 }
 
 /// `grpc InvalidInput`, `grpc timeout`, ...: the error code name, or the kind of transport failure.
-fn sdk_error(e: trestle_client::Error) -> OpError {
+pub(crate) fn sdk_error(e: trestle_client::Error) -> OpError {
     use trestle_client::Error as E;
     match (&e, e.code()) {
         (_, Some(code)) => OpError::new(format!("grpc {code:?}")),
@@ -453,6 +585,7 @@ mod tests {
             query_partitions: 2,
             batch_size: 100,
             run_id: "r".into(),
+            lock_hold_us: 0,
         }
     }
 
@@ -517,6 +650,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((u.label.as_str(), u.protocol()), ("anon", Protocol::Grpc));
+        let e = Target::parse("etcd=etcd:127.0.0.1:1,127.0.0.1:2", &opts)
+            .await
+            .unwrap();
+        assert_eq!((e.label.as_str(), e.protocol()), ("etcd", Protocol::Etcd));
+        assert!(Target::parse("etcd:", &opts).await.is_err());
         assert!(Target::parse("http://x", &opts).await.is_err());
         assert!(Target::parse("grpc:", &opts).await.is_err());
         let https = "rest:https://127.0.0.1:1/devstoreaccount1";
@@ -524,6 +662,31 @@ mod tests {
             Target::parse(https, &opts).await.is_err(),
             "https needs --ca-file"
         );
+    }
+
+    #[tokio::test]
+    async fn lock_workloads_run_on_trestle_grpc_and_etcd_only() {
+        let opts = opts();
+        let rest = Target::parse("rest:http://127.0.0.1:1/devstoreaccount1", &opts)
+            .await
+            .unwrap();
+        let grpc = Target::parse("grpc:127.0.0.1:1", &opts).await.unwrap();
+        let etcd = Target::parse("etcd:127.0.0.1:1", &opts).await.unwrap();
+        for kind in [WorkloadKind::Lock, WorkloadKind::LockHandoff] {
+            assert!(rest.check_workload(kind).is_err());
+            assert!(grpc.check_workload(kind).is_ok());
+            assert!(etcd.check_workload(kind).is_ok());
+        }
+        assert!(etcd.check_workload(WorkloadKind::Read).is_err());
+        assert!(grpc.check_workload(WorkloadKind::Read).is_ok());
+        let payload = Payload::new(100, 1);
+        assert!(etcd.connection("t", payload.clone(), 0).is_err());
+        let clock = Arc::new(HandoffClock::new());
+        let c = cfg(WorkloadKind::LockHandoff, 0, 1);
+        assert!(matches!(
+            etcd.worker(&c, "t", payload, 3, &clock),
+            Ok(Conn::Lock(_))
+        ));
     }
 
     #[test]

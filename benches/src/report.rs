@@ -5,6 +5,9 @@
 //! up at the end, so the hot loop takes no lock. Throughput is measured over the measured window only
 //! (after the warm-up, until the last measured operation completed).
 //!
+//! For the lock workloads an "entity" is one acquire + release (`lock`) or one hand-off (`lock-handoff`,
+//! whose latencies are the hand-offs': see [`crate::locks`]).
+//!
 //! A [`RunReport`] is the JSON result file of one run; a comparison writes a [`CompareReport`] with every
 //! round of both targets and the medians and ratios the summary tables quote.
 
@@ -51,6 +54,13 @@ impl Recorder {
     pub fn success(&mut self, latency: Duration, entities: u64) {
         let us = (latency.as_micros() as u64).clamp(1, MAX_LATENCY_US);
         self.latency.saturating_record(us);
+        self.ops += 1;
+        self.entities += entities;
+    }
+
+    /// A successful operation whose latency is not part of the figures (a lock grant that was not a
+    /// hand-off).
+    pub fn untimed(&mut self, entities: u64) {
         self.ops += 1;
         self.entities += entities;
     }
@@ -343,8 +353,9 @@ mod tests {
         b.error("timeout");
         b.error("timeout");
         a.error("http-503");
+        b.untimed(0);
         a.merge(&b);
-        assert_eq!((a.ops, a.entities, a.latency.len()), (2, 101, 2));
+        assert_eq!((a.ops, a.entities, a.latency.len()), (3, 101, 2));
         assert_eq!(a.errors.get("timeout"), Some(&2));
         assert_eq!(a.errors.get("http-503"), Some(&1));
         // Sub-microsecond and enormous latencies are clamped, not dropped.
@@ -382,6 +393,7 @@ mod tests {
                 query_partitions: 1,
                 batch_size: 1,
                 run_id: "x".into(),
+                lock_hold_us: 0,
             },
             concurrency: 1,
             rate: None,

@@ -340,6 +340,7 @@ impl RestConn {
                 let rows: Vec<(&str, u64)> = rks.iter().map(|rk| (rk.as_str(), *seq)).collect();
                 self.batch(pk, &rows, BatchKind::Insert).await
             }
+            Op::Lock => Err(OpError::new("a lock operation on a table connection")),
         }
     }
 

@@ -27,7 +27,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::bodies::Payload;
 use crate::cpu;
-use crate::driver::Target;
+use crate::driver::{Target, Timing};
+use crate::locks::HandoffClock;
 use crate::report::{CompareReport, CpuPerOp, Latency, Recorder, RunReport, throughput};
 use crate::workload::{KeyDistribution, OpGenerator, WorkloadConfig, Zipfian};
 
@@ -130,9 +131,10 @@ pub async fn run(
         )
     });
 
+    let handoffs = Arc::new(HandoffClock::new());
     let mut workers = Vec::with_capacity(concurrency);
     for w in 0..concurrency {
-        let mut conn = target.connection(table, payload.clone(), w);
+        let mut conn = target.worker(&cfg, table, payload.clone(), w, &handoffs)?;
         let mut ops = OpGenerator::new(cfg.clone(), w as u32, opts.seed, zipf.clone());
         let (schedule, progress) = (schedule.clone(), progress.clone());
         workers.push(tokio::spawn(async move {
@@ -152,11 +154,17 @@ pub async fn run(
                 let done = Instant::now();
                 let measured = due >= schedule.measure_from;
                 match result {
-                    Ok(n) => {
+                    Ok(d) => {
                         if measured {
-                            rec.success(done.saturating_duration_since(due), n);
+                            match d.latency {
+                                Timing::Call => {
+                                    rec.success(done.saturating_duration_since(due), d.entities)
+                                }
+                                Timing::Span(took) => rec.success(took, d.entities),
+                                Timing::Untimed => rec.untimed(d.entities),
+                            }
                         }
-                        progress.entities.fetch_add(n, Ordering::Relaxed);
+                        progress.entities.fetch_add(d.entities, Ordering::Relaxed);
                     }
                     Err(e) => {
                         if measured {
@@ -174,6 +182,7 @@ pub async fn run(
                 }
                 progress.done.fetch_add(1, Ordering::Relaxed);
             }
+            conn.finish().await;
             (rec, last)
         }));
     }
@@ -308,8 +317,10 @@ pub async fn measure(t: &Target, job: &Job, tag: &str, round: usize) -> anyhow::
     Ok(report)
 }
 
-/// Checks the target answers, creates the table and runs the load phase, with a line on the console.
+/// Checks the target answers (and can run the workload), creates the table and runs the load phase,
+/// with a line on the console.
 pub async fn prepare(t: &Target, job: &Job) -> anyhow::Result<()> {
+    t.check_workload(job.cfg.kind)?;
     t.probe().await?;
     if job.skip_load {
         return Ok(());

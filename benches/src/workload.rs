@@ -42,6 +42,10 @@ pub enum WorkloadKind {
     YcsbB,
     /// YCSB C: reads only.
     YcsbC,
+    /// Uncontended locks: each worker acquires and releases a lock of its own ([`crate::locks`]).
+    Lock,
+    /// One contended lock: every worker acquires and releases it; times the hand-offs ([`crate::locks`]).
+    LockHandoff,
 }
 
 impl WorkloadKind {
@@ -50,7 +54,12 @@ impl WorkloadKind {
         !matches!(
             self,
             WorkloadKind::Insert | WorkloadKind::Batch | WorkloadKind::Query
-        )
+        ) && !self.is_lock()
+    }
+
+    /// Whether this is a lock workload (no table; a lock session per worker).
+    pub fn is_lock(self) -> bool {
+        matches!(self, WorkloadKind::Lock | WorkloadKind::LockHandoff)
     }
 
     /// The fraction of operations that are reads (the rest are updates), for record workloads.
@@ -74,6 +83,8 @@ impl WorkloadKind {
             WorkloadKind::YcsbA => "ycsb-a",
             WorkloadKind::YcsbB => "ycsb-b",
             WorkloadKind::YcsbC => "ycsb-c",
+            WorkloadKind::Lock => "lock",
+            WorkloadKind::LockHandoff => "lock-handoff",
         }
     }
 }
@@ -105,8 +116,11 @@ pub struct WorkloadConfig {
     pub query_partitions: u32,
     /// Operations per entity group transaction.
     pub batch_size: u32,
-    /// Makes inserted keys unique across runs against the same table.
+    /// Makes inserted keys unique across runs against the same table (and lock names across rounds).
     pub run_id: String,
+    /// How long a holder keeps the lock before releasing it, in the hand-off workload (microseconds).
+    #[serde(default)]
+    pub lock_hold_us: u64,
 }
 
 /// One operation, with its keys chosen.
@@ -140,6 +154,8 @@ pub enum Op {
         rks: Vec<String>,
         seq: u64,
     },
+    /// One acquire + release of the worker's lock (which lock is the worker's: [`lock_name`]).
+    Lock,
 }
 
 impl Op {
@@ -166,6 +182,15 @@ pub fn query_partition_key(j: u64) -> String {
 /// The row key of record (or query-partition row) `i`.
 pub fn record_row_key(i: u64) -> String {
     format!("r{i:012}")
+}
+
+/// The lock worker `worker` takes: its own in the uncontended workload, the one shared lock in the
+/// hand-off workload; unique per run (a round of a comparison never meets a previous round's queue).
+pub fn lock_name(cfg: &WorkloadConfig, worker: u32) -> String {
+    match cfg.kind {
+        WorkloadKind::LockHandoff => format!("bench/{}/handoff", cfg.run_id),
+        _ => format!("bench/{}/w{worker:03}", cfg.run_id),
+    }
 }
 
 /// The keys of preloaded record `i`.
@@ -224,6 +249,7 @@ impl OpGenerator {
         self.seq += 1;
         let seq = self.seq;
         match self.cfg.kind {
+            WorkloadKind::Lock | WorkloadKind::LockHandoff => Op::Lock,
             WorkloadKind::Insert => Op::Insert {
                 pk: self.unique_partition(),
                 rk: self.unique_row_key(),
@@ -352,6 +378,7 @@ mod tests {
             query_partitions: 2,
             batch_size: 100,
             run_id: "t1".into(),
+            lock_hold_us: 0,
         })
     }
 
@@ -456,6 +483,20 @@ mod tests {
         let top: HashSet<u64> = hot[..5].iter().map(|(k, _)| k % 8).collect();
         assert!(top.len() >= 3, "hot items land in different partitions");
         assert_eq!(hot[0].0, fnv1a(0) % 1000);
+    }
+
+    #[test]
+    fn lock_workers_take_their_own_lock_or_all_the_same_one() {
+        let mut c = (*cfg(WorkloadKind::Lock)).clone();
+        let own: HashSet<String> = (0..64).map(|w| lock_name(&c, w)).collect();
+        assert_eq!(own.len(), 64, "one lock per worker");
+        assert!(own.contains("bench/t1/w007"));
+        c.kind = WorkloadKind::LockHandoff;
+        assert_eq!(lock_name(&c, 0), lock_name(&c, 63));
+        assert_eq!(lock_name(&c, 5), "bench/t1/handoff");
+        let mut g = OpGenerator::new(Arc::new(c), 0, 1, None);
+        assert_eq!(g.next_op(), Op::Lock);
+        assert!(!WorkloadKind::LockHandoff.needs_records() && WorkloadKind::Lock.is_lock());
     }
 
     #[test]

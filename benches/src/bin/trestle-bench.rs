@@ -1,5 +1,6 @@
 //! `trestle-bench`: the load generator. Drives any Azure Table REST endpoint (Trestle, Azurite, Azure) and
-//! Trestle's gRPC API with the workloads of issue 4, and reports throughput and latency percentiles.
+//! Trestle's gRPC API with the workloads of issue 4, Trestle's lock service and etcd's with the lock
+//! workloads of issue 8, and reports throughput and latency percentiles.
 //!
 //! ```text
 //! trestle-bench run --target trestle=rest:http://127.0.0.1:10002/devstoreaccount1 \
@@ -8,6 +9,8 @@
 //! trestle-bench run --target tls=rest:https://127.0.0.1:10002/devstoreaccount1 \
 //!     --ca-file trestle-data/tls/dev-cert.pem --compare plain=rest:http://127.0.0.1:10012/devstoreaccount1
 //! trestle-bench run --target grpc:127.0.0.1:10101 --compare grpc-unsigned:127.0.0.1:10101 --server-pid 4242
+//! trestle-bench run --target trestle=grpc:127.0.0.1:10101,127.0.0.1:10102,127.0.0.1:10103 \
+//!     --compare etcd=etcd:127.0.0.1:2379 --workload lock-handoff --concurrency 8 --rounds 3
 //! trestle-bench fsync-rate --dir /var/tmp
 //! trestle-bench summarize results/raw/*.json --markdown results/summary.md --svg results/summary.svg
 //! ```
@@ -54,7 +57,8 @@ struct RunArgs {
     /// `[label=]rest:URL` (account URL, e.g. http://127.0.0.1:10002/devstoreaccount1, or https://...
     /// with --ca-file), `[label=]grpc:ADDR[,ADDR...]` (ADDR: host:port or https://host:port), or
     /// `[label=]grpc-unsigned:ADDR[,ADDR...]` (calls without credentials: the node needs
-    /// allow-anonymous = true).
+    /// allow-anonymous = true), or `[label=]etcd:ADDR[,ADDR...]` (etcd client URLs' host:port, lock
+    /// workloads only; workers spread over the members).
     #[arg(long)]
     target: String,
     /// A second target: run both in turns (A, B, A, B, ...) and print the ratios.
@@ -87,6 +91,9 @@ struct RunArgs {
     /// Operations per entity group transaction.
     #[arg(long, default_value_t = 100)]
     batch_size: u32,
+    /// How long each holder keeps the lock in the lock-handoff workload, e.g. 0s, 1ms.
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    lock_hold: Duration,
     /// Concurrent requests (one connection each over REST).
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -221,6 +228,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.ops.is_none() && args.duration.is_zero() {
         bail!("give --duration or --ops");
     }
+    if args.workload.is_lock() && args.rate.is_some() {
+        bail!(
+            "the lock workloads run closed-loop only (a worker's next acquire follows its release)"
+        );
+    }
     let opts = ConnectOptions {
         account: args.account.clone(),
         key: args.key.clone(),
@@ -253,6 +265,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         query_partitions: args.query_partitions.max(1),
         batch_size: args.batch_size.clamp(1, 100),
         run_id: format!("{:x}", chrono::Utc::now().timestamp_millis()),
+        lock_hold_us: args.lock_hold.as_micros() as u64,
     };
     let job = Job {
         table: args
