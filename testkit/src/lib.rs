@@ -1,6 +1,7 @@
 //! Test clusters for Trestle: in-process clusters (memory or RocksDB engines, the memory network with its
 //! fault filters, real gRPC between nodes for forwarding) and process clusters of the real `trestle`
-//! binary (for kill -9 and restart), plus helpers that wait on conditions with deadlines.
+//! binary (for kill -9 and restart), a FUSE file system that loses unsynced writes at a simulated power
+//! cut, plus helpers that wait on conditions with deadlines.
 //!
 //! Every server listens on 127.0.0.1 with a port chosen by the OS, and every cluster cleans up its
 //! processes and directories when dropped.
@@ -9,6 +10,7 @@
 
 pub mod history;
 pub mod in_process;
+pub mod lossy_fs;
 pub mod process;
 pub mod replica;
 pub mod wait;
