@@ -140,13 +140,21 @@ impl LossyMount {
 
 impl Drop for LossyMount {
     fn drop(&mut self) {
-        if let Some(session) = self.session.take() {
-            // Detach first: a plain unmount fails while a process (a node not yet killed) has a file
-            // open, and would leave the mount behind. The server thread ends when the last user goes.
-            if let Err(e) = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH) {
-                tracing::warn!(path = %self.path.display(), error = %e, "unmounting the lossy fs");
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        // Unmounts, unless a process (a node not yet killed) still has a file open here: then the
+        // mount is detached instead, and the server thread serves that process until it lets go.
+        drop(session);
+        match nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) => {
+                tracing::warn!(path = %self.path.display(), "the lossy fs was still in use; detached it")
             }
-            drop(session);
+            // Not a mount point any more: the plain unmount worked.
+            Err(nix::errno::Errno::EINVAL) => {}
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "unmounting the lossy fs")
+            }
         }
         // `dir` (the mount point) is removed after this, now that it is an empty directory again.
     }
