@@ -1,10 +1,16 @@
-//! The lossy file system mounted for real, driven by plain file calls.
+//! The lossy file system mounted for real: plain file calls, and RocksDB in a process killed with
+//! SIGKILL.
 //!
 //! These tests need FUSE (`/dev/fuse`, root or `fusermount3`); without it they fail with the reason.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Seek as _, SeekFrom, Write as _};
+use std::io::{BufRead as _, BufReader, Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use trestle_engine::{Cf, Engine as _, RocksConfig, RocksEngine, WriteBatch};
 
 use super::{Dropped, LossyMount};
 
@@ -109,4 +115,110 @@ fn directories_list_every_name_once_across_pages() {
     }
     std::fs::remove_dir(&dir).unwrap();
     assert!(std::fs::read_dir(fs.path()).unwrap().next().is_none());
+}
+
+/// Set for the child process of [`rocksdb_keeps_every_synced_write_across_a_power_off`]: the database
+/// path and the round, `PATH:ROUND`.
+const ROCKS_CHILD_ENV: &str = "TRESTLE_LOSSYFS_ROCKS_CHILD";
+const ROCKS_CHILD_READY: &str = "LOSSYFS_CHILD_WROTE_EVERYTHING";
+const SYNCED: usize = 200;
+const UNSYNCED: usize = 200;
+
+fn rocks_key(round: u32, synced: bool, i: usize) -> Vec<u8> {
+    let kind = if synced { "synced" } else { "unsynced" };
+    format!("r{round}-{kind}-{i:05}").into_bytes()
+}
+
+/// The child of [`rocksdb_keeps_every_synced_write_across_a_power_off`] (it does nothing when run
+/// directly): writes synced then unsynced batches, says so, and waits to be killed.
+#[test]
+#[ignore = "run as a child process by rocksdb_keeps_every_synced_write_across_a_power_off"]
+fn rocksdb_writer_child() {
+    let Ok(arg) = std::env::var(ROCKS_CHILD_ENV) else {
+        return;
+    };
+    let (path, round) = arg.rsplit_once(':').unwrap();
+    let round: u32 = round.parse().unwrap();
+    let engine = RocksEngine::open(Path::new(path), &RocksConfig::for_test()).unwrap();
+    let value = vec![b'v'; 512];
+    for (synced, count) in [(true, SYNCED), (false, UNSYNCED)] {
+        for i in 0..count {
+            let mut batch = WriteBatch::new();
+            batch.put(Cf::Data, rocks_key(round, synced, i), value.clone());
+            engine.write(&batch, synced).unwrap();
+        }
+    }
+    println!("{ROCKS_CHILD_READY}");
+    std::io::stdout().flush().unwrap();
+    // Killed while blocked here; the parent holds stdin open until then.
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+}
+
+/// Runs [`rocksdb_writer_child`] on `db` and SIGKILLs it once it has written everything.
+fn write_in_a_child_and_kill_it(db: &Path, round: u32) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "lossy_fs::tests::rocksdb_writer_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(ROCKS_CHILD_ENV, format!("{}:{round}", db.display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains(ROCKS_CHILD_READY) {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let ready = rx.recv_timeout(Duration::from_secs(120));
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        ready.is_ok(),
+        "the RocksDB writer did not finish writing within 120 s (exit: {status})"
+    );
+}
+
+#[test]
+fn rocksdb_keeps_every_synced_write_across_a_power_off() {
+    let fs = mount();
+    let db = fs.path().join("db");
+    for round in 0..2 {
+        write_in_a_child_and_kill_it(&db, round);
+        let dropped = fs.power_off();
+        assert!(
+            dropped.bytes > 0,
+            "round {round}: the unsynced batches reached the file system, so a power-off drops bytes"
+        );
+
+        let engine = RocksEngine::open(&db, &RocksConfig::for_test())
+            .unwrap_or_else(|e| panic!("round {round}: reopening after the power-off: {e}"));
+        for r in 0..=round {
+            for i in 0..SYNCED {
+                let key = rocks_key(r, true, i);
+                assert!(
+                    engine.get(Cf::Data, &key).unwrap().is_some(),
+                    "round {round}: synced write {} was lost ({dropped:?})",
+                    String::from_utf8_lossy(&key)
+                );
+            }
+        }
+        let survivors = (0..UNSYNCED)
+            .filter(|&i| {
+                let key = rocks_key(round, false, i);
+                engine.get(Cf::Data, &key).unwrap().is_some()
+            })
+            .count();
+        assert!(
+            survivors < UNSYNCED,
+            "round {round}: every unsynced write survived the power-off ({dropped:?})"
+        );
+    }
 }
