@@ -1,5 +1,5 @@
-//! The lossy file system mounted for real: plain file calls, and RocksDB in a process killed with
-//! SIGKILL.
+//! The lossy file system mounted for real: plain file calls, RocksDB in a process killed with SIGKILL,
+//! and a `trestle dev` cluster whose every node loses power at once.
 //!
 //! These tests need FUSE (`/dev/fuse`, root or `fusermount3`); without it they fail with the reason.
 
@@ -220,5 +220,42 @@ fn rocksdb_keeps_every_synced_write_across_a_power_off() {
             survivors < UNSYNCED,
             "round {round}: every unsynced write survived the power-off ({dropped:?})"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dev_cluster_keeps_every_acknowledged_write_across_a_power_off() {
+    use trestle_types::{Entity, Value};
+
+    use crate::process::DevProcess;
+
+    let fs = mount();
+    let data = fs.path().join("dev");
+    let dev = DevProcess::start(&data).unwrap();
+    let client = crate::dev_client(dev.grpc.clone()).await.unwrap();
+    client.create_table("durable").await.unwrap();
+    let table = client.table("durable");
+    for i in 0..50 {
+        let entity = Entity::new("p", format!("{i:04}")).with("n", Value::Int64(i));
+        table.insert(entity).await.unwrap();
+    }
+    // Every node of the dev cluster loses power at once: only fsynced bytes are left anywhere.
+    drop(dev); // SIGKILL, then reaped
+    let dropped = fs.power_off();
+    assert!(
+        dropped.bytes > 0,
+        "nothing unsynced was dropped: {dropped:?}"
+    );
+
+    let dev = DevProcess::start(&data).unwrap();
+    let client = crate::dev_client(dev.grpc.clone()).await.unwrap();
+    let table = client.table("durable");
+    for i in 0..50 {
+        let row = format!("{i:04}");
+        let entity = table
+            .get("p", &row)
+            .await
+            .unwrap_or_else(|e| panic!("acknowledged insert {row} was lost ({dropped:?}): {e}"));
+        assert_eq!(entity.row_key, row);
     }
 }
