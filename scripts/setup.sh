@@ -4,8 +4,9 @@
 set -euo pipefail
 
 need=()
-# bindgen (librocksdb-sys) needs libclang; g++, make and pkg-config build RocksDB's C++.
-for p in libclang-dev g++ make pkg-config; do
+# bindgen (librocksdb-sys) needs libclang; g++, make and pkg-config build RocksDB's C++. fuse3 brings
+# fusermount3, which the power-off tests' FUSE file system mounts through when not run as root.
+for p in libclang-dev g++ make pkg-config fuse3; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
 done
 if ((${#need[@]})); then

@@ -211,15 +211,7 @@ pub fn cluster_token(data: &std::path::Path) -> anyhow::Result<String> {
     let mut bytes = [0u8; 24];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(&path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    std::io::Write::write_all(&mut file, format!("{token}\n").as_bytes())?;
-    file.sync_all()?;
+    write_durably(&path, format!("{token}\n").as_bytes())?;
     Ok(token)
 }
 
@@ -245,18 +237,26 @@ pub fn dev_certificate(data: &std::path::Path) -> anyhow::Result<(PathBuf, PathB
         .push(rcgen::DnType::CommonName, "Trestle development (localhost)");
     let key = rcgen::KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
+    // Each file whole or not at all: a power cut must not leave an empty certificate that "exists"
+    // (the certificate was written without fsync before; found by the lossy file system's test).
+    write_durably(&key_path, key.serialize_pem().as_bytes())?;
+    write_durably(&cert_path, cert.pem().as_bytes())?;
+    Ok((cert_path, key_path))
+}
+
+/// Writes `bytes` to `path` (owner-only on Unix) through a fsynced temporary file renamed into place.
+fn write_durably(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options
-        .open(&key_path)
-        .with_context(|| format!("writing {}", key_path.display()))?;
-    std::io::Write::write_all(&mut file, key.serialize_pem().as_bytes())?;
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::io::Write::write_all(&mut file, bytes)?;
     file.sync_all()?;
-    std::fs::write(&cert_path, cert.pem())
-        .with_context(|| format!("writing {}", cert_path.display()))?;
-    Ok((cert_path, key_path))
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 /// The node that serves the REST API in a dev cluster.

@@ -1,15 +1,18 @@
 //! Test clusters for Trestle: in-process clusters (memory or RocksDB engines, the memory network with its
 //! fault filters, real gRPC between nodes for forwarding) and process clusters of the real `trestle`
-//! binary (for kill -9 and restart), plus helpers that wait on conditions with deadlines.
+//! binary (kill -9, pause, restart; network namespaces cut with nftables; clock steps; a FUSE file
+//! system that loses unsynced writes at a simulated power cut), the history recorder and checkers, the
+//! fault campaign, plus helpers that wait on conditions with deadlines.
 //!
-//! Every server listens on 127.0.0.1 with a port chosen by the OS, and every cluster cleans up its
-//! processes and directories when dropped.
+//! Every server listens on 127.0.0.1 (or in network namespaces the cluster creates) with ports chosen by
+//! the OS, and every cluster cleans up its processes, namespaces, mounts and directories when dropped.
 
 #![allow(clippy::unwrap_used)]
 
 pub mod campaign;
 pub mod history;
 pub mod in_process;
+pub mod lossy_fs;
 pub mod netns;
 pub mod process;
 pub mod replica;

@@ -106,6 +106,9 @@ pub struct ProcessCluster {
     children: Vec<Option<Child>>,
     addrs: Vec<(IpAddr, u16, u16)>,
     network: Option<crate::netns::Network>,
+    /// Each node's lossy data disk (with `lossy_disks`). Dropped after the children are killed
+    /// (`Drop` kills them in its body; fields drop after it).
+    disks: Vec<Option<crate::lossy_fs::LossyMount>>,
 }
 
 impl ProcessCluster {
@@ -151,12 +154,25 @@ impl ProcessCluster {
             );
         }
         let ranges = options.ranges;
-        for i in 0..3 {
+        // Mounted before any node starts (and before `ip netns exec`, whose mount namespace copies them).
+        let disks = (0..3)
+            .map(|_| {
+                options
+                    .lossy_disks
+                    .then(crate::lossy_fs::LossyMount::temp)
+                    .transpose()
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for (i, disk) in disks.iter().enumerate() {
+            let data_dir = match disk {
+                Some(disk) => disk.path().join(format!("node{}", i + 1)),
+                None => dir.path().join(format!("node{}", i + 1)),
+            };
             let cfg = format!(
                 "node-id = {}\ndata-dir = \"{}\"\ninitial-ranges = {ranges}\ncluster-token = \"{PROCESS_CLUSTER_TOKEN}\"\n\n\
                  [raft]\ntick-ms = 20\n\n{peers}",
                 i + 1,
-                dir.path().join(format!("node{}", i + 1)).display(),
+                data_dir.display(),
             );
             std::fs::write(dir.path().join(format!("node{}.toml", i + 1)), cfg)?;
             if options.faketime {
@@ -170,6 +186,7 @@ impl ProcessCluster {
             children: vec![None, None, None],
             addrs,
             network,
+            disks,
         };
         for id in 1..=3 {
             c.spawn(id)?;
@@ -229,13 +246,17 @@ impl ProcessCluster {
 
     /// Power failure of node `id`: kill -9, then every write its disk had not fsynced is lost. Needs
     /// `lossy_disks`; [`ProcessCluster::restart`] boots it again.
-    pub fn power_off(&mut self, id: u64) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            self.options.lossy_disks,
-            "the cluster was started without lossy disks"
-        );
-        self.kill9(id)?;
-        bail!("lossy disks are not wired yet")
+    pub fn power_off(&mut self, id: u64) -> anyhow::Result<crate::lossy_fs::Dropped> {
+        let disk = self.disks[(id - 1) as usize]
+            .as_ref()
+            .context("the cluster was started without lossy disks")?;
+        // The process must be dead and reaped first: then every write it sent has been answered and
+        // none can land after the power cut.
+        if let Some(mut child) = self.children[(id - 1) as usize].take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(disk.power_off())
     }
 
     /// The network of namespaces the nodes run in, if the cluster was started with `namespaces`.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use trestle_testkit::campaign::{self, Fault, FaultKind, Options, WorkloadKind, schedule};
 use trestle_testkit::process::planted_bin;
 
-/// The seeds the test command replays every run, all faults, 30 s of schedule each.
+/// The seeds the test command replays every run, all faults, 20 s of schedule each.
 const SEEDS: [u64; 2] = [20261207, 7];
 
 async fn run(options: Options) -> campaign::Report {
@@ -59,6 +59,24 @@ fn planted(
     options.bin = Some(planted_bin().expect("the planted-bugs binary"));
     options.env = vec![("TRESTLE_PLANTED_BUG".into(), bug.into())];
     options
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn c02_the_campaign_catches_acknowledgement_before_fsync() {
+    let kinds = [FaultKind::Power];
+    let seed = seed_whose_first_step(1, &kinds, |f| matches!(f, Fault::PowerOffAll));
+    let report = run(planted(
+        "ack-before-fsync",
+        seed,
+        Duration::from_secs(8),
+        kinds.to_vec(),
+        vec![WorkloadKind::Registers, WorkloadKind::Inserts],
+    ))
+    .await;
+    assert!(
+        !report.passed(),
+        "the planted bug went unnoticed:\n{report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

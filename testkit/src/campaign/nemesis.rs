@@ -17,12 +17,14 @@ const DATA_RANGE: u64 = 2;
 pub struct Applied {
     fault: Fault,
     nodes: Vec<u64>,
+    /// What a power cut dropped.
+    lost: String,
 }
 
 impl fmt::Display for Applied {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let nodes: Vec<String> = self.nodes.iter().map(|n| n.to_string()).collect();
-        write!(f, "{} (node {})", self.fault, nodes.join(", "))
+        write!(f, "{} (node {}{})", self.fault, nodes.join(", "), self.lost)
     }
 }
 
@@ -41,6 +43,7 @@ fn others(cluster: &ProcessCluster, node: u64) -> Vec<u64> {
 
 /// Injects `fault`.
 pub async fn apply(cluster: &mut ProcessCluster, fault: Fault) -> anyhow::Result<Applied> {
+    let mut lost = String::new();
     let nodes = match fault {
         Fault::Kill(t) => {
             let n = resolve(cluster, t).await;
@@ -74,18 +77,25 @@ pub async fn apply(cluster: &mut ProcessCluster, fault: Fault) -> anyhow::Result
         }
         Fault::PowerOff(t) => {
             let n = resolve(cluster, t).await;
-            cluster.power_off(n)?;
+            let dropped = cluster.power_off(n)?;
+            lost = format!("; {} bytes not fsynced lost", dropped.bytes);
             vec![n]
         }
         Fault::PowerOffAll => {
             let all: Vec<u64> = cluster.ids().collect();
+            // Every process dies before any disk forgets: a power cut is one instant for all.
             for &n in &all {
-                cluster.power_off(n)?;
+                cluster.kill9(n)?;
             }
+            let mut bytes = 0;
+            for &n in &all {
+                bytes += cluster.power_off(n)?.bytes;
+            }
+            lost = format!("; {bytes} bytes not fsynced lost");
             all
         }
     };
-    Ok(Applied { fault, nodes })
+    Ok(Applied { fault, nodes, lost })
 }
 
 /// Heals what [`apply`] did.
