@@ -23,7 +23,7 @@ async fn c01_fixed_seeds_pass_under_every_fault() {
     for seed in SEEDS {
         let report = run(Options::new(
             seed,
-            Duration::from_secs(30),
+            Duration::from_secs(20),
             FaultKind::ALL.to_vec(),
         ))
         .await;
