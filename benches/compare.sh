@@ -20,6 +20,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$HERE/tools/trestle-dev.sh"
 ROOT=$(dirname "$HERE")
 if [[ -z "${CARGO_TARGET_DIR:-}" ]]; then
     if [[ -w /var/cache/trestle || -w /var/cache ]]; then
@@ -97,32 +98,8 @@ say "starting trestle dev (data in $DATA_DIR)"
 "$TRESTLE" dev --data "$DATA_DIR" --rest-addr 127.0.0.1:0 --grpc-port 0 \
     >"$RESULTS/trestle.stdout" 2>"$RESULTS/trestle.stderr" &
 TRESTLE_PID=$!
-for _ in $(seq 1 600); do
-    grep -q '^TRESTLE_READY ' "$RESULTS/trestle.stdout" 2>/dev/null && break
-    kill -0 "$TRESTLE_PID" 2>/dev/null || { cat "$RESULTS/trestle.stderr" >&2; exit 1; }
-    sleep 0.1
-done
-READY=$(grep '^TRESTLE_READY ' "$RESULTS/trestle.stdout" | head -1 | cut -d' ' -f2-)
-[[ -n "$READY" ]] || { echo "trestle dev did not become ready" >&2; exit 1; }
-TRESTLE_REST="http://$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["rest"])' "$READY")/devstoreaccount1"
-TRESTLE_GRPC=$(python3 -c 'import json,sys; print(",".join(json.loads(sys.argv[1])["grpc"]))' "$READY")
-FIRST_GRPC=${TRESTLE_GRPC%%,*}
-# Nothing is measured before every range has a leader, and trestle dev has moved each to node 1 (the node
-# that serves REST), as it does by itself shortly after it starts.
-leaders_on_node1() {
-    "$TRESTLE" ctl --addr "$FIRST_GRPC" --admin-token-file "$DATA_DIR/cluster-token" status --json 2>/dev/null | python3 -c '
-import json, sys
-status = json.load(sys.stdin)
-ranges = {r["range"] for r in status["replicas"]}
-leaders = {r["range"]: r["leader"] for r in status["replicas"] if r["role"] == "leader"}
-sys.exit(0 if ranges and leaders.keys() == ranges and set(leaders.values()) == {1} else 1)
-'
-}
-for _ in $(seq 1 100); do
-    leaders_on_node1 && break
-    sleep 0.3
-done
-leaders_on_node1 || say "warning: not every range is led by node 1; figures include forwarding hops"
+wait_trestle_ready "$TRESTLE_PID" "$RESULTS/trestle.stdout" "$RESULTS/trestle.stderr" || exit 1
+wait_leaders_on_node1 "$DATA_DIR/cluster-token" || say "warning: not every range is led by node 1; figures include forwarding hops"
 
 AZURITE_PORT=$(free_port)
 say "starting Azurite $AZURITE_VERSION (in-memory) on 127.0.0.1:$AZURITE_PORT"

@@ -3,18 +3,22 @@
 # Idempotent: a second run does nothing but checks. Source it (`. scripts/setup.sh`) or run it.
 set -euo pipefail
 
-need=()
-# bindgen (librocksdb-sys) needs libclang; g++, make and pkg-config build RocksDB's C++. fuse3 brings
-# fusermount3, which the power-off tests' FUSE file system mounts through when not run as root.
-for p in libclang-dev g++ make pkg-config fuse3; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
-done
-if ((${#need[@]})); then
-  echo "setup: installing ${need[*]}" >&2
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+# Installs the Debian packages among "$@" that are missing (one apt run for all of them).
+ensure_debian_packages() {
+  local need=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
+  done
+  if ((${#need[@]})); then
+    echo "setup: installing ${need[*]}" >&2
+    local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+}
+
+# bindgen (librocksdb-sys) needs libclang; g++, make and pkg-config build RocksDB's C++.
+ensure_debian_packages libclang-dev g++ make pkg-config
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo not found; install Rust with rustup (https://rustup.rs) first" >&2
   exit 1

@@ -10,17 +10,8 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 # The fault campaign's tools: network namespaces and nftables (partitions), FUSE (a disk that drops
-# unsynced writes), libfaketime (clock steps).
-need=()
-for p in iproute2 nftables fuse3 libfaketime; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
-done
-if ((${#need[@]})); then
-  echo "test: installing ${need[*]}" >&2
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+# unsynced writes; fusermount3 when not root), libfaketime (clock steps).
+ensure_debian_packages iproute2 nftables fuse3 libfaketime
 if [ -f scripts/python-venv.sh ]; then
   bash scripts/python-venv.sh
 fi

@@ -23,6 +23,7 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$HERE/trestle-dev.sh"
 BENCHES=$(dirname "$HERE")
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/trestle/target}
 RESULTS=${RESULTS:-$BENCHES/results/lock-compare}
@@ -111,31 +112,8 @@ say "etcd $(etcd --version | head -1 | awk '{print $3}'): pids ${ETCD_PID[*]}, c
     >"$WORK/trestle.stdout" 2>"$WORK/trestle.stderr" &
 TRESTLE_PID=$!
 PIDS+=("$TRESTLE_PID")
-for _ in $(seq 1 600); do
-    grep -q '^TRESTLE_READY ' "$WORK/trestle.stdout" 2>/dev/null && break
-    kill -0 "$TRESTLE_PID" 2>/dev/null || { cat "$WORK/trestle.stderr" >&2; exit 1; }
-    sleep 0.1
-done
-READY=$(grep '^TRESTLE_READY ' "$WORK/trestle.stdout" | head -1 | cut -d' ' -f2-)
-[[ -n "$READY" ]] || { echo "trestle dev did not become ready" >&2; exit 1; }
-TRESTLE_GRPC=$(python3 -c 'import json,sys; print(",".join(json.loads(sys.argv[1])["grpc"]))' "$READY")
-FIRST_GRPC=${TRESTLE_GRPC%%,*}
-# Nothing is measured before every range (the meta range holds the locks) is led by node 1, where trestle
-# dev moves leaders shortly after start-up: the same steady state as etcd's settled leader.
-leaders_on_node1() {
-    "$TRESTLE" ctl --addr "$FIRST_GRPC" --admin-token-file "$WORK/trestle/cluster-token" status --json 2>/dev/null | python3 -c '
-import json, sys
-status = json.load(sys.stdin)
-ranges = {r["range"] for r in status["replicas"]}
-leaders = {r["range"]: r["leader"] for r in status["replicas"] if r["role"] == "leader"}
-sys.exit(0 if ranges and leaders.keys() == ranges and set(leaders.values()) == {1} else 1)
-'
-}
-for _ in $(seq 1 100); do
-    leaders_on_node1 && break
-    sleep 0.3
-done
-leaders_on_node1 || say "warning: not every range is led by node 1"
+wait_trestle_ready "$TRESTLE_PID" "$WORK/trestle.stdout" "$WORK/trestle.stderr" || exit 1
+wait_leaders_on_node1 "$WORK/trestle/cluster-token" || say "warning: not every range is led by node 1"
 say "trestle dev: pid $TRESTLE_PID, gRPC $TRESTLE_GRPC"
 say "trestle $(git -C "$BENCHES" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nproc) CPUs, $(uptime)"
 
@@ -151,7 +129,7 @@ run() { # WORKLOAD CLIENTS EXTRA...
 }
 run lock "$LOCK_CLIENTS"
 run lock-handoff "$HANDOFF_CLIENTS" --lock-hold "$HOLD"
-leaders_on_node1 || say "warning: a range is no longer led by node 1 at the end of the run"
+leaders_on_node1 "$WORK/trestle/cluster-token" || say "warning: a range is no longer led by node 1 at the end of the run"
 say "etcd leader at the end: m$(etcd_leader || echo '?') (m$LEADER at the start)"
 
 python3 - "$RESULTS/raw/lock.json" "$RESULTS/raw/lock-handoff.json" "$LOCK_CLIENTS" "$HANDOFF_CLIENTS" "$HOLD" \

@@ -95,12 +95,7 @@ async fn c03_the_campaign_catches_reads_without_read_index() {
         !report.passed(),
         "the planted bug went unnoticed:\n{report}"
     );
-    let failed: Vec<&str> = report
-        .checks
-        .iter()
-        .filter(|c| !c.passed)
-        .map(|c| c.name.as_str())
-        .collect();
+    let failed = report.failed_checks();
     assert!(
         failed.iter().any(|n| n.starts_with("registers")),
         "caught, but not as a linearizability violation: {failed:?}"
@@ -117,12 +112,7 @@ async fn c04_the_campaign_catches_a_skipped_fencing_check() {
         vec![WorkloadKind::Counter],
     ))
     .await;
-    let failed: Vec<&str> = report
-        .checks
-        .iter()
-        .filter(|c| !c.passed)
-        .map(|c| c.name.as_str())
-        .collect();
+    let failed = report.failed_checks();
     assert!(
         failed.iter().any(|n| n.starts_with("counter")),
         "the planted bug went unnoticed: {failed:?}\n{report}"

@@ -11,7 +11,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use trestle_client::{Fencing, TableClient};
+use trestle_client::{Fencing, Lease, LockClient, LockGuard, TableClient};
 use trestle_types::{Entity, Value};
 
 use super::{Check, Shared};
@@ -82,6 +82,18 @@ async fn increment(
     }
 }
 
+/// A new lease (TTL 3 s) holding the lock, waiting up to 5 s for it; `None` (lease revoked) otherwise.
+async fn take_lock(locks: &LockClient) -> Option<(Lease, LockGuard)> {
+    let lease = locks.lease(Duration::from_secs(3)).await.ok()?;
+    match lease.acquire(LOCK, Duration::from_secs(5)).await {
+        Ok(guard) => Some((lease, guard)),
+        Err(_) => {
+            let _ = lease.revoke().await;
+            None
+        }
+    }
+}
+
 impl Counter {
     pub async fn start(shared: &Arc<Shared>) -> anyhow::Result<Counter> {
         shared.client.create_table(TABLE).await?;
@@ -98,25 +110,23 @@ impl Counter {
             tasks.push(tokio::spawn(async move {
                 let locks = shared.client.locks();
                 while !shared.stopped() {
-                    let Ok(lease) = locks.lease(Duration::from_secs(3)).await else {
+                    let Some((lease, guard)) = take_lock(&locks).await else {
                         continue;
                     };
-                    if let Ok(guard) = lease.acquire(LOCK, Duration::from_secs(5)).await {
-                        let fencing = guard.fencing();
-                        for _ in 0..3 {
-                            if lease.is_lost() {
-                                break;
-                            }
-                            let Some(old) = read(&shared.client).await else {
-                                break;
-                            };
-                            if !increment(&shared.client, &fencing, old, &clock, &log).await {
-                                break;
-                            }
-                            shared.progress();
+                    let fencing = guard.fencing();
+                    for _ in 0..3 {
+                        if lease.is_lost() {
+                            break;
                         }
-                        let _ = guard.release().await;
+                        let Some(old) = read(&shared.client).await else {
+                            break;
+                        };
+                        if !increment(&shared.client, &fencing, old, &clock, &log).await {
+                            break;
+                        }
+                        shared.progress();
                     }
+                    let _ = guard.release().await;
                     let _ = lease.revoke().await;
                 }
             }));
@@ -126,11 +136,7 @@ impl Counter {
             tasks.push(tokio::spawn(async move {
                 let locks = shared.client.locks();
                 while !shared.stopped() {
-                    let Ok(lease) = locks.lease(Duration::from_secs(3)).await else {
-                        continue;
-                    };
-                    let Ok(guard) = lease.acquire(LOCK, Duration::from_secs(5)).await else {
-                        let _ = lease.revoke().await;
+                    let Some((lease, guard)) = take_lock(&locks).await else {
                         continue;
                     };
                     let fencing = guard.fencing();

@@ -160,6 +160,15 @@ impl Report {
         self.checks.iter().all(|c| c.passed)
     }
 
+    /// The names of the checkers that failed.
+    pub fn failed_checks(&self) -> Vec<&str> {
+        self.checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+
     pub fn operations(&self) -> usize {
         self.checks.iter().map(|c| c.operations).sum()
     }
