@@ -265,3 +265,49 @@ async fn entity_type_round_trip_in_nometadata_keeps_int64_as_string() {
     assert_eq!(body["nan"], "NaN");
     assert_eq!(body["nan@odata.type"], "Edm.Double");
 }
+
+/// Azure answers an entity tag it never issued with 412, as a condition that simply does not hold
+/// (Azurite #1229: "Azure and Storage Emulator return 412 for this etag"); only a value that is not an
+/// entity tag at all is 400.
+#[tokio::test]
+async fn a_foreign_if_match_is_a_condition_no_entity_meets() {
+    let gw = TestGateway::start().await;
+    gw.must_create_table("tagz").await;
+    gw.must_insert("tagz", r#"{"PartitionKey":"p","RowKey":"r","a":1}"#)
+        .await;
+    let path = "tagz(PartitionKey='p',RowKey='r')";
+    let foreign = [
+        "W/\"wrong\"",
+        "w/\"wrong\"",
+        "\"strong\"",
+        "W/\"0x8D9A1B2C3D4E5F6\"",
+        "w/\"datetime'2020-09-15T23%3A02%3A10.6970439Z'\"",
+    ];
+    for etag in foreign {
+        for method in ["PUT", "MERGE", "PATCH"] {
+            gw.request(method, path)
+                .json(r#"{"a":2}"#)
+                .header("If-Match", etag)
+                .send()
+                .await
+                .assert_error(412, "UpdateConditionNotSatisfied");
+        }
+        gw.request("DELETE", path)
+            .header("If-Match", etag)
+            .send()
+            .await
+            .assert_error(412, "UpdateConditionNotSatisfied");
+        gw.request("DELETE", "tagz(PartitionKey='p',RowKey='missing')")
+            .header("If-Match", etag)
+            .send()
+            .await
+            .assert_error(404, "ResourceNotFound");
+    }
+    gw.request("DELETE", path)
+        .header("If-Match", "MalformedETag")
+        .send()
+        .await
+        .assert_error(400, "InvalidInput");
+    let body = gw.request("GET", path).send().await.json();
+    assert_eq!(body["a"], 1, "no conditional write went through");
+}

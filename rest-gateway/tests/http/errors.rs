@@ -34,7 +34,7 @@ async fn invalid_input_for_bad_json_and_bad_if_match() {
     let resp = gw
         .request("PUT", "err1(PartitionKey='p',RowKey='r')")
         .json("{}")
-        .header("If-Match", "\"strong\"")
+        .header("If-Match", "MalformedETag")
         .send()
         .await;
     resp.assert_error(400, "InvalidInput");
