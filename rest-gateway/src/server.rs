@@ -4,7 +4,7 @@
 //! Azure's URL grammar (`/t(PartitionKey='a',RowKey='b')`, `MERGE`, `X-HTTP-Method` tunnelling) does not
 //! fit a route table, so dispatch is a `match` over the parsed [`Resource`] and the effective method. The
 //! order of checks is fixed: address → method tunnelling → CORS preflight (unauthenticated) → body size
-//! (413 before anything is buffered) → authentication → body → handler. Every path through here ends in
+//! (413 before anything is buffered; the rest of an oversized body is read and discarded so the client sees the answer) → authentication → body → handler. Every path through here ends in
 //! an Azure-shaped response; bad input is a 4xx, never a 500 or a panic.
 
 use std::net::{IpAddr, SocketAddr};
@@ -14,9 +14,10 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
+use bytes::BytesMut;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use trestle_types::{DateTime, ErrorCode};
 
 use crate::auth::{self, Access, Accounts, AuthRequest, Credential};
@@ -333,7 +334,12 @@ async fn process(
         let declared =
             header_str(&parts.headers, CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|len| len > limit as u64) {
-            return Err(ApiError::from_code(ErrorCode::RequestBodyTooLarge));
+            // A client that sent `Expect: 100-continue` is waiting for leave to send; it gets the 413
+            // instead and sends nothing. Any other client is already sending.
+            let waiting = header_str(&parts.headers, "expect")
+                .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+            let drained = waiting || drain(body).await;
+            return Err(body_too_large(drained));
         }
         let https = parts
             .extensions
@@ -389,16 +395,53 @@ async fn process(
     (account, result)
 }
 
-async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(ApiError::from_code(ErrorCode::RequestBodyTooLarge))
+/// How much of an oversized body the gateway reads and discards before answering 413. Clients that
+/// write the whole body before reading the answer (Node's `http`, so the Azure JS SDK) see EPIPE or a
+/// reset instead of the 413 if the connection closes under them; HTTP.sys, in front of Azure, reads
+/// the rest likewise. Past this bound the gateway stops reading and closes the connection; a client
+/// that stops sending is cut off by the body-read timeout.
+pub(crate) const MAX_DISCARDED_BODY_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Reads the body; over `limit` bytes it is 413 `RequestBodyTooLarge` (after [`drain`]ing the rest).
+async fn read_body(mut body: Body, limit: usize) -> ApiResult<Bytes> {
+    let mut collected = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|_| ApiError::invalid_input("The request body could not be read."))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if collected.len() + data.len() > limit {
+            return Err(body_too_large(drain(body).await));
         }
-        Err(_) => Err(ApiError::invalid_input(
-            "The request body could not be read.",
-        )),
+        collected.extend_from_slice(&data);
     }
+    Ok(collected.freeze())
+}
+
+/// Reads and discards the rest of a request body, up to [`MAX_DISCARDED_BODY_BYTES`]; whether it ended.
+async fn drain(mut body: Body) -> bool {
+    let mut discarded = 0u64;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return false };
+        if let Some(data) = frame.data_ref() {
+            discarded += data.len() as u64;
+            if discarded > MAX_DISCARDED_BODY_BYTES {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// 413 `RequestBodyTooLarge`; when the body was not read to its end the connection cannot carry
+/// another request, so the answer says it closes.
+fn body_too_large(drained: bool) -> ApiError {
+    let mut error = ApiError::from_code(ErrorCode::RequestBodyTooLarge);
+    if !drained {
+        error.headers.push(("connection", "close".to_string()));
+    }
+    error
 }
 
 fn method_not_allowed() -> ApiError {
