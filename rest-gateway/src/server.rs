@@ -21,7 +21,7 @@ use http_body_util::BodyExt;
 use trestle_types::{DateTime, ErrorCode};
 
 use crate::auth::{self, Access, Accounts, AuthRequest, Credential};
-use crate::config::{DEFAULT_API_VERSION, GatewayConfig};
+use crate::config::{DEFAULT_API_VERSION, GatewayConfig, KNOWN_API_VERSIONS};
 use crate::cors::{self, CorsRule};
 use crate::error::{ApiError, ApiResult, ErrorFormat};
 use crate::handlers;
@@ -172,15 +172,22 @@ async fn handle(State(gateway): State<Gateway>, request: Request) -> Response {
         .find(|(k, _)| k == "$format")
         .map(|(_, v)| v.as_str());
     let error_format = ErrorFormat::negotiate(header_str(&parts.headers, "accept"), format_param);
-    let version = header_str(&parts.headers, "x-ms-version")
-        .unwrap_or(DEFAULT_API_VERSION)
-        .to_string();
+    let requested = parts.headers.get("x-ms-version");
+    let version = match requested.map(|v| v.to_str().map(str::trim)) {
+        None => Some(DEFAULT_API_VERSION.to_string()),
+        Some(Ok(v)) if KNOWN_API_VERSIONS.contains(&v) => Some(v.to_string()),
+        // An unknown version is refused and, as Azure does, not echoed.
+        Some(_) => None,
+    };
     let client_request_id =
         header_str(&parts.headers, "x-ms-client-request-id").map(str::to_string);
     let origin = header_str(&parts.headers, "origin").map(str::to_string);
     let actual_method = parts.method.clone();
 
-    let (account, result) = process(&gateway, parts, body, query, &request_id, now).await;
+    let (account, result) = match &version {
+        Some(_) => process(&gateway, parts, body, query, &request_id, now).await,
+        None => (None, Err(unknown_version(requested))),
+    };
     let mut response = match result {
         Ok(response) => response,
         Err(error) => {
@@ -199,11 +206,24 @@ async fn handle(State(gateway): State<Gateway>, request: Request) -> Response {
     decorate(
         &mut response,
         &request_id,
-        &version,
+        version.as_deref(),
         client_request_id.as_deref(),
         now,
     );
     response
+}
+
+/// Azure's answer to an `x-ms-version` it does not know: 400 `InvalidHeaderValue` naming the header.
+fn unknown_version(value: Option<&HeaderValue>) -> ApiError {
+    let value = value.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    ApiError::new(
+        ErrorCode::InvalidHeaderValue,
+        format!(
+            "The value for one of the HTTP headers is not in the correct format.\nHeaderName: \
+             x-ms-version\nHeaderValue: {}",
+            value.unwrap_or_default()
+        ),
+    )
 }
 
 fn add_cors_headers(response: &mut Response, rule: &CorsRule, origin: &str) {
@@ -234,7 +254,7 @@ fn add_cors_headers(response: &mut Response, rule: &CorsRule, origin: &str) {
 fn decorate(
     response: &mut Response,
     request_id: &str,
-    version: &str,
+    version: Option<&str>,
     client_request_id: Option<&str>,
     now: DateTime,
 ) {
@@ -247,7 +267,10 @@ fn decorate(
         }
     };
     set("x-ms-request-id", HeaderValue::from_str(request_id).ok());
-    set("x-ms-version", HeaderValue::from_str(version).ok());
+    set(
+        "x-ms-version",
+        version.and_then(|v| HeaderValue::from_str(v).ok()),
+    );
     set("date", http_date(now));
     set("dataserviceversion", Some(HeaderValue::from_static("3.0;")));
     set(
