@@ -192,15 +192,28 @@ async fn handle(State(gateway): State<Gateway>, request: Request) -> Response {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(code = %error.code, message = %error.message, request_id, "request failed");
-            error.into_response(error_format, &request_id, now)
+            // A preflight never reaches the Table service's OData layer; Azure's front end answers it
+            // in its own XML whatever the Accept header says.
+            let format = if actual_method == Method::OPTIONS {
+                ErrorFormat::Storage
+            } else {
+                error_format
+            };
+            error.into_response(format, &request_id, now)
         }
     };
     if let (Some(origin), Some(account)) = (origin, account)
         && actual_method != Method::OPTIONS
     {
         let rules = gateway.cors_rules(&account).await;
-        if let Some(rule) = cors::match_request(&rules, &origin, actual_method.as_str()) {
+        let rule = cors::match_request(&rules, &origin, actual_method.as_str());
+        if let Some(rule) = rule {
             add_cors_headers(&mut response, rule, &origin);
+        }
+        if cors::vary_by_origin(&rules, rule, actual_method.as_str())
+            && let Ok(value) = HeaderValue::from_str("Origin")
+        {
+            response.headers_mut().insert("vary", value);
         }
     }
     decorate(
@@ -227,13 +240,10 @@ fn unknown_version(value: Option<&HeaderValue>) -> ApiError {
 }
 
 fn add_cors_headers(response: &mut Response, rule: &CorsRule, origin: &str) {
-    let mut headers = vec![
-        (
-            "access-control-allow-origin",
-            cors::allow_origin_value(rule, origin),
-        ),
-        ("vary", "Origin".to_string()),
-    ];
+    let mut headers = vec![(
+        "access-control-allow-origin",
+        cors::allow_origin_value(rule, origin),
+    )];
     if !rule.exposed_headers.is_empty() {
         headers.push((
             "access-control-expose-headers",
