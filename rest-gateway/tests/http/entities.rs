@@ -311,3 +311,66 @@ async fn a_foreign_if_match_is_a_condition_no_entity_meets() {
     let body = gw.request("GET", path).send().await.json();
     assert_eq!(body["a"], 1, "no conditional write went through");
 }
+
+/// Azure stores no nulls, whatever type annotation comes with them: "The Azure Storage Table Service
+/// does not store properties with null values. It does not throw but silently ignores the values"
+/// (a Microsoft engineer in azure-storage-net#188; likewise #101, #548). Trestle does the same.
+#[tokio::test]
+async fn a_typed_null_is_accepted_and_not_stored() {
+    let gw = TestGateway::start().await;
+    gw.must_create_table("nulls").await;
+    gw.must_insert(
+        "nulls",
+        r#"{"PartitionKey":"p","RowKey":"r","when":null,"when@odata.type":"Edm.DateTime",
+            "d":null,"d@odata.type":"Edm.Double","plain":null,"kept":1}"#,
+    )
+    .await;
+    let body = gw
+        .request("GET", "nulls(PartitionKey='p',RowKey='r')")
+        .send()
+        .await
+        .json();
+    let names: Vec<&String> = body.as_object().expect("object").keys().collect();
+    for gone in ["when", "when@odata.type", "d", "d@odata.type", "plain"] {
+        assert!(
+            !body.as_object().unwrap().contains_key(gone),
+            "{gone}: {names:?}"
+        );
+    }
+    assert_eq!(body["kept"], 1);
+}
+
+/// Azure writes a whole-number Double as `5.0` and, in minimal metadata, without a type annotation
+/// (recorded traffic: the reference's "Whole doubles serialized as 3.0"; the JS SDK's long-open
+/// azure-sdk-for-js#19899 is exactly a JSON parser dropping that `.0`). Full metadata annotates it.
+#[tokio::test]
+async fn whole_number_doubles_are_written_as_azure_writes_them() {
+    let gw = TestGateway::start().await;
+    gw.must_create_table("dbl").await;
+    gw.must_insert(
+        "dbl",
+        r#"{"PartitionKey":"p","RowKey":"r","d":5.0,"e":"5","e@odata.type":"Edm.Double"}"#,
+    )
+    .await;
+    let path = "dbl(PartitionKey='p',RowKey='r')";
+    for (accept, annotated) in [
+        ("application/json;odata=nometadata", false),
+        ("application/json;odata=minimalmetadata", false),
+        ("application/json;odata=fullmetadata", true),
+    ] {
+        let resp = gw
+            .request("GET", path)
+            .header("Accept", accept)
+            .send()
+            .await;
+        assert_eq!(resp.status, 200, "{}", resp.body);
+        assert!(resp.body.contains(r#""d":5.0"#), "{accept}: {}", resp.body);
+        assert!(resp.body.contains(r#""e":5.0"#), "{accept}: {}", resp.body);
+        assert_eq!(
+            resp.body.contains(r#""d@odata.type":"Edm.Double""#),
+            annotated,
+            "{accept}: {}",
+            resp.body
+        );
+    }
+}
