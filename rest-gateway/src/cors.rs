@@ -107,6 +107,16 @@ pub fn match_request<'a>(
         .find(|rule| rule.origin_allowed(origin) && rule.method_allowed(method))
 }
 
+/// Whether an actual request's answer carries `Vary: Origin`. Azure's CORS documentation ("Understanding
+/// the Vary header") sets it on GET and HEAD answers when CORS is enabled for the service and either the
+/// matching rule names the origin exactly or no rule matches (the answer depends on the Origin), and
+/// not when the matching rule allows every origin (`*`: the answer is the same for all). Other methods'
+/// answers are not cached, and Azure does not set it on them.
+pub fn vary_by_origin(rules: &[CorsRule], matched: Option<&CorsRule>, method: &str) -> bool {
+    let cacheable = method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD");
+    cacheable && !rules.is_empty() && !matched.is_some_and(CorsRule::any_origin)
+}
+
 /// The value of `Access-Control-Allow-Origin` for a rule that matched `origin`.
 pub fn allow_origin_value(rule: &CorsRule, origin: &str) -> String {
     if rule.any_origin() {
@@ -171,6 +181,20 @@ mod tests {
             match_request(&rules, "http://a.com", "get"),
             Some(&rules[0])
         );
+    }
+
+    #[test]
+    fn vary_follows_azures_table() {
+        let exact = rule(&["http://a.com"], &["GET", "PUT"], &[]);
+        let any = rule(&["*"], &["GET"], &[]);
+        let rules = vec![exact.clone(), any.clone()];
+        // GET/HEAD: an exact match or no match varies by origin; a wildcard match does not.
+        assert!(vary_by_origin(&rules, Some(&exact), "GET"));
+        assert!(vary_by_origin(&rules, None, "HEAD"));
+        assert!(!vary_by_origin(&rules, Some(&any), "GET"));
+        // No rules at all (CORS disabled): no Vary. Other methods: no Vary.
+        assert!(!vary_by_origin(&[], None, "GET"));
+        assert!(!vary_by_origin(&rules, Some(&exact), "PUT"));
     }
 
     #[test]

@@ -93,6 +93,12 @@ impl ApiError {
                 self.code.as_str(),
                 escape(&message)
             ),
+            ErrorFormat::Storage => format!(
+                "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>{}</Code>\
+                 <Message>{}</Message></Error>",
+                self.code.as_str(),
+                escape(&message)
+            ),
         }
     }
 
@@ -146,6 +152,10 @@ fn wire_code(code: ErrorCode) -> ErrorCode {
 pub enum ErrorFormat {
     Json,
     Xml,
+    /// The storage front end's own XML (`<Error><Code>…</Code><Message>…</Message></Error>`, as Blob
+    /// and Queue answer), used where the request never reaches the Table service's OData layer: a CORS
+    /// preflight. `Code` and `Message` are plain strings there, which is how SDKs read them.
+    Storage,
 }
 
 impl ErrorFormat {
@@ -163,6 +173,7 @@ impl ErrorFormat {
         match self {
             ErrorFormat::Json => MetadataLevel::Minimal.content_type(),
             ErrorFormat::Xml => "application/xml;charset=utf-8",
+            ErrorFormat::Storage => "application/xml",
         }
     }
 }

@@ -4,7 +4,7 @@
 //! Azure's URL grammar (`/t(PartitionKey='a',RowKey='b')`, `MERGE`, `X-HTTP-Method` tunnelling) does not
 //! fit a route table, so dispatch is a `match` over the parsed [`Resource`] and the effective method. The
 //! order of checks is fixed: address → method tunnelling → CORS preflight (unauthenticated) → body size
-//! (413 before anything is buffered) → authentication → body → handler. Every path through here ends in
+//! (413 before anything is buffered; the rest of an oversized body is read and discarded so the client sees the answer) → authentication → body → handler. Every path through here ends in
 //! an Azure-shaped response; bad input is a 4xx, never a 500 or a panic.
 
 use std::net::{IpAddr, SocketAddr};
@@ -14,13 +14,14 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
+use bytes::BytesMut;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use trestle_types::{DateTime, ErrorCode};
 
 use crate::auth::{self, Access, Accounts, AuthRequest, Credential};
-use crate::config::{DEFAULT_API_VERSION, GatewayConfig};
+use crate::config::{DEFAULT_API_VERSION, GatewayConfig, KNOWN_API_VERSIONS};
 use crate::cors::{self, CorsRule};
 use crate::error::{ApiError, ApiResult, ErrorFormat};
 use crate::handlers;
@@ -171,48 +172,78 @@ async fn handle(State(gateway): State<Gateway>, request: Request) -> Response {
         .find(|(k, _)| k == "$format")
         .map(|(_, v)| v.as_str());
     let error_format = ErrorFormat::negotiate(header_str(&parts.headers, "accept"), format_param);
-    let version = header_str(&parts.headers, "x-ms-version")
-        .unwrap_or(DEFAULT_API_VERSION)
-        .to_string();
+    let requested = parts.headers.get("x-ms-version");
+    let version = match requested.map(|v| v.to_str().map(str::trim)) {
+        None => Some(DEFAULT_API_VERSION.to_string()),
+        Some(Ok(v)) if KNOWN_API_VERSIONS.contains(&v) => Some(v.to_string()),
+        // An unknown version is refused and, as Azure does, not echoed.
+        Some(_) => None,
+    };
     let client_request_id =
         header_str(&parts.headers, "x-ms-client-request-id").map(str::to_string);
     let origin = header_str(&parts.headers, "origin").map(str::to_string);
     let actual_method = parts.method.clone();
 
-    let (account, result) = process(&gateway, parts, body, query, &request_id, now).await;
+    let (account, result) = match &version {
+        Some(_) => process(&gateway, parts, body, query, &request_id, now).await,
+        None => (None, Err(unknown_version(requested))),
+    };
     let mut response = match result {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(code = %error.code, message = %error.message, request_id, "request failed");
-            error.into_response(error_format, &request_id, now)
+            // A preflight never reaches the Table service's OData layer; Azure's front end answers it
+            // in its own XML whatever the Accept header says.
+            let format = if actual_method == Method::OPTIONS {
+                ErrorFormat::Storage
+            } else {
+                error_format
+            };
+            error.into_response(format, &request_id, now)
         }
     };
     if let (Some(origin), Some(account)) = (origin, account)
         && actual_method != Method::OPTIONS
     {
         let rules = gateway.cors_rules(&account).await;
-        if let Some(rule) = cors::match_request(&rules, &origin, actual_method.as_str()) {
+        let rule = cors::match_request(&rules, &origin, actual_method.as_str());
+        if let Some(rule) = rule {
             add_cors_headers(&mut response, rule, &origin);
+        }
+        if cors::vary_by_origin(&rules, rule, actual_method.as_str())
+            && let Ok(value) = HeaderValue::from_str("Origin")
+        {
+            response.headers_mut().insert("vary", value);
         }
     }
     decorate(
         &mut response,
         &request_id,
-        &version,
+        version.as_deref(),
         client_request_id.as_deref(),
         now,
     );
     response
 }
 
-fn add_cors_headers(response: &mut Response, rule: &CorsRule, origin: &str) {
-    let mut headers = vec![
-        (
-            "access-control-allow-origin",
-            cors::allow_origin_value(rule, origin),
+/// Azure's answer to an `x-ms-version` it does not know: 400 `InvalidHeaderValue` naming the header.
+fn unknown_version(value: Option<&HeaderValue>) -> ApiError {
+    let value = value.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    ApiError::new(
+        ErrorCode::InvalidHeaderValue,
+        format!(
+            "The value for one of the HTTP headers is not in the correct format.\nHeaderName: \
+             x-ms-version\nHeaderValue: {}",
+            value.unwrap_or_default()
         ),
-        ("vary", "Origin".to_string()),
-    ];
+    )
+}
+
+fn add_cors_headers(response: &mut Response, rule: &CorsRule, origin: &str) {
+    let mut headers = vec![(
+        "access-control-allow-origin",
+        cors::allow_origin_value(rule, origin),
+    )];
     if !rule.exposed_headers.is_empty() {
         headers.push((
             "access-control-expose-headers",
@@ -233,7 +264,7 @@ fn add_cors_headers(response: &mut Response, rule: &CorsRule, origin: &str) {
 fn decorate(
     response: &mut Response,
     request_id: &str,
-    version: &str,
+    version: Option<&str>,
     client_request_id: Option<&str>,
     now: DateTime,
 ) {
@@ -246,7 +277,10 @@ fn decorate(
         }
     };
     set("x-ms-request-id", HeaderValue::from_str(request_id).ok());
-    set("x-ms-version", HeaderValue::from_str(version).ok());
+    set(
+        "x-ms-version",
+        version.and_then(|v| HeaderValue::from_str(v).ok()),
+    );
     set("date", http_date(now));
     set("dataserviceversion", Some(HeaderValue::from_static("3.0;")));
     set(
@@ -333,7 +367,12 @@ async fn process(
         let declared =
             header_str(&parts.headers, CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|len| len > limit as u64) {
-            return Err(ApiError::from_code(ErrorCode::RequestBodyTooLarge));
+            // A client that sent `Expect: 100-continue` is waiting for leave to send; it gets the 413
+            // instead and sends nothing. Any other client is already sending.
+            let waiting = header_str(&parts.headers, "expect")
+                .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+            let drained = waiting || drain(body).await;
+            return Err(body_too_large(drained));
         }
         let https = parts
             .extensions
@@ -389,16 +428,53 @@ async fn process(
     (account, result)
 }
 
-async fn read_body(body: Body, limit: usize) -> ApiResult<Bytes> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(ApiError::from_code(ErrorCode::RequestBodyTooLarge))
+/// How much of an oversized body the gateway reads and discards before answering 413. Clients that
+/// write the whole body before reading the answer (Node's `http`, so the Azure JS SDK) see EPIPE or a
+/// reset instead of the 413 if the connection closes under them; HTTP.sys, in front of Azure, reads
+/// the rest likewise. Past this bound the gateway stops reading and closes the connection; a client
+/// that stops sending is cut off by the body-read timeout.
+pub(crate) const MAX_DISCARDED_BODY_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Reads the body; over `limit` bytes it is 413 `RequestBodyTooLarge` (after [`drain`]ing the rest).
+async fn read_body(mut body: Body, limit: usize) -> ApiResult<Bytes> {
+    let mut collected = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|_| ApiError::invalid_input("The request body could not be read."))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if collected.len() + data.len() > limit {
+            return Err(body_too_large(drain(body).await));
         }
-        Err(_) => Err(ApiError::invalid_input(
-            "The request body could not be read.",
-        )),
+        collected.extend_from_slice(&data);
     }
+    Ok(collected.freeze())
+}
+
+/// Reads and discards the rest of a request body, up to [`MAX_DISCARDED_BODY_BYTES`]; whether it ended.
+async fn drain(mut body: Body) -> bool {
+    let mut discarded = 0u64;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return false };
+        if let Some(data) = frame.data_ref() {
+            discarded += data.len() as u64;
+            if discarded > MAX_DISCARDED_BODY_BYTES {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// 413 `RequestBodyTooLarge`; when the body was not read to its end the connection cannot carry
+/// another request, so the answer says it closes.
+fn body_too_large(drained: bool) -> ApiError {
+    let mut error = ApiError::from_code(ErrorCode::RequestBodyTooLarge);
+    if !drained {
+        error.headers.push(("connection", "close".to_string()));
+    }
+    error
 }
 
 fn method_not_allowed() -> ApiError {

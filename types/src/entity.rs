@@ -147,6 +147,11 @@ impl ETag {
         format!("W/\"datetime'{}'\"", self.0.to_iso().replace(':', "%3A"))
     }
 
+    /// An ETag no entity ever carries: Timestamps come from the clock of the replica that applies a
+    /// write, never 1601-01-01. A condition on it fails for every stored entity, which is how an
+    /// `If-Match` with a foreign entity tag (`W/"wrong"`) must behave.
+    pub const NEVER_ISSUED: ETag = ETag(DateTime::MIN);
+
     /// Parses Azure's weak ETag form. Anything else is not an ETag Trestle issued.
     pub fn parse(s: &str) -> Option<ETag> {
         let inner = s.strip_prefix("W/\"datetime'")?.strip_suffix("'\"")?;

@@ -25,7 +25,7 @@ use crate::batch::response::{SubResponse, base_headers, changeset_response, quer
 use crate::batch::{BatchOperation, BatchRequest, parse_batch};
 use crate::error::{ApiError, ApiResult, ErrorFormat};
 use crate::json::{self, MetadataLevel, check_content_type};
-use crate::resource::{Resource, parse_target};
+use crate::resource::{Resource, parse_resource, parse_target};
 use crate::server::{Ctx, Gateway, respond};
 
 /// One validated write of the changeset.
@@ -180,6 +180,12 @@ fn success(ctx: &Ctx, item: &Prepared, outcome: &WriteOutcome) -> SubResponse {
 }
 
 /// Resolves an operation's absolute (or relative) URI to the resource it names in this account.
+///
+/// A path-style URI whose first segment is not the batch's account names no account at all: the
+/// legacy Python SDK (`azure-cosmosdb-table`) writes `POST /mytable HTTP/1.1` for a path-style
+/// endpoint. Its path is read relative to the batch request's own account, so it can only ever name a
+/// resource there (`/otheraccount/t` is then no resource of this account, and fails). A host-style
+/// URI names its account in the host, and any other account than the batch's is refused.
 fn resolve(ctx: &Ctx, url: &str) -> ApiResult<Resource> {
     let (host, path) = match url.split_once("://") {
         Some((_, rest)) => match rest.find('/') {
@@ -190,12 +196,19 @@ fn resolve(ctx: &Ctx, url: &str) -> ApiResult<Resource> {
     };
     let path = path.split('?').next().unwrap_or(path);
     let target = parse_target(host, path)?;
-    if target.account != ctx.target.account {
-        return Err(ApiError::invalid_input(
-            "A batch operation addresses a different account.",
-        ));
+    if target.account == ctx.target.account {
+        return Ok(target.resource);
     }
-    Ok(target.resource)
+    if target.path_style {
+        let relative = path.trim_start_matches('/');
+        let decoded = percent_encoding::percent_decode_str(relative)
+            .decode_utf8()
+            .map_err(|_| ApiError::from_code(ErrorCode::InvalidUri))?;
+        return parse_resource(&decoded);
+    }
+    Err(ApiError::invalid_input(
+        "A batch operation addresses a different account.",
+    ))
 }
 
 fn prepare(ctx: &Ctx, operation: &BatchOperation) -> ApiResult<Prepared> {

@@ -32,15 +32,39 @@ pub(crate) fn parse_prefer(value: Option<&str>) -> Option<Prefer> {
     }
 }
 
-/// Parses `If-Match`: absent, `*`, or one of our weak ETags; anything else is 400 `InvalidInput`.
+/// Parses `If-Match`: absent, `*`, or an entity tag.
+///
+/// An entity tag Trestle did not issue (`W/"wrong"`, `w/"…"`, a strong `"…"`, a weak tag in another
+/// format) is a well-formed condition that no entity meets, so the write fails with 412
+/// `UpdateConditionNotSatisfied` (404 if the entity is missing), as Azure answers (Azurite #1229:
+/// "Azure and Storage Emulator return 412 for this etag"). A value that is not an entity tag at all
+/// (`MalformedETag`, no quotes) is 400 `InvalidInput` (Azurite #2013, #1829: "The etag value … is not
+/// valid").
 pub(crate) fn parse_if_match(value: Option<&str>) -> ApiResult<IfMatch> {
     match value.map(str::trim) {
         None => Ok(IfMatch::None),
         Some("*") => Ok(IfMatch::Any),
-        Some(text) => ETag::parse(text).map(IfMatch::ETag).ok_or_else(|| {
-            ApiError::invalid_input(format!("The If-Match value {text:?} is not a valid ETag."))
-        }),
+        Some(text) => match ETag::parse(text) {
+            Some(etag) => Ok(IfMatch::ETag(etag)),
+            None if is_entity_tag(text) => Ok(IfMatch::ETag(ETag::NEVER_ISSUED)),
+            None => Err(ApiError::invalid_input(format!(
+                "The etag value {text:?} specified in one of the request headers is not valid."
+            ))),
+        },
     }
+}
+
+/// RFC 9110's `entity-tag`: an optional weak prefix (`W/`, and `w/` as clients write it) and a quoted
+/// string without inner quotes.
+fn is_entity_tag(text: &str) -> bool {
+    let opaque = text
+        .strip_prefix("W/")
+        .or_else(|| text.strip_prefix("w/"))
+        .unwrap_or(text);
+    opaque.len() >= 2
+        && opaque.starts_with('"')
+        && opaque.ends_with('"')
+        && !opaque[1..opaque.len() - 1].contains('"')
 }
 
 /// Azure refuses `If-None-Match` on entity writes.
@@ -120,10 +144,25 @@ mod tests {
             parse_if_match(Some(&etag.to_header())).unwrap(),
             IfMatch::ETag(etag)
         );
-        assert_eq!(
-            parse_if_match(Some("\"strong\"")).unwrap_err().code,
-            ErrorCode::InvalidInput
-        );
+        for foreign in [
+            "\"strong\"",
+            "W/\"wrong\"",
+            "w/\"datetime'2020-09-15T23%3A02%3A10.6970439Z'\"",
+            "W/\"0x8D9A1B2C3D4E5F6\"",
+        ] {
+            assert_eq!(
+                parse_if_match(Some(foreign)).unwrap(),
+                IfMatch::ETag(ETag::NEVER_ISSUED),
+                "{foreign}"
+            );
+        }
+        for malformed in ["MalformedETag", "W/wrong", "\"a\"b\"", "\""] {
+            assert_eq!(
+                parse_if_match(Some(malformed)).unwrap_err().code,
+                ErrorCode::InvalidInput,
+                "{malformed}"
+            );
+        }
         assert_eq!(
             parse_if_match(Some("")).unwrap_err().code,
             ErrorCode::InvalidInput

@@ -23,7 +23,12 @@ pub(crate) async fn query_tables(gateway: &Gateway, ctx: &Ctx) -> ApiResult<Resp
     ctx.authorize(Access::ListTables, None, None)?;
     let level = ctx.metadata()?;
     let want = parse_top(ctx.param("$top"))?.unwrap_or(limits::MAX_PAGE_ENTITIES);
-    let filter = ctx.param("$filter").map(Filter::parse).transpose()?;
+    // An empty `$filter=` is no filter, as Azure treats it (Azurite #1573 fixed its 400 for this).
+    let filter = ctx
+        .param("$filter")
+        .filter(|f| !f.trim().is_empty())
+        .map(Filter::parse)
+        .transpose()?;
     let mut start = parse_table_continuation(ctx.param("NextTableName"))?;
     let mut names = Vec::new();
     let mut next = None;

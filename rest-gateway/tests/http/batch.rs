@@ -237,3 +237,86 @@ async fn malformed_envelopes_are_plain_400s() {
         .await;
     resp.assert_error(400, "InvalidInput");
 }
+
+/// The legacy Python SDK (`azure-cosmosdb-table`) with a path-style endpoint writes its parts as
+/// `POST /table HTTP/1.1`, with neither host nor account segment and `\n` line endings. Such a part is
+/// resolved against the batch request's own account; a path that names another account still fails.
+#[tokio::test]
+async fn account_relative_part_paths_resolve_against_the_batch_account() {
+    let gw = TestGateway::start().await;
+    gw.must_create_table("bat8").await;
+    gw.must_insert("bat8", r#"{"PartitionKey":"p","RowKey":"b","v":1}"#)
+        .await;
+    let legacy = |method: &str, path: &str, body: &str| {
+        format!(
+            "--changeset_c\nContent-Type: application/http\nContent-Transfer-Encoding: binary\n\n\
+             {method} {path} HTTP/1.1\nContent-Type: application/json\nAccept: application/json;odata=minimalmetadata\n\
+             Prefer: return-no-content\nIf-Match: *\n\n{body}\n"
+        )
+    };
+    let body = format!(
+        "--batch_b\nContent-Type: multipart/mixed; boundary=changeset_c\n\n{}{}--changeset_c--\n--batch_b--\n",
+        legacy("POST", "/bat8", r#"{"PartitionKey":"p","RowKey":"a"}"#),
+        legacy(
+            "MERGE",
+            "/bat8(PartitionKey='p',RowKey='b')",
+            r#"{"PartitionKey":"p","RowKey":"b","v":2}"#
+        ),
+    );
+    let resp = send(&gw, body).await;
+    assert_eq!(resp.status, 202, "{}", resp.body);
+    assert_eq!(
+        resp.body.matches("HTTP/1.1 204 No Content").count(),
+        2,
+        "{}",
+        resp.body
+    );
+    let entity = gw
+        .request("GET", "bat8(PartitionKey='p',RowKey='b')")
+        .send()
+        .await
+        .json();
+    assert_eq!(entity["v"], 2);
+    let inserted = gw
+        .request("GET", "bat8(PartitionKey='p',RowKey='a')")
+        .send()
+        .await;
+    assert_eq!(inserted.status, 200, "{}", inserted.body);
+    // The account segment may still be given; another account's never acts.
+    for path in ["/devstoreaccount1/bat8", "bat8"] {
+        let resp = send(
+            &gw,
+            envelope(&[part(
+                "POST",
+                path,
+                "Content-Type: application/json\r\nPrefer: return-no-content\r\n",
+                &format!(r#"{{"PartitionKey":"p","RowKey":"{}"}}"#, path.len()),
+            )]),
+        )
+        .await;
+        assert_eq!(resp.status, 202, "{}", resp.body);
+        assert!(resp.body.contains("HTTP/1.1 204"), "{path}: {}", resp.body);
+    }
+    for path in [
+        "/otheraccount/bat8",
+        "http://127.0.0.1/otheraccount/bat8",
+        "http://otheraccount.table.core.windows.net/bat8",
+    ] {
+        let resp = send(
+            &gw,
+            envelope(&[part(
+                "POST",
+                path,
+                "Content-Type: application/json\r\n",
+                r#"{"PartitionKey":"p","RowKey":"x"}"#,
+            )]),
+        )
+        .await;
+        assert!(resp.body.contains("HTTP/1.1 400"), "{path}: {}", resp.body);
+    }
+    let resp = gw
+        .request("GET", "bat8(PartitionKey='p',RowKey='x')")
+        .send()
+        .await;
+    assert_eq!(resp.status, 404, "nothing acted for another account");
+}

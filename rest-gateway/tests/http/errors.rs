@@ -34,7 +34,7 @@ async fn invalid_input_for_bad_json_and_bad_if_match() {
     let resp = gw
         .request("PUT", "err1(PartitionKey='p',RowKey='r')")
         .json("{}")
-        .header("If-Match", "\"strong\"")
+        .header("If-Match", "MalformedETag")
         .send()
         .await;
     resp.assert_error(400, "InvalidInput");
@@ -293,4 +293,53 @@ async fn anonymous_access_only_when_configured() {
         .send()
         .await;
     assert_eq!(resp.status, 200);
+}
+
+/// Azure refuses an `x-ms-version` it does not know with 400 `InvalidHeaderValue` and does not echo it
+/// (azure-sdk-for-net#45302 records the real service's answer); every published version is echoed.
+#[tokio::test]
+async fn an_unknown_x_ms_version_is_invalid_header_value() {
+    let gw = TestGateway::start().await;
+    for bad in [
+        "2019-02-03",
+        "2099-01-01",
+        "latest",
+        "",
+        "2019-02-02x",
+        "1.0",
+    ] {
+        let resp = gw
+            .request("GET", "Tables")
+            .header("x-ms-version", bad)
+            .send()
+            .await;
+        resp.assert_error(400, "InvalidHeaderValue");
+        assert!(resp.body.contains("x-ms-version"), "{bad}: {}", resp.body);
+        assert_eq!(resp.header("x-ms-version"), None, "{bad}");
+    }
+    for good in [
+        "2009-04-14",
+        "2015-12-11",
+        "2017-04-17",
+        "2018-03-28",
+        "2019-02-02",
+        "2020-12-06",
+        "2024-08-04",
+        "2026-06-06",
+    ] {
+        let resp = gw
+            .request("GET", "Tables")
+            .header("x-ms-version", good)
+            .send()
+            .await;
+        assert_eq!(resp.status, 200, "{good}: {}", resp.body);
+        assert_eq!(resp.header("x-ms-version"), Some(good));
+    }
+    let resp = gw
+        .request("GET", "Tables")
+        .without_header("x-ms-version")
+        .send()
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(resp.header("x-ms-version"), Some("2019-02-02"));
 }

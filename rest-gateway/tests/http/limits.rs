@@ -526,3 +526,42 @@ async fn https_serves_the_gateway_and_satisfies_a_sas_that_requires_https() {
     let (_, received) = must_close(&mut stream, Instant::now(), Duration::from_secs(5)).await;
     assert!(!received.starts_with(b"HTTP/1.1 2"), "{received:?}");
 }
+
+/// A client that writes its whole body before it reads (Node's `http`, under the Azure JS SDK) must see
+/// Azure's 413 `RequestBodyTooLarge`, not EPIPE: the gateway reads and discards the rest of an
+/// oversized body before it answers, for entity writes and `$batch`. (A chunked body is refused with
+/// 400 the moment its chunk sizes pass the limit: `an_oversized_chunk_size_is_answered_400_at_once`.)
+#[tokio::test]
+async fn an_oversized_body_is_read_to_its_end_so_the_client_sees_413() {
+    let served = serve_gateway(|_| {}).await;
+    served.gateway().must_create_table("big1").await;
+    let body = vec![b'x'; 5 * 1024 * 1024];
+    for (path, content_type) in [
+        ("big1", "application/json"),
+        ("$batch", "multipart/mixed; boundary=batch_b"),
+    ] {
+        let mut stream = served.connect().await;
+        let head = format!(
+            "POST /devstoreaccount1/{path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+             Accept: application/json;odata=nometadata\r\nContent-Type: {content_type}\r\n\
+             x-ms-version: 2019-02-02\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream
+            .write_all(&body)
+            .await
+            .unwrap_or_else(|e| panic!("{path}: writing the body: {e}"));
+        let response = must_respond(&mut stream, Duration::from_secs(5)).await;
+        assert_eq!(response.status, 413, "{path}");
+        assert_eq!(
+            response.header("x-ms-error-code"),
+            Some("RequestBodyTooLarge"),
+            "{path}"
+        );
+        // The body was consumed, so the connection can carry the next request.
+        stream.write_all(LIST_TABLES.as_bytes()).await.unwrap();
+        let next = must_respond(&mut stream, Duration::from_secs(3)).await;
+        assert_eq!(next.status, 200, "{path}: {}", next.body);
+    }
+}

@@ -175,3 +175,56 @@ async fn bad_query_parameters() {
         .await
         .assert_error(404, "TableNotFound");
 }
+
+/// Azure refuses a `$filter` that is not a boolean expression ("The $filter expression must evaluate to
+/// a single boolean value", quoted from the real service in Azurite #1185) and reads an empty one as no
+/// filter (Azurite #1573), on Query Entities and Query Tables alike.
+#[tokio::test]
+async fn a_filter_must_be_boolean_and_an_empty_one_is_none() {
+    let gw = TestGateway::start().await;
+    gw.must_create_table("qbool").await;
+    gw.must_insert("qbool", r#"{"PartitionKey":"p","RowKey":"a","b":true}"#)
+        .await;
+    for filter in ["(1)", "1", "'x'", "2.5", "not%200", "b%20and%207L", "X'0A'"] {
+        for path in ["qbool()", "Tables"] {
+            gw.request("GET", &format!("{path}?$filter={filter}"))
+                .send()
+                .await
+                .assert_error(400, "InvalidInput");
+        }
+    }
+    assert_eq!(ids(&gw, "qbool()?$filter=b").await, vec!["a"]);
+    assert_eq!(ids(&gw, "qbool()?$filter=(true)").await, vec!["a"]);
+    assert_eq!(ids(&gw, "qbool()?$filter=").await, vec!["a"]);
+    let resp = gw.request("GET", "Tables?$filter=").send().await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(resp.json()["value"][0]["TableName"], "qbool");
+}
+
+/// An Int32 literal compares with Int64 and Double properties numerically; an Int64 literal matches
+/// only Int64 properties, a Double literal only Doubles (microsoft/AzureStorageExplorer#5346, #6866,
+/// observed against the real service). `types/src/filter/eval.rs` tests every type pair.
+#[tokio::test]
+async fn an_int32_literal_matches_int64_and_double_properties() {
+    let gw = TestGateway::start().await;
+    gw.must_create_table("qnum").await;
+    gw.must_insert("qnum", r#"{"PartitionKey":"p","RowKey":"i32","v":5}"#)
+        .await;
+    gw.must_insert(
+        "qnum",
+        r#"{"PartitionKey":"p","RowKey":"i64","v":"5","v@odata.type":"Edm.Int64"}"#,
+    )
+    .await;
+    gw.must_insert("qnum", r#"{"PartitionKey":"p","RowKey":"dbl","v":5.0}"#)
+        .await;
+    assert_eq!(
+        ids(&gw, "qnum()?$filter=v%20eq%205").await,
+        vec!["dbl", "i32", "i64"]
+    );
+    assert_eq!(ids(&gw, "qnum()?$filter=v%20eq%205L").await, vec!["i64"]);
+    assert_eq!(ids(&gw, "qnum()?$filter=v%20eq%205.0").await, vec!["dbl"]);
+    assert_eq!(
+        ids(&gw, "qnum()?$filter=v%20gt%204%20and%20v%20lt%206").await,
+        vec!["dbl", "i32", "i64"]
+    );
+}

@@ -160,3 +160,73 @@ async fn cors_preflight_and_actual_requests() {
         .await;
     assert!(resp.header("access-control-allow-origin").is_none());
 }
+
+/// `Vary: Origin` on actual GET/HEAD answers follows the table in Azure's CORS documentation
+/// ("Understanding the Vary header"): set for an exact-origin match and when no rule matches (CORS
+/// enabled), not for a rule that allows every origin, never when the service has no rules. A failed
+/// preflight answers in the storage front end's XML, whose `Message` is a plain string.
+#[tokio::test]
+async fn cors_vary_and_failed_preflight_follow_azure() {
+    let gw = TestGateway::start().await;
+    let get = |origin: &'static str| gw.request("GET", "Tables").header("Origin", origin).send();
+    // No rules: nothing varies.
+    assert_eq!(get("http://app.example").await.header("vary"), None);
+    let properties = "<?xml version=\"1.0\" encoding=\"utf-8\"?><StorageServiceProperties><Cors>\
+        <CorsRule><AllowedOrigins>http://app.example</AllowedOrigins><AllowedMethods>GET,PUT\
+        </AllowedMethods><MaxAgeInSeconds>0</MaxAgeInSeconds><ExposedHeaders></ExposedHeaders>\
+        <AllowedHeaders></AllowedHeaders></CorsRule>\
+        <CorsRule><AllowedOrigins>*</AllowedOrigins><AllowedMethods>GET</AllowedMethods>\
+        <MaxAgeInSeconds>0</MaxAgeInSeconds><ExposedHeaders></ExposedHeaders>\
+        <AllowedHeaders></AllowedHeaders></CorsRule></Cors></StorageServiceProperties>";
+    let resp = gw
+        .request("PUT", "?restype=service&comp=properties")
+        .body(properties.as_bytes().to_vec())
+        .send()
+        .await;
+    assert_eq!(resp.status, 202, "{}", resp.body);
+    // Exact origin: Vary, the origin echoed.
+    let resp = get("http://app.example").await;
+    assert_eq!(resp.header("vary"), Some("Origin"));
+    assert_eq!(
+        resp.header("access-control-allow-origin"),
+        Some("http://app.example")
+    );
+    // Any origin (the `*` rule): `*`, no Vary.
+    let resp = get("http://other.example").await;
+    assert_eq!(resp.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(resp.header("vary"), None);
+    // No rule matches (DELETE is allowed by none): no CORS headers; not a GET, so no Vary either.
+    let resp = gw
+        .request("DELETE", "Tables('nothere')")
+        .header("Origin", "http://other.example")
+        .send()
+        .await;
+    assert_eq!(resp.header("access-control-allow-origin"), None);
+    assert_eq!(resp.header("vary"), None);
+    // A GET no rule matches (rules exist): Vary, no CORS headers.
+    let resp = gw
+        .request("HEAD", "Tables")
+        .header("Origin", "http://other.example")
+        .send()
+        .await;
+    assert_eq!(resp.header("access-control-allow-origin"), None);
+    assert_eq!(resp.header("vary"), Some("Origin"));
+    // A failed preflight: 403 in storage XML even when the client accepts JSON.
+    let resp = gw
+        .request("OPTIONS", "Tables")
+        .auth(Auth::None)
+        .header("Origin", "http://other.example")
+        .header("Access-Control-Request-Method", "DELETE")
+        .send()
+        .await;
+    assert_eq!(resp.status, 403, "{}", resp.body);
+    assert_eq!(resp.header("x-ms-error-code"), Some("CorsPreflightFailure"));
+    assert!(
+        resp.body.starts_with(
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>CorsPreflightFailure</Code>\
+             <Message>CORS not enabled or no matching rule found for this request.\nRequestId:"
+        ),
+        "{}",
+        resp.body
+    );
+}

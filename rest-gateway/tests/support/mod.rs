@@ -336,7 +336,8 @@ impl Resp {
             );
         } else {
             assert!(
-                self.body.contains(&format!("<code>{code}</code>")),
+                self.body.contains(&format!("<code>{code}</code>"))
+                    || self.body.contains(&format!("<Code>{code}</Code>")),
                 "body: {}",
                 self.body
             );

@@ -1,9 +1,15 @@
 //! Evaluating a [`Filter`] against one [`Entity`], with Azure's typing rules.
 //!
-//! Azure compares values only within one EDM type: an Int64 property never equals the Int32 literal `5`
-//! (the client must write `5L`), and a Double property never equals `2` (it must be `2.0`). This is a
-//! well-known Azure gotcha and Trestle reproduces it rather than "fixing" it, so results agree with the
-//! real service. Within a type:
+//! Azure compares values within one EDM type, with a single implicit conversion: an Int32 literal
+//! (`5`) compared with an Int64 or a Double value takes that value's type, so `Big eq 5` matches an
+//! Int64 5 and `Amount gt 1` a Double 1.5. Nothing else converts: an Int64 literal (`5L`) never
+//! matches an Int32 or a Double property, a Double literal (`5.0`) never matches an integer property,
+//! and two properties of different types never compare. Microsoft's Storage Explorer testers observed
+//! exactly these pairs against the real service (microsoft/AzureStorageExplorer#5346: an Int32 query
+//! finds an Int64 entity, an Int64 query does not find an Int32 one; #6866: an Int32 query finds a
+//! Double entity, an Int64 query does not). The Double literal against an integer property was not
+//! observed; Trestle keeps it unconverted, which is what the rule "only an Int32 literal adapts"
+//! implies (README, "Azure behaviour not yet matched"). Within a type:
 //! - String: ordinal, by UTF-8 bytes (code point order). Azure orders by UTF-16 code units; the two
 //!   differ only between U+E000..U+FFFF and supplementary characters. Byte order is what the storage
 //!   engine sorts keys by, and using it here keeps [`super::KeyBounds`] consistent with evaluation.
@@ -11,9 +17,10 @@
 //! - Double: IEEE; with a NaN every operator is false except `ne`, which is true.
 //! - Boolean: `false < true`. Guid and Binary: by bytes (a prefix sorts first).
 //!
-//! A comparison whose operands differ in type, or that names a property the entity lacks (absent and
-//! null are the same thing in Azure), is false for every operator including `ne`. `not` negates its
-//! operand's result as computed here, so `not (Missing eq 1)` is true.
+//! A comparison whose operands differ in type (after that one conversion), or that names a property
+//! the entity lacks (absent and null are the same thing in Azure), is false for every operator
+//! including `ne`. `not` negates its operand's result as computed here, so `not (Missing eq 1)` is
+//! true.
 
 use std::cmp::Ordering;
 
@@ -30,7 +37,7 @@ pub(super) fn matches(filter: &Filter, entity: &Entity) -> bool {
         Filter::Not(inner) => !matches(inner, entity),
         Filter::Compare { left, op, right } => {
             match (resolve(left, entity), resolve(right, entity)) {
-                (Some(l), Some(r)) => compare(*op, l, r),
+                (Some(l), Some(r)) => compare(*op, promote(left, l, r), promote(right, r, l)),
                 _ => false,
             }
         }
@@ -79,6 +86,16 @@ fn resolve<'a>(operand: &'a Operand, entity: &'a Entity) -> Option<Scalar<'a>> {
             "Timestamp" => entity.timestamp.map(Scalar::Time),
             _ => entity.properties.get(name).map(Scalar::from),
         },
+    }
+}
+
+/// Azure's one implicit conversion: an Int32 literal takes the type of the Int64 or Double it is
+/// compared with (exactly: every i32 is an i64 and an f64).
+fn promote<'a>(operand: &Operand, value: Scalar<'a>, other: Scalar<'_>) -> Scalar<'a> {
+    match (operand, value, other) {
+        (Operand::Literal(_), Scalar::I32(i), Scalar::I64(_)) => Scalar::I64(i.into()),
+        (Operand::Literal(_), Scalar::I32(i), Scalar::F64(_)) => Scalar::F64(i.into()),
+        _ => value,
     }
 }
 
@@ -147,18 +164,26 @@ mod tests {
         ("Timestamp ge datetime'2021-06-01T12:00:00.1234567Z'", true),
         ("Timestamp gt datetime'2021-06-01T12:00:00.1234567Z'", false),
         ("Timestamp lt datetime'2021-01-01T00:00:00.0000000Z'", false),
-        // Int64 properties only match Int64 literals: Azure's gotcha, reproduced.
+        // An Int32 literal adapts to an Int64 property; an Int64 literal never matches an Int32 one.
         ("Big eq 5L", true),
-        ("Big eq 5", false),
+        ("Big eq 5", true),
+        ("5 eq Big", true),
         ("Big ne 5", false),
-        ("Big gt 1", false),
+        ("Big gt 1", true),
+        ("Big lt 1", false),
         ("Big gt 1L", true),
         ("Age eq 39", true),
         ("Age eq 39L", false),
         ("Age ne 39L", false),
-        // Doubles only match Double literals; NaN is unequal to everything, itself included.
+        // An Int32 literal adapts to a Double property, an Int64 literal does not; NaN is unequal to
+        // everything, itself included.
         ("Amount eq 2.0", true),
-        ("Amount eq 2", false),
+        ("Amount eq 2", true),
+        ("Amount gt 1 and Amount lt 3", true),
+        ("Amount eq 2L", false),
+        ("Age eq 39.0", false),
+        ("Ratio ne 1", true),
+        ("Ratio eq 1", false),
         ("Amount le 2.5 and Amount gt -INF", true),
         ("Ratio eq NaN", false),
         ("Ratio ne NaN", true),
@@ -210,7 +235,8 @@ mod tests {
         ("Age ne Missing", false),
         // Literal against literal.
         ("1 eq 1", true),
-        ("1 eq 1L", false),
+        ("1 eq 1L", true),
+        ("1L eq 1.0", false),
         // Boolean connectives.
         (
             "PartitionKey eq 'Smith' and (Age gt 50 or not IsBanned)",
@@ -227,6 +253,56 @@ mod tests {
             let filter = Filter::parse(text).unwrap();
             assert_eq!(filter.matches(&entity), *expected, "{text}");
         }
+    }
+
+    /// Every (property type, literal type) pair: a comparison holds only within one type, or when the
+    /// literal is an Int32 and the property an Int64 or a Double (module docs give the sources).
+    #[test]
+    fn every_property_type_against_every_literal_type() {
+        // One value of each EDM type, as a property value and as the literal that denotes the same
+        // quantity; the numbers are all 5 so that a conversion, where Azure makes one, finds equality.
+        let samples: [(&str, Value, &str); 8] = [
+            ("String", Value::String("5".into()), "'5'"),
+            ("Int32", Value::Int32(5), "5"),
+            ("Int64", Value::Int64(5), "5L"),
+            ("Double", Value::Double(5.0), "5.0"),
+            ("Boolean", Value::Boolean(true), "true"),
+            (
+                "DateTime",
+                Value::DateTime(DateTime::parse("2020-01-01T00:00:00Z").unwrap()),
+                "datetime'2020-01-01T00:00:00Z'",
+            ),
+            (
+                "Guid",
+                Value::Guid(Uuid::parse_str("c9da6455-213d-42c9-9a79-3e9149a57833").unwrap()),
+                "guid'c9da6455-213d-42c9-9a79-3e9149a57833'",
+            ),
+            ("Binary", Value::Binary(vec![5]), "X'05'"),
+        ];
+        for (property_type, value, _) in &samples {
+            let entity = Entity::new("p", "r").with("P", value.clone());
+            for (literal_type, _, literal) in &samples {
+                let comparable = property_type == literal_type
+                    || (*literal_type == "Int32" && matches!(*property_type, "Int64" | "Double"));
+                for (op, when_comparable) in
+                    [("eq", true), ("ge", true), ("le", true), ("ne", false)]
+                {
+                    for text in [format!("P {op} {literal}"), format!("{literal} {op} P")] {
+                        let filter = Filter::parse(&text).unwrap();
+                        assert_eq!(
+                            filter.matches(&entity),
+                            comparable && when_comparable,
+                            "{property_type} property: {text}"
+                        );
+                    }
+                }
+            }
+        }
+        // The conversion is numeric, not textual: order holds across it.
+        let big = Entity::new("p", "r").with("P", Value::Int64(i64::from(i32::MAX) + 1));
+        assert!(Filter::parse("P gt 2147483647").unwrap().matches(&big));
+        let half = Entity::new("p", "r").with("P", Value::Double(4.5));
+        assert!(Filter::parse("P lt 5 and P gt 4").unwrap().matches(&half));
     }
 
     #[test]

@@ -459,7 +459,7 @@ impl<'a> Parser<'a> {
             _ => {
                 let at = self.token.start;
                 let operand = self.operand("a property, a literal, `not` or `(` after `not`")?;
-                self.leaf(at, Filter::Operand(operand))?
+                self.bare(at, operand)?
             }
         };
         self.depth -= 1;
@@ -485,8 +485,27 @@ impl<'a> Parser<'a> {
                      substringof, ...); compare with `ge` and `lt` instead"
                 ),
             )),
-            _ => self.leaf(start, Filter::Operand(left)),
+            _ => self.bare(start, left),
         }
+    }
+
+    /// An operand standing alone where a boolean is expected (`IsActive`, `not Flag`, `true`). A
+    /// literal of another type can never be one: Azure refuses `$filter=1` with "The $filter expression
+    /// must evaluate to a single boolean value" (Azurite #1185 quotes the real service), rather than
+    /// matching nothing.
+    fn bare(&mut self, at: usize, operand: Operand) -> Result<Filter> {
+        if let Operand::Literal(value) = &operand
+            && !matches!(value, Value::Boolean(_))
+        {
+            return Err(self.error(
+                at,
+                &format!(
+                    "the $filter expression must evaluate to a single boolean value, and                      `{operand}` is an {} literal",
+                    value.edm_type().edm_name()
+                ),
+            ));
+        }
+        self.leaf(at, Filter::Operand(operand))
     }
 
     /// `( or_expr )`; the lookahead is the `(`.
@@ -756,6 +775,19 @@ mod tests {
             ("not A eq 1", "write `not (A eq B)`"),
             ("not (A) eq 1", "would compare a negation"),
             ("(A eq 1) eq true", "cannot be compared again"),
+            // Not boolean expressions at all (Azurite #1185: Azure refuses `1`).
+            ("1", "must evaluate to a single boolean value"),
+            ("(1)", "character 2: the $filter expression must evaluate"),
+            ("'x'", "must evaluate to a single boolean value"),
+            ("2.5 or A eq 1", "must evaluate to a single boolean value"),
+            ("A eq 1 and 7L", "must evaluate to a single boolean value"),
+            ("not 0", "must evaluate to a single boolean value"),
+            ("datetime'2020-01-01T00:00:00Z'", "must evaluate"),
+            (
+                "guid'c9da6455-213d-42c9-9a79-3e9149a57833'",
+                "must evaluate",
+            ),
+            ("X'0A'", "must evaluate to a single boolean value"),
             ("A & B", "character 3: unexpected character `&`"),
             ("A eq 1 && B eq 2", "unexpected character `&`"),
             ("startswith(Name, 'a')", "supports no functions"),

@@ -51,6 +51,14 @@ fn arb_operand() -> impl Strategy<Value = Operand> {
     ]
 }
 
+/// What may stand alone as a boolean: a property, or a Boolean literal (never `1` or `'x'`).
+fn arb_bare_operand() -> impl Strategy<Value = Operand> {
+    prop_oneof![
+        arb_property_name().prop_map(Operand::Property),
+        any::<bool>().prop_map(|b| Operand::Literal(Value::Boolean(b))),
+    ]
+}
+
 fn arb_op() -> impl Strategy<Value = CompareOp> {
     prop::sample::select(vec![
         CompareOp::Eq,
@@ -84,7 +92,7 @@ pub(super) fn arb_filter() -> impl Strategy<Value = Filter> {
         prop_oneof![
             (arb_operand(), arb_op(), arb_operand())
                 .prop_map(|(left, op, right)| Filter::Compare { left, op, right }),
-            arb_operand().prop_map(Filter::Operand),
+            arb_bare_operand().prop_map(Filter::Operand),
         ];
     combine(leaf)
 }
