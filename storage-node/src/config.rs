@@ -60,6 +60,10 @@ pub struct NodeConfig {
     /// bootstrapped, so a new store does not mean a lost disk (see `Node::start`). Not read from files.
     #[serde(skip)]
     pub bootstrapping: bool,
+    /// Test clusters' seams into the node (its lock manager's clock; see `hooks`). Not read from
+    /// files.
+    #[serde(skip)]
+    pub hooks: crate::hooks::Hooks,
 }
 
 impl Default for NodeConfig {
@@ -79,6 +83,7 @@ impl Default for NodeConfig {
             gateway: GatewayConfig::default(),
             tls: crate::tls::GrpcTlsConfig::default(),
             bootstrapping: false,
+            hooks: crate::hooks::Hooks::default(),
         }
     }
 }

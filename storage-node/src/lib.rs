@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod clock;
 pub mod cluster;
 pub mod codec;
 pub mod commands;
@@ -11,6 +12,7 @@ pub mod dev;
 pub mod forward;
 pub mod grpc_api;
 pub mod grpc_auth;
+pub mod hooks;
 pub mod lock_api;
 pub mod locks;
 pub mod logging;

@@ -142,9 +142,12 @@ impl Node {
             cfg.raft.clone(),
         )?);
         let ranges = RangeMap::initial(cfg.initial_ranges, cfg.voters());
-        let locks =
-            crate::locks::LockHost::load(&*engine, Arc::new(crate::locks::SystemClock::default()))
-                .map_err(|e| anyhow::anyhow!("loading the lock manager's state: {e}"))?;
+        let clock: Arc<dyn crate::clock::Clock> = match &cfg.hooks.lock_clock {
+            Some(clock) => clock.clone(),
+            None => Arc::new(crate::clock::SystemClock::default()),
+        };
+        let locks = crate::locks::LockHost::load(&*engine, clock)
+            .map_err(|e| anyhow::anyhow!("loading the lock manager's state: {e}"))?;
         for (desc, sm) in crate::tables::state_machines(&ranges, locks.clone()) {
             raft.create_group(desc, sm)
                 .await

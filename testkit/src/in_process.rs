@@ -4,6 +4,9 @@
 //! [`MemoryNetwork`] (so tests can partition, drop and delay it), while gRPC servers on 127.0.0.1 serve
 //! the table API, forwarding and admin exactly as in production. Engines are in memory by default (fast;
 //! `crash` keeps only what was synced) or RocksDB in a temporary directory.
+//!
+//! Each node's lock manager runs on its own [`OffsetClock`] ([`InProcessCluster::clock`], real time
+//! plus jumps the test makes; see `trestle_storage_node::hooks`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +17,8 @@ use tokio::net::TcpListener;
 use trestle_client::TableClient;
 use trestle_engine::{Engine, MemoryEngine, RocksConfig, RocksEngine};
 use trestle_replication::memory::MemoryNetwork;
+use trestle_storage_node::clock::OffsetClock;
+use trestle_storage_node::hooks::Hooks;
 use trestle_storage_node::{Listeners, Node, NodeConfig, PeerConfig};
 
 use crate::wait::eventually;
@@ -28,6 +33,7 @@ pub struct InProcessCluster {
     nodes: Vec<Option<Node>>,
     configs: Vec<NodeConfig>,
     engines: Engines,
+    clocks: Vec<Arc<OffsetClock>>,
 }
 
 impl InProcessCluster {
@@ -77,6 +83,7 @@ impl InProcessCluster {
         } else {
             Engines::Memory((0..3).map(|_| MemoryEngine::new()).collect())
         };
+        let clocks: Vec<Arc<OffsetClock>> = (0..3).map(|_| Arc::default()).collect();
         let configs: Vec<NodeConfig> = (0..3)
             .map(|i| {
                 let mut cfg = NodeConfig {
@@ -86,6 +93,9 @@ impl InProcessCluster {
                     request_timeout_ms: 10_000,
                     raft: trestle_replication::Config::for_test(),
                     bootstrapping: true,
+                    hooks: Hooks {
+                        lock_clock: Some(clocks[i].clone()),
+                    },
                     ..NodeConfig::default()
                 };
                 configure(&mut cfg);
@@ -97,6 +107,7 @@ impl InProcessCluster {
             nodes: vec![None, None, None],
             configs,
             engines,
+            clocks,
         };
         let mut rest = Some(rest);
         for (i, listener) in grpc.into_iter().enumerate() {
@@ -135,6 +146,11 @@ impl InProcessCluster {
         self.nodes[(id - 1) as usize]
             .as_ref()
             .expect("node is running")
+    }
+
+    /// Node `id`'s lock-manager clock: `cluster.clock(id).jump(d)` steps it forward.
+    pub fn clock(&self, id: u64) -> &OffsetClock {
+        &self.clocks[(id - 1) as usize]
     }
 
     pub fn is_running(&self, id: u64) -> bool {

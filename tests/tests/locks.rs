@@ -1,8 +1,9 @@
 //! The lock manager end to end on in-process clusters: leases, FIFO hand-off with growing fencing
 //! tokens, expiry of an abandoned lease by the meta leader, a holder that keeps its lock across a
-//! meta-leader failover, and typed errors for bad input.
+//! meta-leader failover, typed errors for bad input, a fenced counter while nodes fail, and a jump of
+//! the meta leader's clock.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use trestle_testkit::{InProcessCluster, eventually};
 use trestle_types::ErrorCode;
@@ -335,4 +336,56 @@ async fn l07_a_fenced_counter_counts_every_acknowledged_increment_once_while_nod
         "final {final_value}, acknowledged {acked}, ambiguous {ambiguous}"
     );
     c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn l08_a_jump_of_the_meta_leaders_clock_expires_no_lease_renewed_in_time() {
+    let c = InProcessCluster::start(1).await.unwrap();
+    let client = c.client().await.unwrap();
+    let locks = client.locks();
+    let kept = locks.lease(Duration::from_secs(3)).await.unwrap();
+    let guard = kept.try_acquire("primary").await.unwrap();
+    let leader = c.leader_of(META).await.unwrap();
+    // Ten minutes at once on the meta leader's clock (a paused VM, a stepped clock source).
+    c.clock(leader).jump(Duration::from_secs(600));
+    // Two TTLs of real time later the lease, renewed in the background, still holds the lock.
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        let info = describe(&locks, "primary").await;
+        assert_eq!(
+            info.holder,
+            Some(kept.id()),
+            "the jump expired a live lease"
+        );
+        assert_eq!(info.token, guard.token());
+        // Pacing of the check, not a wait for a state.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(!kept.is_lost());
+    assert_eq!(
+        c.leader_of(META).await,
+        Some(leader),
+        "the meta leader changed: the test did not exercise the jumped clock"
+    );
+    // A lease that stops being renewed still expires after the jump, and its lock moves on.
+    let abandoned = locks.lease(Duration::from_secs(2)).await.unwrap();
+    let stale = abandoned.try_acquire("secondary").await.unwrap().token();
+    drop(abandoned);
+    let next = locks.lease(Duration::from_secs(10)).await.unwrap();
+    let taken = next
+        .acquire("secondary", Duration::from_secs(15))
+        .await
+        .expect("the abandoned lease expires one TTL after its last renewal");
+    assert!(taken.token() > stale);
+    assert_eq!(describe(&locks, "primary").await.token, guard.token());
+    c.shutdown().await;
+}
+
+/// `name` as the meta leader sees it (retrying a busy moment).
+async fn describe(locks: &trestle_client::LockClient, name: &str) -> trestle_client::LockInfo {
+    eventually(Duration::from_secs(5), || async {
+        locks.describe(name).await.ok()
+    })
+    .await
+    .expect("describe answers")
 }
