@@ -60,8 +60,8 @@ pub struct NodeConfig {
     /// bootstrapped, so a new store does not mean a lost disk (see `Node::start`). Not read from files.
     #[serde(skip)]
     pub bootstrapping: bool,
-    /// Test clusters' seams into the node (its lock manager's clock; see `hooks`). Not read from
-    /// files.
+    /// Test clusters' seams into the node (its lock manager's clock, a filter on its links to the
+    /// peers; see `hooks`). Not read from files.
     #[serde(skip)]
     pub hooks: crate::hooks::Hooks,
 }

@@ -176,6 +176,7 @@ impl Node {
             secrets.clone(),
             peer_tls.clone(),
             Duration::from_millis(cfg.request_timeout_ms),
+            cfg.hooks.peer_filter.clone(),
         ));
         let (shutdown, _) = watch::channel(false);
         let mut servers = Vec::new();

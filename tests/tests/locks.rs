@@ -1,14 +1,15 @@
 //! The lock manager end to end on in-process clusters: leases, FIFO hand-off with growing fencing
 //! tokens, expiry of an abandoned lease by the meta leader, a holder that keeps its lock across a
-//! meta-leader failover, typed errors for bad input, a fenced counter while nodes fail, and a jump of
-//! the meta leader's clock.
+//! meta-leader failover, typed errors for bad input, a fenced counter while nodes fail, a jump of the
+//! meta leader's clock, and a holder cut off by a network partition.
 
 use std::time::{Duration, Instant};
 
 use trestle_testkit::{InProcessCluster, eventually};
-use trestle_types::ErrorCode;
+use trestle_types::{Entity, ErrorCode, Value};
 
 const META: u64 = 1;
+const ACCOUNT: &str = "devstoreaccount1";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn l01_locks_are_exclusive_and_handed_to_waiters_with_higher_tokens() {
@@ -379,6 +380,108 @@ async fn l08_a_jump_of_the_meta_leaders_clock_expires_no_lease_renewed_in_time()
     assert!(taken.token() > stale);
     assert_eq!(describe(&locks, "primary").await.token, guard.token());
     c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn l09_a_holder_cut_off_by_a_partition_keeps_the_lock_for_its_ttl_then_is_fenced_off() {
+    let c = InProcessCluster::start(2).await.unwrap();
+    let setup = c.client().await.unwrap();
+    setup.create_table("guarded").await.unwrap();
+    let meta = c.leader_of(META).await.unwrap();
+    let cut = (1..=3).find(|&id| id != meta).unwrap();
+    let others: Vec<u64> = (1..=3).filter(|&id| id != cut).collect();
+    // The holder reaches the cluster only through the node that will be cut off.
+    let holder_client = c.client_of(cut).await.unwrap();
+    let holder = holder_client
+        .locks()
+        .lease(Duration::from_secs(4))
+        .await
+        .unwrap();
+    let old = holder.try_acquire("guarded/writer").await.unwrap();
+    let old_table = holder_client.table("guarded").with_fencing(old.fencing());
+    old_table.upsert_replace(written_by("old")).await.unwrap();
+    let rival_client = c.client_of(others[0]).await.unwrap();
+    let rival = rival_client
+        .locks()
+        .lease(Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    c.partition(&[&[cut], &others]);
+    // While the holder may still count on its lease, nobody else gets the lock.
+    let mut refusals = 0;
+    loop {
+        let attempt = rival.try_acquire("guarded/writer").await;
+        if Instant::now() >= holder.valid_until() {
+            break;
+        }
+        match attempt {
+            Ok(g) => panic!(
+                "granted (token {}) while the holder's lease was valid",
+                g.token()
+            ),
+            Err(e) if e.code() == Some(ErrorCode::LockHeld) => refusals += 1,
+            // Anything else (a busy moment) is neither a grant nor a refusal: ask again.
+            Err(_) => {}
+        }
+        // Pacing of the rival's attempts, not a wait for a state.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        refusals > 0,
+        "the rival was never answered while the holder was valid"
+    );
+    let mut lost = old.lost();
+    let signalled = tokio::time::timeout(Duration::from_secs(10), lost.wait_for(|l| *l)).await;
+    assert!(
+        matches!(signalled, Ok(Ok(_))),
+        "the cut-off holder's guard signals the loss"
+    );
+    let new = rival
+        .acquire("guarded/writer", Duration::from_secs(15))
+        .await
+        .expect("the cut-off holder's lease expires");
+    assert!(new.token() > old.token());
+    rival_client
+        .table("guarded")
+        .with_fencing(new.fencing())
+        .upsert_replace(written_by("new"))
+        .await
+        .unwrap();
+
+    c.heal();
+    // The old holder, unaware, writes through its node again with its old token: refused at the range.
+    let refused = eventually(Duration::from_secs(30), || async {
+        match old_table.upsert_replace(written_by("late")).await {
+            Ok(_) => panic!("a write with a stale token was accepted"),
+            Err(e) if e.code() == Some(ErrorCode::FencingTokenStale) => Some(()),
+            Err(_) => None,
+        }
+    })
+    .await;
+    assert!(
+        refused.is_some(),
+        "the stale write is refused as FencingTokenStale"
+    );
+    assert!(c.wait_replicated(Duration::from_secs(30)).await);
+    for id in 1..=3 {
+        let e = c
+            .read_replica(id, ACCOUNT, "guarded", "p", "r")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            e.properties.get("by"),
+            Some(&Value::String("new".into())),
+            "replica {id}"
+        );
+    }
+    c.shutdown().await;
+}
+
+/// The entity the guarded writers overwrite, marked with who wrote it.
+fn written_by(who: &str) -> Entity {
+    Entity::new("p", "r").with("by", Value::String(who.into()))
 }
 
 /// `name` as the meta leader sees it (retrying a busy moment).
