@@ -101,6 +101,17 @@ impl ClusterTableService {
         }
     }
 
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// Every member's id, this node's included, in order.
+    pub fn members(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.peers.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
     pub fn local(&self) -> &Arc<LocalTables> {
         &self.local
     }

@@ -2,6 +2,7 @@
 //! the gRPC services and the node wiring, plus the `trestle` binary's commands.
 
 pub mod admin;
+pub mod balance;
 pub mod cli;
 pub mod clock;
 pub mod cluster;

@@ -267,6 +267,14 @@ impl Node {
             role_tx,
             shutdown.subscribe(),
         )));
+        if cfg.partition_manager.balance_leaders {
+            servers.push(tokio::spawn(crate::balance::run(
+                tables.clone(),
+                cfg.partition_manager.balance_interval(),
+                partition_manager.clone(),
+                shutdown.subscribe(),
+            )));
+        }
 
         let mut rest_addr = None;
         if let Some(listener) = listeners.rest {

@@ -9,7 +9,8 @@
 //! own [`OffsetClock`] ([`InProcessCluster::clock`], real time plus jumps the test makes), and
 //! [`InProcessCluster::partition`] cuts the nodes' gRPC calls to each other (forwarding, leader
 //! transfers) along with their Raft traffic, so a node on the other side of a partition is unreachable
-//! both ways. `net.partition` alone still cuts Raft only.
+//! both ways. `net.partition` alone still cuts Raft only. Leader balancing is off (tests choose their
+//! leaders); `start_with` can turn it on.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -129,6 +130,7 @@ impl InProcessCluster {
                     },
                     ..NodeConfig::default()
                 };
+                cfg.partition_manager.balance_leaders = false;
                 configure(&mut cfg);
                 cfg
             })
