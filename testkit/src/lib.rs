@@ -1,12 +1,14 @@
 //! Test clusters for Trestle: in-process clusters (memory or RocksDB engines, the memory network with its
 //! fault filters, real gRPC between nodes for forwarding) and process clusters of the real `trestle`
-//! binary (for kill -9 and restart), plus helpers that wait on conditions with deadlines.
+//! binary (for kill -9 and restart), plus helpers that wait on conditions with deadlines and workloads
+//! shared by both kinds of cluster (the fenced counter).
 //!
 //! Every server listens on 127.0.0.1 with a port chosen by the OS, and every cluster cleans up its
 //! processes and directories when dropped.
 
 #![allow(clippy::unwrap_used)]
 
+pub mod fenced_counter;
 pub mod history;
 pub mod in_process;
 pub mod process;
