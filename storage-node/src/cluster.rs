@@ -22,6 +22,7 @@ use trestle_types::{
 
 use crate::forward::{self, Link};
 use crate::grpc_auth::Secrets;
+use crate::hooks::PeerFilter;
 use crate::tables::LocalTables;
 
 tokio::task_local! {
@@ -43,6 +44,8 @@ pub struct ClusterTableService {
     secrets: Secrets,
     tls: trestle_replication::grpc::PeerTls,
     timeout: Duration,
+    /// Which peers this node may call now (tests cut links; see `hooks`).
+    peer_filter: Option<Arc<dyn PeerFilter>>,
 }
 
 /// May a request be sent again after an attempt whose outcome is unknown?
@@ -84,6 +87,7 @@ impl ClusterTableService {
         secrets: Secrets,
         tls: trestle_replication::grpc::PeerTls,
         timeout: Duration,
+        peer_filter: Option<Arc<dyn PeerFilter>>,
     ) -> Self {
         ClusterTableService {
             node_id,
@@ -93,7 +97,19 @@ impl ClusterTableService {
             secrets,
             tls,
             timeout,
+            peer_filter,
         }
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// Every member's id, this node's included, in order.
+    pub fn members(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.peers.keys().copied().collect();
+        ids.sort_unstable();
+        ids
     }
 
     pub fn local(&self) -> &Arc<LocalTables> {
@@ -125,7 +141,14 @@ impl ClusterTableService {
         self.local.range_of_table(account, table).await
     }
 
-    fn link(&self, node: u64) -> Result<Link> {
+    /// The link to peer `node`. A link a test has cut (see `hooks`) is refused like an unreachable
+    /// node: `NotLeader` with no leader known, the request never sent.
+    pub(crate) fn link(&self, node: u64) -> Result<Link> {
+        if let Some(filter) = &self.peer_filter
+            && !filter.allows(self.node_id, node)
+        {
+            return Err(crate::tables::not_leader(0, None));
+        }
         Ok(Link {
             channel: self.channel(node)?,
             secrets: self.secrets.clone(),
@@ -207,6 +230,22 @@ impl ClusterTableService {
         }
     }
 
+    /// One attempt on `node` through `remote`, unless the link to it is cut.
+    async fn forward<T, R, RF>(
+        &self,
+        retry: Retry,
+        deadline: Instant,
+        node: u64,
+        remote: &mut R,
+    ) -> Result<T>
+    where
+        R: FnMut(Link) -> RF,
+        RF: std::future::Future<Output = Result<T>>,
+    {
+        let link = self.link(node)?;
+        self.attempt(retry, deadline, node, remote(link)).await
+    }
+
     /// Runs `local` here; on `NotLeader`, forwards with `remote` or waits for an election, until the
     /// deadline. Forwarded requests only ever run locally. A remote attempt that failed with an unknown
     /// outcome (the leader died mid-call) is retried when `retry` allows it and otherwise returned as
@@ -235,31 +274,18 @@ impl ClusterTableService {
             if is_forwarded() {
                 return Err(err);
             }
-            let result = match self.next_step(&err) {
+            let node = match self.next_step(&err) {
                 None => return Err(err),
-                Some(Next::Forward(node)) => {
-                    match self
-                        .attempt(retry, deadline, node, remote(self.link(node)?))
-                        .await
-                    {
-                        Ok(v) => return Ok(v),
-                        Err(e) if retry.allows(&e) => e,
-                        Err(e) => return Err(e),
-                    }
-                }
-                Some(Next::Wait) => match self.next_peer(attempt) {
-                    Some(node) => {
-                        match self
-                            .attempt(retry, deadline, node, remote(self.link(node)?))
-                            .await
-                        {
-                            Ok(v) => return Ok(v),
-                            Err(e) if retry.allows(&e) => e,
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    None => err,
+                Some(Next::Forward(node)) => Some(node),
+                Some(Next::Wait) => self.next_peer(attempt),
+            };
+            let result = match node {
+                Some(node) => match self.forward(retry, deadline, node, &mut remote).await {
+                    Ok(v) => return Ok(v),
+                    Err(e) if retry.allows(&e) => e,
+                    Err(e) => return Err(e),
                 },
+                None => err,
             };
             attempt += 1;
             if Instant::now() + backoff > deadline {

@@ -56,10 +56,16 @@ pub struct NodeConfig {
     pub gateway: GatewayConfig,
     /// TLS on the gRPC port and for node-to-node traffic (see `tls`).
     pub tls: crate::tls::GrpcTlsConfig,
+    /// The partition manager's chores (see `partition_manager`).
+    pub partition_manager: crate::partition_manager::Config,
     /// Set by `trestle dev` and test clusters when every node's store is new: the cluster is being
     /// bootstrapped, so a new store does not mean a lost disk (see `Node::start`). Not read from files.
     #[serde(skip)]
     pub bootstrapping: bool,
+    /// Test clusters' seams into the node (its lock manager's clock, a filter on its links to the
+    /// peers; see `hooks`). Not read from files.
+    #[serde(skip)]
+    pub hooks: crate::hooks::Hooks,
 }
 
 impl Default for NodeConfig {
@@ -78,7 +84,9 @@ impl Default for NodeConfig {
             rocksdb: RocksConfig::default(),
             gateway: GatewayConfig::default(),
             tls: crate::tls::GrpcTlsConfig::default(),
+            partition_manager: crate::partition_manager::Config::default(),
             bootstrapping: false,
+            hooks: crate::hooks::Hooks::default(),
         }
     }
 }
@@ -146,6 +154,7 @@ impl NodeConfig {
         self.rocksdb.validate().map_err(|e| e.to_string())?;
         self.gateway.validate().map_err(|e| e.to_string())?;
         self.tls.validate()?;
+        self.partition_manager.validate()?;
         Ok(())
     }
 
@@ -229,6 +238,24 @@ mod tests {
         let cfg = NodeConfig::from_toml(&changed).unwrap();
         assert_eq!(cfg.peers.len(), 3);
         assert!(!cfg.tls.enabled());
+        assert!(cfg.partition_manager.balance_leaders);
+    }
+
+    #[test]
+    fn the_partition_manager_section_is_checked() {
+        let base = three_peers("127.0.0.1");
+        let mut off = base.clone();
+        off.partition_manager.balance_leaders = false;
+        assert!(off.validate().is_ok());
+        let mut too_often = base;
+        too_often.partition_manager.balance_interval_ms = 10;
+        assert!(too_often.validate().is_err());
+        let misspelt = toml::from_str::<NodeConfig>("[partition-manager]\nbalance-leader = true\n")
+            .unwrap_err();
+        assert!(misspelt.to_string().contains("unknown field"), "{misspelt}");
+        let set =
+            toml::from_str::<NodeConfig>("[partition-manager]\nbalance-leaders = false\n").unwrap();
+        assert!(!set.partition_manager.balance_leaders);
     }
 
     #[test]

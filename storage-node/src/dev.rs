@@ -104,7 +104,7 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<(Vec<Node>, DevAddrs)> {
     let mut rest = Some(rest);
     let mut nodes = Vec::new();
     for (i, grpc_listener) in grpc.into_iter().enumerate() {
-        let cfg = NodeConfig {
+        let mut cfg = NodeConfig {
             node_id: i as u64 + 1,
             data_dir: args.data.join(format!("node{}", i + 1)),
             initial_ranges: args.ranges,
@@ -117,6 +117,8 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<(Vec<Node>, DevAddrs)> {
             cluster_token: cluster_token.clone(),
             ..NodeConfig::default()
         };
+        // Leaders stay on the REST node (`keep_leaders_on`), not spread out.
+        cfg.partition_manager.balance_leaders = false;
         cfg.validate().map_err(|e| anyhow::anyhow!(e))?;
         let listeners = Listeners {
             grpc: grpc_listener,

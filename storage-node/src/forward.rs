@@ -505,6 +505,19 @@ impl NodeForward for NodeForwardService {
         Ok(Response::new(npb::DropTableDataResponse {}))
     }
 
+    async fn transfer_leader(
+        &self,
+        r: Request<npb::TransferLeaderRequest>,
+    ) -> Result<Response<npb::TransferLeaderResponse>, Status> {
+        self.secrets.require_peer(r.metadata())?;
+        let r = r.into_inner();
+        self.local
+            .transfer_leader(r.range_id, r.to_node_id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(npb::TransferLeaderResponse {}))
+    }
+
     async fn set_service_properties(
         &self,
         r: Request<npb::SetServicePropertiesRequest>,

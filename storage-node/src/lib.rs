@@ -2,7 +2,9 @@
 //! the gRPC services and the node wiring, plus the `trestle` binary's commands.
 
 pub mod admin;
+pub mod balance;
 pub mod cli;
+pub mod clock;
 pub mod cluster;
 pub mod codec;
 pub mod commands;
@@ -11,6 +13,7 @@ pub mod dev;
 pub mod forward;
 pub mod grpc_api;
 pub mod grpc_auth;
+pub mod hooks;
 pub mod lock_api;
 pub mod locks;
 pub mod logging;

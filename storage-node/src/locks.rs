@@ -10,11 +10,23 @@
 //!   node serves it; every replica applies every command) learns its token when the release, revoke or
 //!   expiry that handed it the lock is applied.
 //! - **Expiry is decided by the meta leader alone** ([`LockHost::expired`], driven by the node): a
-//!   lease expires when its TTL has run out on the leader's monotonic clock since the later of the last
-//!   keep-alive (or grant) this node applied and the moment this node became leader — a new leader
-//!   cannot know when the old one last renewed, so it waits one full TTL from its election before
-//!   expiring anything. Followers track the same times but never propose. The clock is injected
-//!   ([`Clock`]) so tests can move it.
+//!   lease expires when its TTL has run out on the leader's monotonic clock since the latest of
+//!   1. the last keep-alive (or grant) this node applied,
+//!   2. the moment this node became leader — a new leader cannot know when the old one last renewed,
+//!      so it waits one full TTL from its election before expiring anything, and
+//!   3. the last **jump** of this node's clock — a step of more than [`MAX_CLOCK_STEP`] between two
+//!      consecutive readings (a SIGSTOP, a paused VM, a faulty clock source; see `clock`). Time that
+//!      passed while the node was not running is time in which it could not apply keep-alives, so a
+//!      jump is treated like a new election: one more full TTL of steady time before anything expires.
+//!
+//!   Followers track the same times but never propose. The clock is injected ([`Clock`]) so tests can
+//!   move it. Each rule only ever delays expiry, never hastens it.
+//!
+//! **Clock assumptions.** The leader's clock is monotonic and, between jumps, runs at real time's rate
+//! within the holders' margin (below); the expiry loop reads it at least every 100 ms on every node, so
+//! any forward step longer than [`MAX_CLOCK_STEP`] is noticed. A step shorter than that goes unnoticed
+//! and counts in full: it must fit in the holders' margin, which it does (the margin is at least
+//! 500 ms). Wall-clock time is never used.
 //!
 //! Client-side rule (documented for SDK users): a holder treats its lease as valid for `ttl` minus a
 //! drift margin, counted from when it *sent* the keep-alive that was acknowledged. The leader counts
@@ -23,7 +35,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prost::Message as _;
 use tokio::sync::broadcast;
@@ -37,44 +49,9 @@ use trestle_proto::internal::{
 use trestle_replication::ApplyError;
 use trestle_types::{Error, ErrorCode, Result};
 
+use crate::clock::JumpDetector;
+pub use crate::clock::{Clock, MAX_CLOCK_STEP};
 use crate::codec::{seal, unseal};
-
-/// A monotonic clock (injected, so tests can move time).
-pub trait Clock: Send + Sync + 'static {
-    fn now(&self) -> Duration;
-}
-
-/// The process's monotonic clock.
-#[derive(Debug)]
-pub struct SystemClock(Instant);
-
-impl Default for SystemClock {
-    fn default() -> Self {
-        SystemClock(Instant::now())
-    }
-}
-
-impl Clock for SystemClock {
-    fn now(&self) -> Duration {
-        self.0.elapsed()
-    }
-}
-
-/// A clock tests move by hand.
-#[derive(Debug, Default)]
-pub struct ManualClock(Mutex<Duration>);
-
-impl ManualClock {
-    pub fn advance(&self, by: Duration) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) += by;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Duration {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
 
 /// The scoped name the state machine sees for `name` of `account`.
 pub fn scoped(account: &str, name: &str) -> String {
@@ -92,6 +69,8 @@ struct Inner {
     state: LockState,
     /// When this node applied each lease's grant or last keep-alive, on its clock.
     seen: HashMap<LeaseId, Duration>,
+    /// Every reading of the clock goes through here, so jumps are noticed (see `clock`).
+    readings: JumpDetector,
 }
 
 /// The node's lock-manager state (see the module header).
@@ -109,10 +88,12 @@ impl LockHost {
     /// An empty host (tests); nodes use [`LockHost::load`].
     pub fn new(clock: Arc<dyn Clock>) -> Arc<LockHost> {
         let (grants, _) = broadcast::channel(1024);
+        let readings = JumpDetector::new(clock.now());
         Arc::new(LockHost {
             inner: Mutex::new(Inner {
                 state: LockState::new(),
                 seen: HashMap::new(),
+                readings,
             }),
             grants,
             clock,
@@ -166,8 +147,8 @@ impl LockHost {
                 )
             }
         };
-        let now = self.clock.now();
         let mut inner = self.lock_inner();
+        let now = self.read_clock(&mut inner);
         inner.state = LockState::restore(leases, locks, applied);
         // Every lease counts as renewed now: its real last renewal is unknown here.
         inner.seen = inner.state.leases().map(|l| (l.id, now)).collect();
@@ -182,8 +163,8 @@ impl LockHost {
         command: LockCommand,
     ) -> std::result::Result<Kind, Error> {
         let command = to_command(&command)?;
-        let now = self.clock.now();
         let mut inner = self.lock_inner();
+        let now = self.read_clock(&mut inner);
         let outcome = inner.state.apply(index, &command);
         for id in &outcome.changes.leases {
             match inner.state.lease(*id) {
@@ -235,42 +216,65 @@ impl LockHost {
         self.grants.subscribe()
     }
 
-    /// The leases whose TTL has run out on this node's clock, counting from the later of their last
-    /// applied keep-alive and `leading_since` (when this node became the meta leader).
+    /// Reads the clock through the jump detector (every reading must, or a jump between two readings
+    /// taken elsewhere would go unnoticed).
+    fn read_clock(&self, inner: &mut Inner) -> Duration {
+        let reading = inner.readings.observe(self.clock.now());
+        if let Some(step) = reading.jumped {
+            tracing::warn!(
+                ?step,
+                "the lock manager's clock jumped forward; no lease expires before one more TTL"
+            );
+        }
+        reading.now
+    }
+
+    /// Since when `lease`'s TTL runs (see the module header), if it exists.
+    fn running_since(
+        inner: &Inner,
+        lease: LeaseId,
+        now: Duration,
+        leading_since: Duration,
+    ) -> Duration {
+        inner
+            .seen
+            .get(&lease)
+            .copied()
+            .unwrap_or(now)
+            .max(leading_since)
+            .max(inner.readings.steady_since())
+    }
+
+    /// The leases whose TTL has run out on this node's clock, counting from the latest of their last
+    /// applied keep-alive, `leading_since` (when this node became the meta leader) and the clock's last
+    /// jump.
     pub fn expired(&self, leading_since: Duration) -> Vec<LeaseId> {
-        let now = self.clock.now();
-        let inner = self.lock_inner();
+        let mut inner = self.lock_inner();
+        let now = self.read_clock(&mut inner);
+        let inner = &*inner;
         inner
             .state
             .leases()
             .filter(|l| {
-                let since = inner
-                    .seen
-                    .get(&l.id)
-                    .copied()
-                    .unwrap_or(now)
-                    .max(leading_since);
+                let since = Self::running_since(inner, l.id, now, leading_since);
                 now.saturating_sub(since) > Duration::from_millis(l.ttl_ms)
             })
             .map(|l| l.id)
             .collect()
     }
 
+    /// This node's clock, read through the jump detector.
     pub fn now(&self) -> Duration {
-        self.clock.now()
+        let mut inner = self.lock_inner();
+        self.read_clock(&mut inner)
     }
 
     /// The time left on `lease` by this node's clock (meaningful on the meta leader), if it exists.
     pub fn remaining(&self, lease: LeaseId, leading_since: Duration) -> Option<Duration> {
-        let now = self.clock.now();
-        let inner = self.lock_inner();
+        let mut inner = self.lock_inner();
+        let now = self.read_clock(&mut inner);
         let l = inner.state.lease(lease)?;
-        let since = inner
-            .seen
-            .get(&lease)
-            .copied()
-            .unwrap_or(now)
-            .max(leading_since);
+        let since = Self::running_since(&inner, lease, now, leading_since);
         Some((since + Duration::from_millis(l.ttl_ms)).saturating_sub(now))
     }
 
@@ -380,121 +384,5 @@ pub fn lock_error(e: LockError) -> Error {
 }
 
 #[cfg(test)]
-mod tests {
-    use trestle_engine::MemoryEngine;
-
-    use super::*;
-
-    fn cmd(kind: lock_command::Kind, lease: u64, name: &str) -> LockCommand {
-        LockCommand {
-            kind: kind as i32,
-            lease,
-            name: name.into(),
-            ttl_ms: 2_000,
-            owner: "t".into(),
-            wait: true,
-        }
-    }
-
-    fn apply(
-        host: &LockHost,
-        engine: &MemoryEngine,
-        index: u64,
-        c: LockCommand,
-    ) -> Result<LockReply> {
-        let mut batch = WriteBatch::new();
-        let r = host.apply(&mut batch, index, c);
-        engine.write(&batch, false).unwrap();
-        match r? {
-            Kind::Lock(reply) => Ok(reply),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    fn grant(host: &LockHost, engine: &MemoryEngine, index: u64) -> u64 {
-        apply(
-            host,
-            engine,
-            index,
-            cmd(lock_command::Kind::GrantLease, 0, ""),
-        )
-        .unwrap()
-        .lease
-    }
-
-    #[test]
-    fn the_state_survives_a_reload_from_its_records() {
-        let engine = MemoryEngine::new();
-        let clock = Arc::new(ManualClock::default());
-        let host = LockHost::new(clock.clone());
-        let a = grant(&host, &engine, 1);
-        let b = grant(&host, &engine, 2);
-        assert_eq!(
-            apply(
-                &host,
-                &engine,
-                3,
-                cmd(lock_command::Kind::Acquire, a, "acct/x")
-            )
-            .unwrap()
-            .token,
-            3
-        );
-        assert_eq!(
-            apply(
-                &host,
-                &engine,
-                4,
-                cmd(lock_command::Kind::Acquire, b, "acct/x")
-            )
-            .unwrap()
-            .ahead,
-            Some(0)
-        );
-        let reloaded = LockHost::load(&engine, clock).unwrap();
-        assert_eq!(reloaded.read(|s| s.clone()), host.read(|s| s.clone()));
-        // The reloaded host goes on where the old one stopped.
-        let mut grants = reloaded.subscribe();
-        apply(
-            &reloaded,
-            &engine,
-            5,
-            cmd(lock_command::Kind::Release, a, "acct/x"),
-        )
-        .unwrap();
-        let g = grants.try_recv().unwrap();
-        assert_eq!((g.lease, g.token), (b, 5));
-        let err = apply(
-            &reloaded,
-            &engine,
-            6,
-            cmd(lock_command::Kind::Release, a, "acct/x"),
-        )
-        .unwrap_err();
-        assert_eq!(err.code, ErrorCode::LockNotHeld);
-    }
-
-    #[test]
-    fn leases_expire_one_ttl_after_the_later_of_renewal_and_election() {
-        let engine = MemoryEngine::new();
-        let clock = Arc::new(ManualClock::default());
-        let host = LockHost::new(clock.clone());
-        let a = grant(&host, &engine, 1);
-        clock.advance(Duration::from_millis(1_500));
-        assert!(host.expired(Duration::ZERO).is_empty());
-        apply(&host, &engine, 2, cmd(lock_command::Kind::KeepAlive, a, "")).unwrap();
-        clock.advance(Duration::from_millis(1_900));
-        assert!(
-            host.expired(Duration::ZERO).is_empty(),
-            "renewed 1.9 s ago, TTL 2 s"
-        );
-        clock.advance(Duration::from_millis(200));
-        assert_eq!(host.expired(Duration::ZERO), vec![a]);
-        // A leader elected just now waits a full TTL from its election.
-        let elected = host.now();
-        assert!(host.expired(elected).is_empty());
-        clock.advance(Duration::from_millis(2_001));
-        assert_eq!(host.expired(elected), vec![a]);
-        assert_eq!(host.remaining(a, elected), Some(Duration::ZERO));
-    }
-}
+#[path = "locks_tests.rs"]
+mod tests;

@@ -62,7 +62,7 @@ impl MetaStateMachine {
     pub fn new() -> Self {
         MetaStateMachine {
             locks: crate::locks::LockHost::new(std::sync::Arc::new(
-                crate::locks::SystemClock::default(),
+                crate::clock::SystemClock::default(),
             )),
         }
     }

@@ -142,9 +142,12 @@ impl Node {
             cfg.raft.clone(),
         )?);
         let ranges = RangeMap::initial(cfg.initial_ranges, cfg.voters());
-        let locks =
-            crate::locks::LockHost::load(&*engine, Arc::new(crate::locks::SystemClock::default()))
-                .map_err(|e| anyhow::anyhow!("loading the lock manager's state: {e}"))?;
+        let clock: Arc<dyn crate::clock::Clock> = match &cfg.hooks.lock_clock {
+            Some(clock) => clock.clone(),
+            None => Arc::new(crate::clock::SystemClock::default()),
+        };
+        let locks = crate::locks::LockHost::load(&*engine, clock)
+            .map_err(|e| anyhow::anyhow!("loading the lock manager's state: {e}"))?;
         for (desc, sm) in crate::tables::state_machines(&ranges, locks.clone()) {
             raft.create_group(desc, sm)
                 .await
@@ -173,6 +176,7 @@ impl Node {
             secrets.clone(),
             peer_tls.clone(),
             Duration::from_millis(cfg.request_timeout_ms),
+            cfg.hooks.peer_filter.clone(),
         ));
         let (shutdown, _) = watch::channel(false);
         let mut servers = Vec::new();
@@ -263,6 +267,14 @@ impl Node {
             role_tx,
             shutdown.subscribe(),
         )));
+        if cfg.partition_manager.balance_leaders {
+            servers.push(tokio::spawn(crate::balance::run(
+                tables.clone(),
+                cfg.partition_manager.balance_interval(),
+                partition_manager.clone(),
+                shutdown.subscribe(),
+            )));
+        }
 
         let mut rest_addr = None;
         if let Some(listener) = listeners.rest {

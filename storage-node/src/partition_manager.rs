@@ -9,12 +9,14 @@
 //! expires and the next node to try gets the lock with a higher fencing token.
 //!
 //! Chores today: reaping the entities of deleted tables whose drop could not run at delete time
-//! ([`ClusterTableService::reap_dropped_tables`]). The range scheduler of the scale-out work will live
-//! here.
+//! ([`ClusterTableService::reap_dropped_tables`]), and balancing range leaders across the nodes
+//! (`balance`, on unless [`Config::balance_leaders`] is off). The range scheduler of the scale-out work
+//! will live here.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::cluster::ClusterTableService;
@@ -29,6 +31,42 @@ pub const LOCK: &str = "trestle/partition-manager";
 pub const TTL: Duration = Duration::from_secs(5);
 /// How often the chores run.
 const CHORE_EVERY: Duration = Duration::from_secs(5);
+
+/// The `[partition-manager]` section of a node's configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// Move range leaders so every node leads about as many ranges as any other (within one), one
+    /// transfer at a time and only while every node is reachable and caught up. `trestle dev` turns
+    /// it off: it keeps every leader on the node that serves REST.
+    pub balance_leaders: bool,
+    /// How often the partition manager looks at where the leaders are.
+    pub balance_interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            balance_leaders: true,
+            balance_interval_ms: 5_000,
+        }
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(100..=3_600_000).contains(&self.balance_interval_ms) {
+            return Err(
+                "partition-manager.balance-interval-ms must be between 100 and 3600000".into(),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn balance_interval(&self) -> Duration {
+        Duration::from_millis(self.balance_interval_ms)
+    }
+}
 
 /// How long after sending an acknowledged keep-alive the holder may still act (as the SDK's rule).
 fn valid_for(ttl: Duration) -> Duration {

@@ -233,6 +233,19 @@ impl LocalTables {
             .map_err(|e| e.error)
     }
 
+    /// Starts handing the leadership of `range`, which this node leads, to node `to`.
+    pub(crate) async fn transfer_leader(&self, range: u64, to: u64) -> Result<()> {
+        self.raft
+            .transfer_leader(range, to)
+            .await
+            .map_err(|e| propose_error(range, e))
+    }
+
+    /// This node's view of every group it hosts.
+    pub(crate) fn group_statuses(&self) -> Vec<trestle_replication::GroupStatus> {
+        self.raft.status()
+    }
+
     /// Proposes a lock-manager command to the meta group (this node must lead it).
     pub(crate) async fn propose_lock(
         &self,

@@ -31,7 +31,7 @@ impl Cluster {
             net.register(id, raft.mailbox());
             for (desc, sm) in state_machines(
                 &ranges,
-                crate::locks::LockHost::new(Arc::new(crate::locks::SystemClock::default())),
+                crate::locks::LockHost::new(Arc::new(crate::clock::SystemClock::default())),
             ) {
                 raft.create_group(desc, sm).await.unwrap();
             }

@@ -4,9 +4,17 @@
 //! [`MemoryNetwork`] (so tests can partition, drop and delay it), while gRPC servers on 127.0.0.1 serve
 //! the table API, forwarding and admin exactly as in production. Engines are in memory by default (fast;
 //! `crash` keeps only what was synced) or RocksDB in a temporary directory.
+//!
+//! Two seams reach into the nodes (`trestle_storage_node::hooks`): each node's lock manager runs on its
+//! own [`OffsetClock`] ([`InProcessCluster::clock`], real time plus jumps the test makes), and
+//! [`InProcessCluster::partition`] cuts the nodes' gRPC calls to each other (forwarding, leader
+//! transfers) along with their Raft traffic, so a node on the other side of a partition is unreachable
+//! both ways. `net.partition` alone still cuts Raft only. Leader balancing is off (tests choose their
+//! leaders); `start_with` can turn it on.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -14,6 +22,8 @@ use tokio::net::TcpListener;
 use trestle_client::TableClient;
 use trestle_engine::{Engine, MemoryEngine, RocksConfig, RocksEngine};
 use trestle_replication::memory::MemoryNetwork;
+use trestle_storage_node::clock::OffsetClock;
+use trestle_storage_node::hooks::{Hooks, PeerFilter};
 use trestle_storage_node::{Listeners, Node, NodeConfig, PeerConfig};
 
 use crate::wait::eventually;
@@ -23,11 +33,37 @@ enum Engines {
     Rocks(tempfile::TempDir),
 }
 
+/// The sides of a partition of the nodes' gRPC calls to each other (see the module header).
+#[derive(Default)]
+struct PeerCut(Mutex<HashMap<u64, usize>>);
+
+impl PeerCut {
+    fn set(&self, sides: &[&[u64]]) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = sides
+            .iter()
+            .enumerate()
+            .flat_map(|(i, ids)| ids.iter().map(move |id| (*id, i)))
+            .collect();
+    }
+}
+
+impl PeerFilter for PeerCut {
+    fn allows(&self, from: u64, to: u64) -> bool {
+        let sides = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match (sides.get(&from), sides.get(&to)) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        }
+    }
+}
+
 pub struct InProcessCluster {
     pub net: Arc<MemoryNetwork>,
     nodes: Vec<Option<Node>>,
     configs: Vec<NodeConfig>,
     engines: Engines,
+    clocks: Vec<Arc<OffsetClock>>,
+    peer_cut: Arc<PeerCut>,
 }
 
 impl InProcessCluster {
@@ -77,6 +113,8 @@ impl InProcessCluster {
         } else {
             Engines::Memory((0..3).map(|_| MemoryEngine::new()).collect())
         };
+        let clocks: Vec<Arc<OffsetClock>> = (0..3).map(|_| Arc::default()).collect();
+        let peer_cut = Arc::new(PeerCut::default());
         let configs: Vec<NodeConfig> = (0..3)
             .map(|i| {
                 let mut cfg = NodeConfig {
@@ -86,8 +124,13 @@ impl InProcessCluster {
                     request_timeout_ms: 10_000,
                     raft: trestle_replication::Config::for_test(),
                     bootstrapping: true,
+                    hooks: Hooks {
+                        lock_clock: Some(clocks[i].clone()),
+                        peer_filter: Some(peer_cut.clone()),
+                    },
                     ..NodeConfig::default()
                 };
+                cfg.partition_manager.balance_leaders = false;
                 configure(&mut cfg);
                 cfg
             })
@@ -97,6 +140,8 @@ impl InProcessCluster {
             nodes: vec![None, None, None],
             configs,
             engines,
+            clocks,
+            peer_cut,
         };
         let mut rest = Some(rest);
         for (i, listener) in grpc.into_iter().enumerate() {
@@ -135,6 +180,24 @@ impl InProcessCluster {
         self.nodes[(id - 1) as usize]
             .as_ref()
             .expect("node is running")
+    }
+
+    /// Node `id`'s lock-manager clock: `cluster.clock(id).jump(d)` steps it forward.
+    pub fn clock(&self, id: u64) -> &OffsetClock {
+        &self.clocks[(id - 1) as usize]
+    }
+
+    /// Splits the nodes into sides that can reach each other neither by Raft nor by gRPC (forwarding,
+    /// leader transfers); nodes not named reach everyone. Clients still reach every node.
+    pub fn partition(&self, sides: &[&[u64]]) {
+        self.net.partition(sides);
+        self.peer_cut.set(sides);
+    }
+
+    /// Ends every partition and Raft filter.
+    pub fn heal(&self) {
+        self.net.heal();
+        self.peer_cut.set(&[]);
     }
 
     pub fn is_running(&self, id: u64) -> bool {

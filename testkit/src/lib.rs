@@ -2,7 +2,8 @@
 //! fault filters, real gRPC between nodes for forwarding) and process clusters of the real `trestle`
 //! binary (kill -9, pause, restart; network namespaces cut with nftables; clock steps; a FUSE file
 //! system that loses unsynced writes at a simulated power cut), the history recorder and checkers, the
-//! fault campaign, plus helpers that wait on conditions with deadlines.
+//! fault campaign, workloads shared by both kinds of cluster (the fenced counter), plus helpers that
+//! wait on conditions with deadlines.
 //!
 //! Every server listens on 127.0.0.1 (or in network namespaces the cluster creates) with ports chosen by
 //! the OS, and every cluster cleans up its processes, namespaces, mounts and directories when dropped.
@@ -10,6 +11,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod campaign;
+pub mod fenced_counter;
 pub mod history;
 pub mod in_process;
 pub mod lossy_fs;

@@ -1,6 +1,7 @@
 //! In-process table clusters: the full node code on memory engines, Raft over the memory network with
 //! faults injected, gRPC between nodes for forwarding. Stories: replication to every replica, leader
-//! failure, minority and majority partitions, a wiped replica restored by snapshot, forwarding.
+//! failure, minority and majority partitions, a wiped replica restored by snapshot, forwarding, and the
+//! partition manager spreading range leaders.
 
 use std::time::Duration;
 
@@ -266,5 +267,78 @@ async fn t06_a_deleted_table_is_gone_through_every_node_at_once() {
             .await
             .unwrap();
     }
+    c.shutdown().await;
+}
+
+/// How many groups each node leads now (nodes that are down lead none).
+fn leader_counts(c: &InProcessCluster, groups: u64) -> [usize; 3] {
+    let mut counts = [0; 3];
+    for id in (1..=3u64).filter(|&id| c.is_running(id)) {
+        for g in 1..=groups {
+            if c.node(id)
+                .raft()
+                .group_status(g)
+                .is_some_and(|s| s.role == trestle_replication::Role::Leader)
+            {
+                counts[(id - 1) as usize] += 1;
+            }
+        }
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t07_the_partition_manager_spreads_leaders_that_all_started_on_one_node() {
+    let mut c = InProcessCluster::start_with(5, |cfg| {
+        cfg.partition_manager.balance_leaders = true;
+        cfg.partition_manager.balance_interval_ms = 200;
+    })
+    .await
+    .unwrap();
+    let groups = 6; // the meta group and five data ranges
+    // With node 3 down the cluster is not healthy, so the partition manager leaves the leaders alone
+    // while every one of them moves to node 1.
+    c.stop(3).await;
+    let gathered = eventually(Duration::from_secs(30), || async {
+        let mut all_on_1 = true;
+        for g in 1..=groups {
+            let leader = c.node(1).raft().leader(g);
+            if leader != Some(1) {
+                all_on_1 = false;
+                if let Some(l) = leader.filter(|&l| c.is_running(l)) {
+                    let _ = c.node(l).raft().transfer_leader(g, 1).await;
+                }
+            }
+        }
+        (all_on_1 && leader_counts(&c, groups) == [6, 0, 0]).then_some(())
+    })
+    .await;
+    assert!(
+        gathered.is_some(),
+        "every leader on node 1: {:?}",
+        leader_counts(&c, groups)
+    );
+    // Ten balancing rounds later nothing has moved: a node is unreachable.
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < until {
+        assert_eq!(
+            leader_counts(&c, groups),
+            [6, 0, 0],
+            "balanced while node 3 was down"
+        );
+        // Pacing of the check, not a wait for a state.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Node 3 is back: the leaders spread out, two per node.
+    c.restart(3).await.unwrap();
+    let spread = eventually(Duration::from_secs(60), || async {
+        (leader_counts(&c, groups) == [2, 2, 2]).then_some(())
+    })
+    .await;
+    assert!(
+        spread.is_some(),
+        "leaders spread out: {:?}",
+        leader_counts(&c, groups)
+    );
     c.shutdown().await;
 }

@@ -1,6 +1,7 @@
 //! Process clusters of the real `trestle` binary: kill -9 of a range leader under a concurrent write load,
 //! restart, and every acknowledged write present on every replica; a full `trestle dev` restart keeps every
-//! acknowledged write.
+//! acknowledged write; locks across kill -9 of the meta leader; the fenced counter while nodes are
+//! SIGSTOPped and killed.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -488,6 +489,49 @@ async fn t06_locks_survive_kill9_of_the_meta_leader_and_ctl_lists_them() {
     let granted = granted.unwrap();
     assert!(granted.token() > first_token);
     cluster.restart(meta_leader).await.unwrap();
+    drop(client);
+    cluster.stop_all().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t07_a_fenced_counter_counts_every_acknowledged_increment_once_under_sigstop_and_kill9() {
+    use trestle_testkit::fenced_counter::{self, FencedCounter};
+    let mut cluster = ProcessCluster::start(2).await.unwrap();
+    let client = cluster.client().await.unwrap();
+    let counter = FencedCounter::start(&client, "counter", 3).await.unwrap();
+    let data = replica::range_of_table(&cluster.grpc_endpoint(1), ACCOUNT, "counter")
+        .await
+        .unwrap();
+    let limit = Duration::from_secs(60);
+    assert!(counter.wait_for_more(20, limit).await, "increments happen");
+    // Freeze the meta leader, then the counter's data leader, each with its sockets open; then
+    // kill -9 the meta leader.
+    for range in [1, data] {
+        let victim = cluster.leader_of(range).await.unwrap();
+        cluster.pause(victim).unwrap();
+        let progressed = counter.wait_for_more(10, limit).await;
+        cluster.resume(victim).unwrap();
+        assert!(
+            progressed,
+            "increments go on while node {victim} is stopped"
+        );
+    }
+    let victim = cluster.leader_of(1).await.unwrap();
+    cluster.kill9(victim).unwrap();
+    assert!(
+        counter.wait_for_more(10, limit).await,
+        "increments go on after node {victim} is killed"
+    );
+    cluster.restart(victim).await.unwrap();
+    cluster.wait_ready().await.unwrap();
+    assert!(
+        counter.wait_for_more(10, limit).await,
+        "increments go on after node {victim} is back"
+    );
+    let increments = counter.stop().await.unwrap();
+    let final_value = fenced_counter::read(&client, "counter").await.unwrap();
+    let verdict = fenced_counter::check(&increments, final_value).unwrap_or_else(|e| panic!("{e}"));
+    assert!(verdict.acknowledged >= 40, "{verdict:?}");
     drop(client);
     cluster.stop_all().unwrap();
 }
