@@ -336,11 +336,16 @@ async fn l09_a_holder_cut_off_by_a_partition_keeps_the_lock_for_its_ttl_then_is_
     c.partition(&[&[cut], &others]);
     // While the holder may still count on its lease, nobody else gets the lock.
     let mut refusals = 0;
+    let give_up = Instant::now() + Duration::from_secs(30);
     loop {
         let attempt = rival.try_acquire("guarded/writer").await;
         if Instant::now() >= holder.valid_until() {
             break;
         }
+        assert!(
+            Instant::now() < give_up,
+            "the holder's lease is still being renewed: the partition did not cut it off"
+        );
         match attempt {
             Ok(g) => panic!(
                 "granted (token {}) while the holder's lease was valid",
