@@ -28,6 +28,19 @@ mod conn;
 mod framing;
 pub mod tls;
 
+/// Whether a request body error (anywhere in its source chain) is the framing's refusal of chunk
+/// sizes beyond what the gateway reads at all.
+pub(crate) fn is_chunk_too_large(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if matches!(e.downcast_ref(), Some(conn::BodyRefused::ChunkTooLarge)) {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;

@@ -439,8 +439,14 @@ pub(crate) const MAX_DISCARDED_BODY_BYTES: u64 = 64 * 1024 * 1024;
 async fn read_body(mut body: Body, limit: usize) -> ApiResult<Bytes> {
     let mut collected = BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|_| ApiError::invalid_input("The request body could not be read."))?;
+        let frame = frame.map_err(|e| {
+            if crate::listener::is_chunk_too_large(&e) {
+                // Declared chunk sizes past what the gateway drains: too large, and unreadable.
+                body_too_large(false)
+            } else {
+                ApiError::invalid_input("The request body could not be read.")
+            }
+        })?;
         let Ok(data) = frame.into_data() else {
             continue; // trailers
         };

@@ -43,7 +43,8 @@ use crate::error::{ApiError, ErrorFormat};
 const NONE: u64 = u64::MAX;
 
 /// Why a request body stopped being read; hyper closes the connection on [`BodyRefused::Stalled`]
-/// (returned by the service), the router answers 400 for the body error itself.
+/// (returned by the service); the router answers 413 for [`BodyRefused::ChunkTooLarge`] and 400 for
+/// other body errors.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum BodyRefused {
     #[error("the declared chunk sizes exceed the request body limit")]
@@ -225,7 +226,14 @@ impl<S> GuardedIo<S> {
     fn new(inner: S, state: Arc<ConnState>, limits: &Limits) -> Self {
         GuardedIo {
             inner,
-            framing: Framing::new(limits.max_header_bytes, limits.max_body_bytes),
+            // The framing refuses at once only what the gateway would not even drain: a body within
+            // the limit plus the discard bound is read, so the client sees the 413 (see `server`).
+            framing: Framing::new(
+                limits.max_header_bytes,
+                limits
+                    .max_body_bytes
+                    .saturating_add(crate::server::MAX_DISCARDED_BODY_BYTES),
+            ),
             state,
             pending: Vec::new(),
             pending_pos: 0,
