@@ -214,6 +214,15 @@ fn reply_empty(reply: ReplyEmpty, result: tree::Result<()>) {
     }
 }
 
+/// Files and directories open without `FOPEN_KEEP_CACHE`: the kernel must never serve bytes a power
+/// cut took back.
+fn reply_opened(reply: ReplyOpen, result: tree::Result<u64>) {
+    match result {
+        Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+        Err(e) => reply.error(e),
+    }
+}
+
 impl LossyFs {
     fn tree(&self) -> MutexGuard<'_, Tree> {
         lock(&self.tree)
@@ -330,10 +339,7 @@ impl fuser::Filesystem for LossyFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.tree().open(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(e),
-        }
+        reply_opened(reply, self.tree().open(ino.0));
     }
 
     fn create(
@@ -438,10 +444,7 @@ impl fuser::Filesystem for LossyFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.tree().opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(e),
-        }
+        reply_opened(reply, self.tree().opendir(ino.0));
     }
 
     fn readdir(
