@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use trestle_engine::{Cf, Engine, MemoryEngine, RocksConfig, RocksEngine, WriteBatch};
 use trestle_replication::memory::MemoryNetwork;
-use trestle_replication::{ApplyError, Config, GroupDesc, RaftNode, Role, Span, StateMachine};
+use trestle_replication::{
+    ApplyError, Config, Epoch, GroupDesc, GroupHost, RaftNode, Role, Span, StateMachine,
+};
 
 const GROUP: u64 = 7;
 
@@ -33,6 +35,15 @@ impl StateMachine for KvMachine {
             batch.put(Cf::Data, command[..eq].to_vec(), command[eq + 1..].to_vec());
         }
         Ok(Vec::new())
+    }
+}
+
+/// Every group runs the [`KvMachine`].
+struct KvHost;
+
+impl GroupHost for KvHost {
+    fn state_machine(&self, _desc: &GroupDesc) -> Box<dyn StateMachine> {
+        Box::new(KvMachine)
     }
 }
 
@@ -58,21 +69,28 @@ impl Cluster {
                 Arc::new(MemoryEngine::new())
             };
             let node = Arc::new(
-                RaftNode::start(id, engine, net.transport(id), Config::for_test()).expect("node"),
+                RaftNode::start(
+                    id,
+                    engine,
+                    net.transport(id),
+                    Config::for_test(),
+                    Arc::new(KvHost),
+                )
+                .expect("node"),
             );
             net.register(id, node.mailbox());
             let desc = GroupDesc {
                 id: GROUP,
                 voters: vec![1, 2, 3],
+                learners: Vec::new(),
                 span: Span {
                     cf: Cf::Data,
                     start: Vec::new(),
                     end: None,
                 },
+                epoch: Epoch::INITIAL,
             };
-            node.create_group(desc, Box::new(KvMachine))
-                .await
-                .expect("group");
+            node.create_group(desc).await.expect("group");
             nodes.push(node);
         }
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -178,6 +178,8 @@ pub(crate) fn classify(status: &Status) -> Failure {
                 leader: leader_hint(status),
             };
         }
+        // A refusal too: the range split after the node routed the call; nothing was applied.
+        Some(ErrorCode::RangeStale) => return Failure::NotLeader { leader: None },
         Some(ErrorCode::ServerBusy) => return Failure::Busy(Error::from_status(status)),
         Some(_) => return Failure::Final(Error::from_status(status)),
         None => {}

@@ -3,7 +3,8 @@
 //! Layout:
 //! - `Cf::Raft`: per Raft group `g` (big-endian u64):
 //!   `0x01 g 0x01` hard state, `0x01 g 0x02` raft-local state (truncated index/term, conf state),
-//!   `0x01 g 0x03` apply state, `0x01 g 0x04 index` log entries (index big-endian, so the log is ordered).
+//!   `0x01 g 0x03` apply state, `0x01 g 0x04 index` log entries (index big-endian, so the log is ordered),
+//!   `0x01 g 0x05` range state (the group's span and epoch).
 //! - `Cf::Data`: `table_id (u64 BE) ‖ esc(PartitionKey) ‖ esc(RowKey)`, where `esc` escapes `0x00` as
 //!   `0x00 0xFF` and terminates with `0x00 0x01`. The encoding is order-preserving (tables in id order,
 //!   then keys in byte order of their UTF-8, which is code-point order) and injective, and no encoded
@@ -16,6 +17,7 @@ const HARD_STATE_SUFFIX: u8 = 0x01;
 const RAFT_LOCAL_SUFFIX: u8 = 0x02;
 const APPLY_STATE_SUFFIX: u8 = 0x03;
 const LOG_SUFFIX: u8 = 0x04;
+const RANGE_STATE_SUFFIX: u8 = 0x05;
 
 /// Node-local metadata prefix in `Cf::Meta`.
 pub const LOCAL_PREFIX: u8 = 0x00;
@@ -41,6 +43,26 @@ pub fn raft_local_key(group: u64) -> Vec<u8> {
 pub fn apply_state_key(group: u64) -> Vec<u8> {
     group_key(group, APPLY_STATE_SUFFIX)
 }
+
+/// The group's descriptor as its own log last set it: span and epoch (see `trestle_replication`).
+pub fn range_state_key(group: u64) -> Vec<u8> {
+    group_key(group, RANGE_STATE_SUFFIX)
+}
+
+/// The group a raft-local state key (made by [`raft_local_key`]) or hard state key belongs to, with the
+/// key's suffix; `None` for log entries and anything else.
+pub fn group_of_state_key(key: &[u8]) -> Option<(u64, u8)> {
+    if key.len() != 10 || key[0] != RAFT_GROUP_PREFIX {
+        return None;
+    }
+    let group = u64::from_be_bytes(key[1..9].try_into().ok()?);
+    Some((group, key[9]))
+}
+
+/// Suffixes [`group_of_state_key`] reports.
+pub const HARD_STATE_KEY_SUFFIX: u8 = HARD_STATE_SUFFIX;
+pub const RAFT_LOCAL_KEY_SUFFIX: u8 = RAFT_LOCAL_SUFFIX;
+pub const RANGE_STATE_KEY_SUFFIX: u8 = RANGE_STATE_SUFFIX;
 
 pub fn log_key(group: u64, index: u64) -> Vec<u8> {
     let mut k = group_key(group, LOG_SUFFIX);
@@ -256,6 +278,61 @@ pub fn fence_key(table_id: u64, lock: &str) -> Vec<u8> {
     k
 }
 
+/// In `Cf::Data`: where a range keeps its records about table `table_id` (its dropped marker and its
+/// fences): the table prefix if the range holds the table's start, else the range's own first key,
+/// which is then the first key of a partition of the table (`table ‖ esc(PartitionKey)`; ranges split
+/// only there). Either way the anchor sorts before every entity the range holds of the table.
+pub fn table_anchor(table_id: u64, range_start: &[u8]) -> Vec<u8> {
+    let prefix = table_prefix(table_id);
+    if range_start > prefix.as_slice() && range_start.starts_with(&prefix) {
+        range_start.to_vec()
+    } else {
+        prefix
+    }
+}
+
+/// The fence record of lock `lock` kept at `anchor` (see [`table_anchor`]): `anchor ‖ 0x00 0x00 ‖
+/// esc(lock)`. At the table prefix this is [`fence_key`].
+pub fn anchored_fence_key(anchor: &[u8], lock: &str) -> Vec<u8> {
+    let mut k = anchored_fence_prefix(anchor);
+    push_escaped(&mut k, lock.as_bytes());
+    k
+}
+
+/// The prefix of every fence record kept at `anchor`.
+pub fn anchored_fence_prefix(anchor: &[u8]) -> Vec<u8> {
+    let mut k = anchor.to_vec();
+    k.extend_from_slice(&[0x00, 0x00]);
+    k
+}
+
+/// Whether `key` may start a range: a table prefix, or a table prefix and one escaped PartitionKey (so
+/// a split never cuts a partition, and an entity group transaction stays in one range).
+pub fn is_split_key(key: &[u8]) -> bool {
+    match key.len() {
+        0..=7 => false,
+        8 => true,
+        _ => take_escaped(&key[8..])
+            .is_some_and(|(pk, rest)| rest.is_empty() && std::str::from_utf8(&pk).is_ok()),
+    }
+}
+
+/// Whether a `Cf::Data` key is one of a range's records about a table (a dropped marker or a fence,
+/// at the table prefix or at a partition anchor) rather than an entity. Such keys never decode as
+/// entities: the anchors end where an escaped RowKey would start, and `0x00 0x00` starts no escape.
+pub fn is_table_record(key: &[u8]) -> bool {
+    let Some(rest) = key.get(8..) else {
+        return false;
+    };
+    if rest.is_empty() || rest.starts_with(&[0x00, 0x00]) {
+        return true;
+    }
+    match take_escaped(rest) {
+        Some((_, after_pk)) => after_pk.is_empty() || after_pk.starts_with(&[0x00, 0x00]),
+        None => false,
+    }
+}
+
 /// In `Cf::Data`: the marker a data range writes when it drops a table's entities, so a write that was
 /// proposed before the table's deletion cannot recreate entities under the dead id. It is the bare table
 /// prefix: it sorts before every entity of the table, and [`decode_data_key`] rejects it.
@@ -266,6 +343,30 @@ pub fn dropped_table_marker(table_id: u64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_records_are_told_apart_from_entities_at_both_anchors() {
+        let t = 0x0102_0304_0506_0708;
+        let mid = partition_prefix(t, "m");
+        assert_eq!(table_anchor(t, &[]), table_prefix(t));
+        assert_eq!(table_anchor(t, &table_prefix(t)), table_prefix(t));
+        assert_eq!(table_anchor(t, &mid), mid);
+        // A range starting at another table's prefix keeps this table's records at its prefix.
+        assert_eq!(table_anchor(t, &table_prefix(t + 1)), table_prefix(t));
+        for anchor in [table_prefix(t), mid.clone()] {
+            assert!(is_table_record(&anchor));
+            assert!(is_table_record(&anchored_fence_key(&anchor, "lock")));
+        }
+        assert_eq!(anchored_fence_key(&table_prefix(t), "l"), fence_key(t, "l"));
+        for (pk, rk) in [("m", ""), ("m", "\0"), ("", ""), ("a", "b")] {
+            let key = data_key(t, pk, rk);
+            assert!(!is_table_record(&key), "{pk:?}/{rk:?}");
+            assert!(decode_data_key(&key).is_some());
+        }
+        let fence = anchored_fence_key(&mid, "x");
+        assert!(fence > mid && fence < data_key(t, "m", ""));
+        assert!(decode_data_key(&fence).is_none());
+    }
     use proptest::prelude::*;
 
     #[test]

@@ -34,9 +34,10 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 use trestle_engine::{Engine, WriteBatch};
 
-use crate::peer::{Peer, Reply};
-use crate::storage::PeerStorage;
-use crate::{Envelope, GroupDesc, ProposeError, StateMachine, Transport};
+use crate::desc::{self, ADMIN_SPLIT, SplitRequest};
+use crate::peer::{Effect, Peer, Reply};
+use crate::storage::{self, PeerStorage};
+use crate::{Envelope, GroupDesc, GroupHost, ProposeError, Transport};
 
 /// Raft settings for every group on a node.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -178,6 +179,8 @@ pub struct GroupStatus {
     /// Leader only: (peer, matched index) for every voter.
     pub progress: Vec<(u64, u64)>,
     pub recovering: bool,
+    /// The replica's descriptor; `None` while uninitialized (waiting for its first snapshot).
+    pub desc: Option<GroupDesc>,
 }
 
 enum Cmd {
@@ -200,10 +203,17 @@ enum Cmd {
         group: u64,
         reply: Reply<()>,
     },
+    Split {
+        group: u64,
+        req: SplitRequest,
+        reply: Reply<Vec<u8>>,
+    },
     CreateGroup {
         desc: GroupDesc,
-        sm: Box<dyn StateMachine>,
         reply: Reply<()>,
+    },
+    RestoreGroups {
+        reply: Reply<Vec<u64>>,
     },
     Shutdown,
 }
@@ -241,6 +251,7 @@ impl RaftNode {
         engine: Arc<dyn Engine>,
         transport: Arc<dyn Transport>,
         config: Config,
+        host: Arc<dyn GroupHost>,
     ) -> std::io::Result<RaftNode> {
         let (tx, rx) = mpsc::channel();
         let read_timeout = Duration::from_millis(
@@ -258,6 +269,7 @@ impl RaftNode {
             engine: engine.clone(),
             transport,
             config,
+            host,
             peers: HashMap::new(),
             status: status.clone(),
             stopped: stopped.clone(),
@@ -305,14 +317,35 @@ impl RaftNode {
     }
 
     /// Hosts a replica of `desc` on this node: loads it from the engine, or bootstraps it with
-    /// `desc.voters` as its configuration when the engine has nothing for it.
-    pub async fn create_group(
+    /// `desc.voters` as its configuration when the engine has nothing for it. A replica the engine
+    /// already has keeps its own span and epoch (its log may have split it since bootstrap).
+    pub async fn create_group(&self, desc: GroupDesc) -> Result<(), ProposeError> {
+        self.call(|reply| Cmd::CreateGroup { desc, reply }).await
+    }
+
+    /// Starts every replica the engine holds state for (groups created by splits or snapshots since
+    /// bootstrap, and uninitialized replicas that may have voted); returns their ids. Run once at start,
+    /// before [`RaftNode::create_group`] for the bootstrap layout.
+    pub async fn restore_groups(&self) -> Result<Vec<u64>, ProposeError> {
+        self.call(|reply| Cmd::RestoreGroups { reply }).await
+    }
+
+    /// Splits `group` (this replica must lead it) at `req.key`; resolves with the two descriptors once the
+    /// split is applied here. The right half's replicas start on every node as they apply it.
+    pub async fn split(
         &self,
-        desc: GroupDesc,
-        sm: Box<dyn StateMachine>,
-    ) -> Result<(), ProposeError> {
-        self.call(|reply| Cmd::CreateGroup { desc, sm, reply })
+        group: u64,
+        req: SplitRequest,
+    ) -> Result<(GroupDesc, GroupDesc), ProposeError> {
+        let call = self.call(|reply| Cmd::Split { group, req, reply });
+        let bytes = tokio::time::timeout(self.propose_timeout, call)
             .await
+            .unwrap_or(Err(ProposeError::Timeout))?;
+        match desc::decode_split_result(&bytes) {
+            Some(Ok(pair)) => Ok(pair),
+            Some(Err(refused)) => Err(ProposeError::SplitRefused(refused)),
+            None => Err(ProposeError::Stopped),
+        }
     }
 
     /// Proposes `command` to `group` (this replica must be the leader) and resolves with the state
@@ -400,6 +433,7 @@ struct Driver {
     engine: Arc<dyn Engine>,
     transport: Arc<dyn Transport>,
     config: Config,
+    host: Arc<dyn GroupHost>,
     peers: HashMap<u64, Peer>,
     status: StatusMap,
     stopped: Arc<AtomicBool>,
@@ -515,10 +549,26 @@ impl Driver {
                     let _ = reply.send(Err(ProposeError::GroupNotFound(group)));
                 }
             },
-            Cmd::CreateGroup { desc, sm, reply } => {
+            Cmd::Split { group, req, reply } => match self.peers.get_mut(&group) {
+                Some(peer) => {
+                    peer.propose_with(ADMIN_SPLIT.to_vec(), req.encode(), reply);
+                    touched.insert(group);
+                }
+                None => {
+                    let _ = reply.send(Err(ProposeError::GroupNotFound(group)));
+                }
+            },
+            Cmd::CreateGroup { desc, reply } => {
                 let group = desc.id;
-                let result = self.create_group(desc, sm);
+                let result = self.create_group(group, Some(&desc));
                 touched.insert(group);
+                let _ = reply.send(result);
+            }
+            Cmd::RestoreGroups { reply } => {
+                let result = self.restore_groups();
+                if let Ok(groups) = &result {
+                    touched.extend(groups.iter().copied());
+                }
                 let _ = reply.send(result);
             }
             Cmd::Shutdown => return false,
@@ -526,30 +576,24 @@ impl Driver {
         true
     }
 
-    fn create_group(
-        &mut self,
-        desc: GroupDesc,
-        sm: Box<dyn StateMachine>,
-    ) -> Result<(), ProposeError> {
-        if self.peers.contains_key(&desc.id) {
+    /// Starts the replica of `group`: bootstrapped from `desc`, loaded from the engine, or (no state and
+    /// no `desc`) uninitialized.
+    fn create_group(&mut self, group: u64, desc: Option<&GroupDesc>) -> Result<(), ProposeError> {
+        if self.peers.contains_key(&group) {
             return Ok(());
         }
         let fail = |what: &str, e: &dyn std::fmt::Display| {
-            tracing::error!(node = self.id, group = desc.id, error = %e, "{what}");
+            tracing::error!(node = self.id, group, error = %e, "{what}");
             ProposeError::Stopped
         };
-        let (storage, created) = PeerStorage::open(
-            desc.id,
-            self.engine.clone(),
-            desc.span.clone(),
-            &desc.voters,
-        )
-        .map_err(|e| fail("opening raft storage", &e))?;
+        let (storage, created) = PeerStorage::open(group, self.engine.clone(), desc)
+            .map_err(|e| fail("opening raft storage", &e))?;
         let applied = storage.applied().0;
+        let initialized = storage.is_initialized();
         let logger = slog::Logger::root(
             TracingDrain {
                 node: self.id,
-                group: desc.id,
+                group,
             },
             slog::o!(),
         );
@@ -557,43 +601,138 @@ impl Driver {
             .map_err(|e| fail("starting raft", &e))?;
         tracing::info!(
             node = self.id,
-            group = desc.id,
+            group,
             created,
             applied,
+            initialized,
             "replica started"
         );
         let peer = Peer::new(
             self.id,
-            desc.id,
+            group,
             raw,
-            sm,
+            self.host.clone(),
             self.config.recovering && created,
             self.config.log_compact_threshold,
         );
-        self.peers.insert(desc.id, peer);
+        self.peers.insert(group, peer);
         // Publish at once, so a group is in `status()` as soon as `create_group` returns.
-        self.publish_status(&HashSet::from([desc.id]));
+        self.publish_status(&HashSet::from([group]));
         Ok(())
+    }
+
+    /// Starts every replica the engine has state for (see [`RaftNode::restore_groups`]). Groups with a
+    /// raft-local state but no range state were bootstrapped before range states existed: the
+    /// bootstrap layout (`create_group` with a descriptor) starts those.
+    fn restore_groups(&mut self) -> Result<Vec<u64>, ProposeError> {
+        let mut found: HashMap<u64, HashSet<u8>> = HashMap::new();
+        let end = trestle_engine::keys::group_start(u64::MAX);
+        let iter = self
+            .engine
+            .scan(trestle_engine::Cf::Raft, &[], Some(&end))
+            .map_err(|e| {
+                tracing::error!(node = self.id, error = %e, "scanning raft states");
+                ProposeError::Stopped
+            })?;
+        for kv in iter {
+            let (key, _) = kv.map_err(|e| {
+                tracing::error!(node = self.id, error = %e, "scanning raft states");
+                ProposeError::Stopped
+            })?;
+            if let Some((group, suffix)) = trestle_engine::keys::group_of_state_key(&key) {
+                found.entry(group).or_default().insert(suffix);
+            }
+        }
+        let mut started = Vec::new();
+        let mut groups: Vec<(u64, HashSet<u8>)> = found.into_iter().collect();
+        groups.sort_by_key(|(g, _)| *g);
+        for (group, suffixes) in groups {
+            let has_range = suffixes.contains(&trestle_engine::keys::RANGE_STATE_KEY_SUFFIX);
+            let has_local = suffixes.contains(&trestle_engine::keys::RAFT_LOCAL_KEY_SUFFIX);
+            let voted = suffixes.contains(&trestle_engine::keys::HARD_STATE_KEY_SUFFIX);
+            if has_range || (!has_local && voted) {
+                self.create_group(group, None)?;
+                started.push(group);
+            }
+        }
+        Ok(started)
+    }
+
+    /// Starts the right half of a split this replica applied (its state is durable), replacing an
+    /// uninitialized replica of it; the parent's leader makes it campaign at once.
+    fn start_split_right(&mut self, right: &GroupDesc, campaign: bool) -> Result<(), String> {
+        if let Some(old) = self.peers.get(&right.id)
+            && old.is_initialized()
+        {
+            return Ok(());
+        }
+        self.peers.remove(&right.id);
+        self.create_group(right.id, None)
+            .map_err(|e| format!("starting split group {}: {e}", right.id))?;
+        if campaign && let Some(peer) = self.peers.get_mut(&right.id) {
+            let _ = peer.raw.campaign();
+        }
+        Ok(())
+    }
+
+    /// Whether a snapshot for `group` would overlap the span of another initialized replica on this
+    /// node (a split this node has not applied yet): such a snapshot waits until the split applies.
+    fn snapshot_overlaps(&self, group: u64, msg: &Message) -> bool {
+        let Some(range) = storage::snapshot_range(msg.get_snapshot().get_data()) else {
+            return false;
+        };
+        self.peers.iter().any(|(&id, peer)| {
+            id != group
+                && peer
+                    .raw
+                    .store()
+                    .range()
+                    .is_some_and(|r| r.span.overlaps(&range.span))
+        })
     }
 
     fn step(&mut self, env: Envelope, touched: &mut HashSet<u64>) {
         if env.to != self.id {
             return;
         }
-        let Some(peer) = self.peers.get_mut(&env.group) else {
-            tracing::trace!(
-                node = self.id,
-                group = env.group,
-                "message for an unknown group dropped"
-            );
-            return;
-        };
         let msg = match Message::parse_from_bytes(&env.message) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(node = self.id, group = env.group, error = %e, "undecodable raft message");
                 return;
             }
+        };
+        if !self.peers.contains_key(&env.group) {
+            // A leader contacting a node without a replica: the node was added to the group, or has
+            // not applied the split that creates it yet. An empty replica answers and waits for a
+            // snapshot. Votes create nothing (a node not in the group has no business voting).
+            let from_leader = matches!(
+                msg.get_msg_type(),
+                MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
+            );
+            if !from_leader || !self.host.may_host(env.group) {
+                tracing::trace!(
+                    node = self.id,
+                    group = env.group,
+                    "message for an unknown group dropped"
+                );
+                return;
+            }
+            if self.create_group(env.group, None).is_err() {
+                return;
+            }
+        }
+        if msg.get_msg_type() == MessageType::MsgSnapshot && self.snapshot_overlaps(env.group, &msg)
+        {
+            tracing::debug!(
+                node = self.id,
+                group = env.group,
+                "snapshot overlaps a replica that has not split yet; dropped"
+            );
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&env.group) else {
+            return;
         };
         if msg.from != env.from || msg.to != env.to || !peer.admit(&msg) {
             return;
@@ -692,21 +831,38 @@ impl Driver {
             }
         }
         let mut compaction = WriteBatch::new();
+        let mut splits = Vec::new();
         for (group, mut rd) in readies {
             let Some(peer) = self.peers.get_mut(&group) else {
                 continue;
             };
-            peer.apply_committed(rd.take_committed_entries())
+            let mut effects = peer
+                .apply_committed(rd.take_committed_entries())
                 .map_err(|e| format!("group {group}: {e}"))?;
             collect_messages(peer, group, rd.take_persisted_messages(), &mut outbox);
             let mut light = peer.raw.advance(rd);
             collect_messages(peer, group, light.take_messages(), &mut outbox);
-            peer.apply_committed(light.take_committed_entries())
-                .map_err(|e| format!("group {group}: {e}"))?;
+            effects.extend(
+                peer.apply_committed(light.take_committed_entries())
+                    .map_err(|e| format!("group {group}: {e}"))?,
+            );
             peer.raw.advance_apply();
             peer.serve_reads();
             peer.maybe_compact(&mut compaction)
                 .map_err(|e| format!("group {group}: compaction: {e}"))?;
+            let leader = peer.is_leader();
+            for effect in effects {
+                match effect {
+                    Effect::Split { right, start_right } if start_right => {
+                        splits.push((right, leader))
+                    }
+                    Effect::Split { .. } => {}
+                }
+            }
+        }
+        for (right, campaign) in splits {
+            self.start_split_right(&right, campaign)?;
+            touched.insert(right.id);
         }
         if !compaction.is_empty() {
             self.engine
@@ -793,6 +949,7 @@ fn peer_status(peer: &Peer) -> GroupStatus {
         last_index: store.last_index_value(),
         progress,
         recovering: peer.recovery.as_ref().is_some_and(|r| r.floor.is_none()),
+        desc: peer.desc(),
     }
 }
 

@@ -16,6 +16,7 @@
 //! from committed commands to writes in the group's own keyspace ([`Span`]). raft-rs types never leave
 //! this crate: the rest of Trestle sees groups, node ids, byte commands and byte responses.
 
+mod desc;
 mod driver;
 pub mod grpc;
 pub mod memory;
@@ -29,16 +30,56 @@ use std::fmt;
 
 use trestle_engine::{Cf, Engine, WriteBatch};
 
+pub use desc::{SplitRefused, SplitRequest};
 pub use driver::{Config, GroupStatus, RaftNode, Role};
 
 /// A Raft group's replicated keyspace: the keys in `[start, end)` of `cf`. Snapshots copy exactly these
 /// keys, and a restored snapshot replaces exactly these keys.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Span {
     pub cf: Cf,
     pub start: Vec<u8>,
     /// `None`: to the end of the column family.
     pub end: Option<Vec<u8>>,
+}
+
+impl Span {
+    /// Whether `key` of `cf` lies in the span.
+    pub fn contains(&self, cf: Cf, key: &[u8]) -> bool {
+        cf == self.cf
+            && key >= self.start.as_slice()
+            && self.end.as_deref().is_none_or(|end| key < end)
+    }
+
+    /// Whether the two spans share a key.
+    pub fn overlaps(&self, other: &Span) -> bool {
+        self.cf == other.cf
+            && self
+                .end
+                .as_deref()
+                .is_none_or(|e| other.start.as_slice() < e)
+            && other
+                .end
+                .as_deref()
+                .is_none_or(|e| self.start.as_slice() < e)
+    }
+}
+
+/// A group's epoch (TiKV's region epoch): `version` rises with every split or merge (the span changed),
+/// `conf_ver` with every membership change. A request planned against an older epoch is refused rather
+/// than applied to keys the group no longer owns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Epoch {
+    pub version: u64,
+    pub conf_ver: u64,
+}
+
+impl Epoch {
+    /// The epoch of a group created at bootstrap.
+    pub const INITIAL: Epoch = Epoch {
+        version: 1,
+        conf_ver: 1,
+    };
 }
 
 /// What a node needs to know to host one replica of a group.
@@ -47,7 +88,27 @@ pub struct GroupDesc {
     pub id: u64,
     /// Node ids of the voters. Raft peer ids are node ids.
     pub voters: Vec<u64>,
+    /// Node ids of the learners (replicas being caught up; no vote).
+    pub learners: Vec<u64>,
     pub span: Span,
+    pub epoch: Epoch,
+}
+
+/// What the replication layer asks of the node that embeds it: state machines for groups it starts
+/// hosting on its own (a split, a snapshot for a group it did not have, a restart), and notice of every
+/// descriptor change, so the node's routing follows the groups' own logs.
+pub trait GroupHost: Send + Sync + 'static {
+    /// The state machine of a replica of `desc`.
+    fn state_machine(&self, desc: &GroupDesc) -> Box<dyn StateMachine>;
+
+    /// A hosted group's descriptor changed (created, split, restored from a snapshot, membership).
+    fn on_desc_changed(&self, _desc: &GroupDesc) {}
+
+    /// Whether a message from the leader of a group this node does not host may create an empty replica
+    /// of it (which then waits for a snapshot).
+    fn may_host(&self, _group: u64) -> bool {
+        true
+    }
 }
 
 /// A group's deterministic state machine.
@@ -72,6 +133,22 @@ pub trait StateMachine: Send + 'static {
     fn on_snapshot_restored(&mut self, _engine: &dyn Engine) -> Result<(), ApplyError> {
         Ok(())
     }
+
+    /// Called while a split entry applies, before the span shrinks to `[start, right.start)`: the state
+    /// machine may stage writes into `batch` that the right half needs (copies of records it keeps at
+    /// the left of the old span). Must be deterministic, like `apply`.
+    fn on_split(
+        &mut self,
+        _engine: &dyn Engine,
+        _batch: &mut WriteBatch,
+        _right: &Span,
+    ) -> Result<(), ApplyError> {
+        Ok(())
+    }
+
+    /// The group's descriptor changed (see [`GroupHost::on_desc_changed`]); called after the change is
+    /// durable and before the next entry applies.
+    fn on_desc_changed(&mut self, _desc: &GroupDesc) {}
 }
 
 /// A fatal apply failure: the replica's storage can no longer be trusted.
@@ -101,6 +178,9 @@ pub enum ProposeError {
     /// The proposal is larger than the configured limit.
     #[error("proposal too large: {0} bytes")]
     TooLarge(usize),
+    /// An admin command was refused when it applied (nothing changed).
+    #[error("split refused: {0}")]
+    SplitRefused(SplitRefused),
 }
 
 /// A Raft message between two replicas of one group, in Trestle's own envelope. `message` is a serialized

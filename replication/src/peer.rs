@@ -14,10 +14,11 @@ use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message, MessageType};
 use raft::{RawNode, StateRole};
 use tokio::sync::oneshot;
-use trestle_engine::{Engine, WriteBatch};
+use trestle_engine::{Cf, Engine, WriteBatch, keys};
 
+use crate::desc::{self, ADMIN_SPLIT, SplitRefused, SplitRequest};
 use crate::storage::PeerStorage;
-use crate::{ApplyError, ProposeError, StateMachine};
+use crate::{ApplyError, Epoch, GroupDesc, GroupHost, ProposeError, Span, StateMachine};
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, ProposeError>>;
 
@@ -38,11 +39,21 @@ pub(crate) struct Recovery {
     pub(crate) floor: Option<u64>,
 }
 
+/// What applying entries asks of the driver beyond this replica.
+pub(crate) enum Effect {
+    /// A split applied: this replica now holds `left`; the driver must start the replica of `right`
+    /// (its state is durable) unless this node already had an initialized one.
+    Split { right: GroupDesc, start_right: bool },
+}
+
 pub(crate) struct Peer {
     pub(crate) id: u64,
     pub(crate) group: u64,
     pub(crate) raw: RawNode<PeerStorage>,
-    sm: Box<dyn StateMachine>,
+    /// `None` while the replica is uninitialized (created on first contact; it applies nothing before
+    /// a snapshot, which brings its descriptor).
+    sm: Option<Box<dyn StateMachine>>,
+    host: Arc<dyn GroupHost>,
     proposals: VecDeque<PendingProposal>,
     /// Reads that arrived this loop turn; one ReadIndex request serves them all.
     reads_queued: Vec<Reply<()>>,
@@ -62,15 +73,21 @@ impl Peer {
         id: u64,
         group: u64,
         raw: RawNode<PeerStorage>,
-        sm: Box<dyn StateMachine>,
+        host: Arc<dyn GroupHost>,
         recovering: bool,
         compact_threshold: u64,
     ) -> Peer {
+        let desc = descriptor(group, raw.store());
+        let sm = desc.as_ref().map(|d| host.state_machine(d));
+        if let Some(d) = &desc {
+            host.on_desc_changed(d);
+        }
         Peer {
             id,
             group,
             raw,
             sm,
+            host,
             proposals: VecDeque::new(),
             reads_queued: Vec::new(),
             reads_requested: HashMap::new(),
@@ -97,13 +114,27 @@ impl Peer {
         }
     }
 
+    /// This replica's descriptor; `None` while uninitialized.
+    pub(crate) fn desc(&self) -> Option<GroupDesc> {
+        descriptor(self.group, self.raw.store())
+    }
+
+    pub(crate) fn is_initialized(&self) -> bool {
+        self.raw.store().is_initialized()
+    }
+
     pub(crate) fn propose(&mut self, data: Vec<u8>, reply: Reply<Vec<u8>>) {
+        self.propose_with(Vec::new(), data, reply);
+    }
+
+    /// Proposes an admin entry (`context` names the command; see `desc`).
+    pub(crate) fn propose_with(&mut self, context: Vec<u8>, data: Vec<u8>, reply: Reply<Vec<u8>>) {
         if !self.is_leader() {
             let _ = reply.send(Err(self.not_leader()));
             return;
         }
         let before = self.raw.raft.raft_log.last_index();
-        if self.raw.propose(vec![], data).is_err() || self.raw.raft.raft_log.last_index() == before
+        if self.raw.propose(context, data).is_err() || self.raw.raft.raft_log.last_index() == before
         {
             // raft-rs drops proposals during a leader transfer.
             let _ = reply.send(Err(self.not_leader()));
@@ -187,21 +218,35 @@ impl Peer {
     }
 
     /// Applies committed entries one by one: each entry's writes and the new apply state go to the engine
-    /// in one batch (not synced: the log is durable, so a lost apply is replayed after a crash).
-    pub(crate) fn apply_committed(&mut self, entries: Vec<Entry>) -> Result<(), ApplyError> {
+    /// in one batch (not synced: the log is durable, so a lost apply is replayed after a crash). Returns
+    /// what the driver must do beyond this replica (start a split's right half).
+    pub(crate) fn apply_committed(
+        &mut self,
+        entries: Vec<Entry>,
+    ) -> Result<Vec<Effect>, ApplyError> {
         let engine: Arc<dyn Engine> = self.raw.store().engine().clone();
+        let mut effects = Vec::new();
         for entry in entries {
             let mut batch = WriteBatch::new();
             let mut response = None;
+            let mut changed = None;
             match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.data.is_empty() => {}
+                EntryType::EntryNormal if entry.context.as_ref() == ADMIN_SPLIT => {
+                    let outcome = self.apply_split(engine.as_ref(), &mut batch, &entry.data)?;
+                    if let Ok((left, right)) = &outcome {
+                        changed = Some(left.clone());
+                        effects.push(Effect::Split {
+                            start_right: !self.initialized_on_disk(engine.as_ref(), right.id)?,
+                            right: right.clone(),
+                        });
+                    }
+                    response = Some(desc::encode_split_result(&outcome));
+                }
                 EntryType::EntryNormal => {
-                    response = Some(self.sm.apply(
-                        engine.as_ref(),
-                        &mut batch,
-                        entry.index,
-                        &entry.data,
-                    )?);
+                    let sm = self.sm.as_mut().ok_or_else(uninitialized)?;
+                    response =
+                        Some(sm.apply(engine.as_ref(), &mut batch, entry.index, &entry.data)?);
                 }
                 EntryType::EntryConfChange => {
                     let cc = ConfChange::parse_from_bytes(&entry.data)
@@ -210,10 +255,7 @@ impl Peer {
                         .raw
                         .apply_conf_change(&cc)
                         .map_err(|e| ApplyError(format!("conf change: {e}")))?;
-                    self.raw
-                        .mut_store()
-                        .set_conf_state(cs, &mut batch)
-                        .map_err(raft_apply_err)?;
+                    changed = self.stage_conf_state(cs, &mut batch)?;
                 }
                 EntryType::EntryConfChangeV2 => {
                     let cc = ConfChangeV2::parse_from_bytes(&entry.data)
@@ -222,10 +264,7 @@ impl Peer {
                         .raw
                         .apply_conf_change(&cc)
                         .map_err(|e| ApplyError(format!("conf change: {e}")))?;
-                    self.raw
-                        .mut_store()
-                        .set_conf_state(cs, &mut batch)
-                        .map_err(raft_apply_err)?;
+                    changed = self.stage_conf_state(cs, &mut batch)?;
                 }
             }
             let store = self.raw.mut_store();
@@ -237,9 +276,130 @@ impl Peer {
                 .write(&batch, false)
                 .map_err(|e| ApplyError(format!("writing applied entry {}: {e}", entry.index)))?;
             store.applied_to(entry.index, entry.term);
+            if let Some(desc) = changed {
+                if let Some(sm) = self.sm.as_mut() {
+                    sm.on_desc_changed(&desc);
+                }
+                self.host.on_desc_changed(&desc);
+            }
             self.answer_proposal(entry.index, entry.term, response);
         }
-        Ok(())
+        Ok(effects)
+    }
+
+    /// Stages a new configuration and raises the conf version; returns the new descriptor.
+    fn stage_conf_state(
+        &mut self,
+        cs: raft::eraftpb::ConfState,
+        batch: &mut WriteBatch,
+    ) -> Result<Option<GroupDesc>, ApplyError> {
+        let store = self.raw.mut_store();
+        store.set_conf_state(cs, batch).map_err(raft_apply_err)?;
+        let Some(range) = store.range().cloned() else {
+            return Ok(None);
+        };
+        let epoch = Epoch {
+            version: range.epoch.version,
+            conf_ver: range.epoch.conf_ver + 1,
+        };
+        store.set_range(range.span, epoch, batch);
+        Ok(self.desc())
+    }
+
+    /// Whether the engine holds an initialized replica of `group` (one restored from a snapshot before
+    /// this node applied the split that creates it).
+    fn initialized_on_disk(&self, engine: &dyn Engine, group: u64) -> Result<bool, ApplyError> {
+        engine
+            .get(Cf::Raft, &keys::range_state_key(group))
+            .map(|v| v.is_some())
+            .map_err(|e| ApplyError(format!("reading group {group}'s range state: {e}")))
+    }
+
+    /// Applies a split entry: the same checks and the same writes on every replica, from replicated
+    /// state only. A refusal changes nothing.
+    fn apply_split(
+        &mut self,
+        engine: &dyn Engine,
+        batch: &mut WriteBatch,
+        data: &[u8],
+    ) -> Result<Result<(GroupDesc, GroupDesc), SplitRefused>, ApplyError> {
+        let Some(req) = SplitRequest::decode(data) else {
+            return Ok(Err(SplitRefused::KeyOutside));
+        };
+        let range = self
+            .raw
+            .store()
+            .range()
+            .cloned()
+            .ok_or_else(uninitialized)?;
+        if req.version != range.epoch.version {
+            return Ok(Err(SplitRefused::EpochStale {
+                current: range.epoch.version,
+                planned: req.version,
+            }));
+        }
+        let span = &range.span;
+        let inside = req.key.as_slice() > span.start.as_slice()
+            && span
+                .end
+                .as_deref()
+                .is_none_or(|end| req.key.as_slice() < end);
+        if !inside {
+            return Ok(Err(SplitRefused::KeyOutside));
+        }
+        let cs = self.raw.store().conf_state().clone();
+        if !cs.learners.is_empty() || !cs.voters_outgoing.is_empty() {
+            return Ok(Err(SplitRefused::ConfChanging));
+        }
+        let epoch = Epoch {
+            version: range.epoch.version + 1,
+            conf_ver: range.epoch.conf_ver,
+        };
+        let left = GroupDesc {
+            id: self.group,
+            voters: cs.voters.clone(),
+            learners: Vec::new(),
+            span: Span {
+                cf: span.cf,
+                start: span.start.clone(),
+                end: Some(req.key.clone()),
+            },
+            epoch,
+        };
+        let right = GroupDesc {
+            id: req.new_group,
+            voters: cs.voters.clone(),
+            learners: Vec::new(),
+            span: Span {
+                cf: span.cf,
+                start: req.key.clone(),
+                end: span.end.clone(),
+            },
+            epoch,
+        };
+        if let Some(sm) = self.sm.as_mut() {
+            sm.on_split(engine, batch, &right.span)?;
+        }
+        self.raw
+            .mut_store()
+            .set_range(left.span.clone(), epoch, batch);
+        if !self.initialized_on_disk(engine, right.id)? {
+            let existing = engine
+                .get(Cf::Raft, &keys::hard_state_key(right.id))
+                .map_err(|e| ApplyError(format!("reading group {}: {e}", right.id)))?
+                .map(|b| raft::eraftpb::HardState::parse_from_bytes(&b))
+                .transpose()
+                .map_err(|e| ApplyError(format!("group {} hard state: {e}", right.id)))?;
+            PeerStorage::stage_split_init(&right, existing.as_ref(), batch)
+                .map_err(raft_apply_err)?;
+        }
+        tracing::info!(
+            group = self.group,
+            right = right.id,
+            version = epoch.version,
+            "split applied"
+        );
+        Ok(Ok((left, right)))
     }
 
     fn answer_proposal(&mut self, index: u64, term: u64, response: Option<Vec<u8>>) {
@@ -325,9 +485,38 @@ fn raft_apply_err(e: raft::Error) -> ApplyError {
 }
 
 impl Peer {
-    /// Tells the state machine its keyspace was replaced by a snapshot.
+    /// Tells the state machine its keyspace was replaced by a snapshot (creating it, if this replica was
+    /// uninitialized until now), and the host the new descriptor.
     pub(crate) fn restored(&mut self) -> Result<(), ApplyError> {
         let engine = self.raw.store().engine().clone();
-        self.sm.on_snapshot_restored(engine.as_ref())
+        let Some(desc) = self.desc() else {
+            return Err(uninitialized());
+        };
+        match self.sm.as_mut() {
+            Some(sm) => sm.on_desc_changed(&desc),
+            None => self.sm = Some(self.host.state_machine(&desc)),
+        }
+        self.host.on_desc_changed(&desc);
+        if let Some(sm) = self.sm.as_mut() {
+            sm.on_snapshot_restored(engine.as_ref())?;
+        }
+        Ok(())
     }
+}
+
+fn uninitialized() -> ApplyError {
+    ApplyError("an uninitialized replica was asked to apply an entry".into())
+}
+
+/// The descriptor of `group` from its storage; `None` while uninitialized.
+fn descriptor(group: u64, store: &PeerStorage) -> Option<GroupDesc> {
+    let range = store.range()?;
+    let cs = store.conf_state();
+    Some(GroupDesc {
+        id: group,
+        voters: cs.voters.clone(),
+        learners: cs.learners.clone(),
+        span: range.span.clone(),
+        epoch: range.epoch,
+    })
 }

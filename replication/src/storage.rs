@@ -9,8 +9,12 @@
 //!   ones also in `cache`); `term(truncated_index)` is kept for log matching after compaction.
 //! - The apply state (applied index and term) is written in the same batch as the data the applied
 //!   entries produce, so after a crash a replica resumes applying exactly where its data stops.
-//! - A snapshot is the group's [`Span`] read at the applied index plus the apply state; restoring one
-//!   replaces the span's keys and the whole log in one batch.
+//! - A snapshot is the group's [`Span`] read at the applied index plus the apply state and the group's
+//!   range state (span and epoch); restoring one replaces the snapshot's span's keys, the range state
+//!   and the whole log in one batch.
+//! - An *uninitialized* replica (created when a leader first contacts a node that has no replica of
+//!   the group) has no range state and an empty configuration: it holds no keys and cannot campaign
+//!   until a snapshot initializes it. Its hard state (a vote it granted) is persisted like any other.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,7 +24,8 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use trestle_engine::{Cf, Engine, WriteBatch, keys};
 
-use crate::Span;
+use crate::desc::{RangeState, Reader, SPLIT_INIT_INDEX, SPLIT_INIT_TERM};
+use crate::{Epoch, GroupDesc, Span};
 
 /// Entries kept in memory after they are persisted, so the leader can feed followers without reads: at
 /// most this many, and at most `CACHE_BYTES` of entry data. The byte bound is what matters under batch
@@ -82,7 +87,9 @@ impl EntryCache {
         }
     }
 }
-const SNAPSHOT_FORMAT: u8 = 1;
+/// Snapshot data: `[1] kvs` (the span is the receiver's own) or `[2] range state, kvs`.
+const SNAPSHOT_FORMAT_V1: u8 = 1;
+const SNAPSHOT_FORMAT: u8 = 2;
 
 /// Raft-local state: what the log looks like (persisted at `keys::raft_local_key`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -144,7 +151,8 @@ fn decode_u64_pair(bytes: &[u8]) -> Option<(u64, u64)> {
 pub(crate) struct PeerStorage {
     group: u64,
     engine: Arc<dyn Engine>,
-    span: Span,
+    /// `None` while uninitialized (see the module docs).
+    range: Option<RangeState>,
     hard_state: HardState,
     local: LocalState,
     last_term: u64,
@@ -155,28 +163,46 @@ pub(crate) struct PeerStorage {
 }
 
 impl PeerStorage {
-    /// Loads a replica's state, or bootstraps it (empty log, `voters` as the configuration) when the
-    /// engine has none. Returns the storage and whether it was newly created.
+    /// Loads a replica's state, or bootstraps it (empty log, `desc.voters` as the configuration) when
+    /// the engine has none. Without `desc`, a replica the engine has nothing for is opened
+    /// uninitialized. Returns the storage and whether it was newly created.
     pub(crate) fn open(
         group: u64,
         engine: Arc<dyn Engine>,
-        span: Span,
-        voters: &[u64],
+        desc: Option<&GroupDesc>,
     ) -> Result<(PeerStorage, bool), raft::Error> {
         let local_bytes = engine
             .get(Cf::Raft, &keys::raft_local_key(group))
             .map_err(engine_err)?;
-        let created = local_bytes.is_none();
-        let local = match local_bytes {
-            Some(b) => LocalState::decode(&b)?,
-            None => LocalState {
+        let range_bytes = engine
+            .get(Cf::Raft, &keys::range_state_key(group))
+            .map_err(engine_err)?;
+        let mut range = match range_bytes {
+            Some(b) => Some(RangeState::decode(&b).ok_or_else(|| corrupt("bad range state"))?),
+            None => None,
+        };
+        let created = local_bytes.is_none() && desc.is_some();
+        let local = match (local_bytes, desc) {
+            (Some(b), _) => LocalState::decode(&b)?,
+            (None, Some(d)) => LocalState {
                 conf_state: ConfState {
-                    voters: voters.to_vec(),
+                    voters: d.voters.clone(),
+                    learners: d.learners.clone(),
                     ..Default::default()
                 },
                 ..Default::default()
             },
+            (None, None) => LocalState::default(),
         };
+        // Stores written before range states existed have a raft-local state and no range state: the
+        // configured descriptor is the range state, at the initial epoch.
+        let write_range = range.is_none() && desc.is_some();
+        if write_range && let Some(d) = desc {
+            range = Some(RangeState {
+                span: d.span.clone(),
+                epoch: d.epoch,
+            });
+        }
         let hard_state = match engine
             .get(Cf::Raft, &keys::hard_state_key(group))
             .map_err(engine_err)?
@@ -194,7 +220,7 @@ impl PeerStorage {
         let mut storage = PeerStorage {
             group,
             engine,
-            span,
+            range,
             hard_state,
             local,
             last_term: 0,
@@ -207,12 +233,77 @@ impl PeerStorage {
         } else {
             storage.read_entry(storage.local.last_index)?.term
         };
-        if created {
+        if created || write_range {
             let mut batch = WriteBatch::new();
-            storage.stage_local(&mut batch)?;
+            if created {
+                storage.stage_local(&mut batch)?;
+            }
+            storage.stage_range(&mut batch);
             storage.engine.write(&batch, true).map_err(engine_err)?;
         }
         Ok((storage, created))
+    }
+
+    /// Stages the state of group `desc.id` as a split creates it on every replica: an empty log at
+    /// [`SPLIT_INIT_INDEX`], applied to it, `desc`'s voters and range state. A vote the group's
+    /// uninitialized replica on this node already granted (`existing`) is kept, so the replica cannot
+    /// vote twice in one term.
+    pub(crate) fn stage_split_init(
+        desc: &GroupDesc,
+        existing: Option<&HardState>,
+        batch: &mut WriteBatch,
+    ) -> Result<(), raft::Error> {
+        let group = desc.id;
+        let local = LocalState {
+            last_index: SPLIT_INIT_INDEX,
+            truncated_index: SPLIT_INIT_INDEX,
+            truncated_term: SPLIT_INIT_TERM,
+            conf_state: ConfState {
+                voters: desc.voters.clone(),
+                ..Default::default()
+            },
+        };
+        batch.put(Cf::Raft, keys::raft_local_key(group), local.encode()?);
+        let mut hs = existing.cloned().unwrap_or_default();
+        if hs.term < SPLIT_INIT_TERM {
+            hs.term = SPLIT_INIT_TERM;
+            hs.vote = 0;
+        }
+        hs.commit = hs.commit.max(SPLIT_INIT_INDEX);
+        batch.put(Cf::Raft, keys::hard_state_key(group), hs.write_to_bytes()?);
+        batch.put(
+            Cf::Raft,
+            keys::apply_state_key(group),
+            encode_u64_pair(SPLIT_INIT_INDEX, SPLIT_INIT_TERM),
+        );
+        let range = RangeState {
+            span: desc.span.clone(),
+            epoch: desc.epoch,
+        };
+        batch.put(Cf::Raft, keys::range_state_key(group), range.encode());
+        Ok(())
+    }
+
+    /// Whether this replica holds a range state (it was bootstrapped, split off, or restored).
+    pub(crate) fn is_initialized(&self) -> bool {
+        self.range.is_some()
+    }
+
+    /// The replica's span and epoch; `None` while uninitialized.
+    pub(crate) fn range(&self) -> Option<&RangeState> {
+        self.range.as_ref()
+    }
+
+    /// Stages a new span and epoch (a split applied), written with the entry's apply state.
+    pub(crate) fn set_range(&mut self, span: Span, epoch: Epoch, batch: &mut WriteBatch) {
+        self.range = Some(RangeState { span, epoch });
+        self.stage_range(batch);
+    }
+
+    fn stage_range(&self, batch: &mut WriteBatch) {
+        if let Some(range) = &self.range {
+            batch.put(Cf::Raft, keys::range_state_key(self.group), range.encode());
+        }
     }
 
     pub(crate) fn applied(&self) -> (u64, u64) {
@@ -358,22 +449,24 @@ impl PeerStorage {
         self.stage_local(batch)
     }
 
-    /// Stages restoring `snap` (sent by the leader): the span's keys are replaced by the snapshot's, the
-    /// log is emptied, and the apply state jumps to the snapshot index.
+    /// Stages restoring `snap` (sent by the leader): the snapshot's span's keys are replaced by the
+    /// snapshot's, the range state becomes the snapshot's, the log is emptied, and the apply state jumps
+    /// to the snapshot index.
     pub(crate) fn apply_snapshot(
         &mut self,
         snap: &Snapshot,
         batch: &mut WriteBatch,
     ) -> Result<(), raft::Error> {
         let meta = snap.get_metadata();
-        let span = &self.span;
+        let (range, pairs) = decode_snapshot_data(snap.get_data(), self.range.as_ref())?;
+        let span = &range.span;
         match &span.end {
             Some(end) => batch.delete_range(span.cf, span.start.clone(), end.clone()),
             // No Trestle key starts with 0xFF (data keys start with a table id whose escaped UTF-8 keys
             // never contain 0xFF; meta keys start with 0x01), so 32 0xFF bytes bound every key.
             None => batch.delete_range(span.cf, span.start.clone(), vec![0xFF; 32]),
         }
-        for (key, value) in decode_snapshot_data(snap.get_data())? {
+        for (key, value) in pairs {
             batch.put(span.cf, key, value);
         }
         batch.delete_range(
@@ -381,6 +474,8 @@ impl PeerStorage {
             keys::log_prefix(self.group),
             keys::log_key(self.group, u64::MAX),
         );
+        self.range = Some(range);
+        self.stage_range(batch);
         self.cache.clear();
         self.local.last_index = meta.index;
         self.local.truncated_index = meta.index;
@@ -423,12 +518,22 @@ impl PeerStorage {
         Ok(self.read_entry(index)?.term)
     }
 
-    /// The group's keyspace and apply state as a Raft snapshot (built from one engine snapshot).
+    /// The group's keyspace, range state and apply state as a Raft snapshot (built from one engine
+    /// snapshot).
     fn build_snapshot(&self) -> Result<Snapshot, raft::Error> {
+        let Some(range) = &self.range else {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        };
         let view = self.engine.snapshot();
         let mut data = vec![SNAPSHOT_FORMAT];
+        let state = range.encode();
+        data.extend_from_slice(&(state.len() as u32).to_le_bytes());
+        data.extend_from_slice(&state);
+        let span = &range.span;
         let iter = view
-            .scan(self.span.cf, &self.span.start, self.span.end.as_deref())
+            .scan(span.cf, &span.start, span.end.as_deref())
             .map_err(engine_err)?;
         for kv in iter {
             let (k, v) = kv.map_err(engine_err)?;
@@ -447,14 +552,39 @@ impl PeerStorage {
     }
 }
 
-/// Decodes a snapshot's key-value records.
-fn decode_snapshot_data(data: &[u8]) -> Result<Vec<trestle_engine::KvPair>, raft::Error> {
+/// The range state a snapshot carries (`None` for the old format, which carries none, or bad data).
+pub(crate) fn snapshot_range(data: &[u8]) -> Option<RangeState> {
+    let (&format, rest) = data.split_first()?;
+    if format != SNAPSHOT_FORMAT {
+        return None;
+    }
+    RangeState::decode(Reader(rest).bytes()?)
+}
+
+/// Decodes a snapshot's range state and key-value records. A snapshot in the old format carries no
+/// range state: it covers the receiver's own span (`own`).
+fn decode_snapshot_data(
+    data: &[u8],
+    own: Option<&RangeState>,
+) -> Result<(RangeState, Vec<trestle_engine::KvPair>), raft::Error> {
     let Some((&format, mut rest)) = data.split_first() else {
         return Err(corrupt("empty snapshot data"));
     };
-    if format != SNAPSHOT_FORMAT {
-        return Err(corrupt("unknown snapshot format"));
-    }
+    let range = match format {
+        SNAPSHOT_FORMAT_V1 => own
+            .cloned()
+            .ok_or_else(|| corrupt("an old-format snapshot for an uninitialized replica"))?,
+        SNAPSHOT_FORMAT => {
+            let mut r = Reader(rest);
+            let state = r
+                .bytes()
+                .and_then(RangeState::decode)
+                .ok_or_else(|| corrupt("bad range state in snapshot"))?;
+            rest = r.0;
+            state
+        }
+        _ => return Err(corrupt("unknown snapshot format")),
+    };
     let mut out = Vec::new();
     let take = |rest: &mut &[u8]| -> Result<Vec<u8>, raft::Error> {
         let len = rest
@@ -472,9 +602,12 @@ fn decode_snapshot_data(data: &[u8]) -> Result<Vec<trestle_engine::KvPair>, raft
     while !rest.is_empty() {
         let k = take(&mut rest)?;
         let v = take(&mut rest)?;
+        if !range.span.contains(range.span.cf, &k) {
+            return Err(corrupt("snapshot key outside its span"));
+        }
         out.push((k, v));
     }
-    Ok(out)
+    Ok((range, out))
 }
 
 impl raft::Storage for PeerStorage {
@@ -564,9 +697,14 @@ mod tests {
     }
 
     fn open(engine: &Arc<dyn Engine>) -> PeerStorage {
-        PeerStorage::open(7, engine.clone(), span(), &[1, 2, 3])
-            .unwrap()
-            .0
+        let desc = GroupDesc {
+            id: 7,
+            voters: vec![1, 2, 3],
+            learners: vec![],
+            span: span(),
+            epoch: Epoch::INITIAL,
+        };
+        PeerStorage::open(7, engine.clone(), Some(&desc)).unwrap().0
     }
 
     #[test]

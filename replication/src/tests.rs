@@ -9,12 +9,19 @@ use std::time::{Duration, Instant};
 use trestle_engine::{Cf, Engine, MemoryEngine, WriteBatch};
 
 use crate::memory::MemoryNetwork;
-use crate::{ApplyError, Config, GroupDesc, ProposeError, RaftNode, Span, StateMachine};
+use crate::{
+    ApplyError, Config, Epoch, GroupDesc, GroupHost, ProposeError, RaftNode, Span, StateMachine,
+};
 
 const GROUP: u64 = 7;
 
-/// `key=value` puts `value` at `key` in `Cf::Data`; the response is the applied index.
-struct KvMachine;
+/// `key=value` puts `value` at `key` in `Cf::Data`; the response is the applied index, or `outside`
+/// (nothing written) when the key is not in the group's span.
+struct KvMachine {
+    span: Span,
+}
+
+const OUTSIDE: &[u8] = b"outside";
 
 impl StateMachine for KvMachine {
     fn apply(
@@ -26,9 +33,27 @@ impl StateMachine for KvMachine {
     ) -> Result<Vec<u8>, ApplyError> {
         let text = std::str::from_utf8(command).map_err(|e| ApplyError(e.to_string()))?;
         if let Some((k, v)) = text.split_once('=') {
+            if !self.span.contains(Cf::Data, k.as_bytes()) {
+                return Ok(OUTSIDE.to_vec());
+            }
             batch.put(Cf::Data, k.as_bytes().to_vec(), v.as_bytes().to_vec());
         }
         Ok(index.to_le_bytes().to_vec())
+    }
+
+    fn on_desc_changed(&mut self, desc: &GroupDesc) {
+        self.span = desc.span.clone();
+    }
+}
+
+/// Every group of these tests runs the [`KvMachine`].
+struct KvHost;
+
+impl GroupHost for KvHost {
+    fn state_machine(&self, desc: &GroupDesc) -> Box<dyn StateMachine> {
+        Box::new(KvMachine {
+            span: desc.span.clone(),
+        })
     }
 }
 
@@ -36,11 +61,13 @@ fn desc() -> GroupDesc {
     GroupDesc {
         id: GROUP,
         voters: vec![1, 2, 3],
+        learners: vec![],
         span: Span {
             cf: Cf::Data,
             start: vec![],
             end: None,
         },
+        epoch: Epoch::INITIAL,
     }
 }
 
@@ -68,12 +95,18 @@ impl Cluster {
     async fn start(&mut self, id: u64) {
         let engine: Arc<dyn Engine> = self.engines[(id - 1) as usize].clone();
         let node = Arc::new(
-            RaftNode::start(id, engine, self.net.transport(id), self.config.clone()).unwrap(),
+            RaftNode::start(
+                id,
+                engine,
+                self.net.transport(id),
+                self.config.clone(),
+                Arc::new(KvHost),
+            )
+            .unwrap(),
         );
         self.net.register(id, node.mailbox());
-        node.create_group(desc(), Box::new(KvMachine))
-            .await
-            .unwrap();
+        node.restore_groups().await.unwrap();
+        node.create_group(desc()).await.unwrap();
         self.nodes[(id - 1) as usize] = Some(node);
     }
 
@@ -91,11 +124,15 @@ impl Cluster {
     }
 
     async fn leader(&self, among: &[u64]) -> u64 {
+        self.leader_of(GROUP, among).await
+    }
+
+    async fn leader_of(&self, group: u64, among: &[u64]) -> u64 {
         eventually(Duration::from_secs(10), || {
             among.iter().copied().find(|&id| {
                 self.nodes[(id - 1) as usize]
                     .as_ref()
-                    .and_then(|n| n.group_status(GROUP))
+                    .and_then(|n| n.group_status(group))
                     .is_some_and(|s| s.role == crate::Role::Leader)
             })
         })
@@ -105,15 +142,21 @@ impl Cluster {
 
     /// Proposes through whichever of `among` leads, retrying across elections.
     async fn must_put(&self, among: &[u64], key: &str, value: &str) {
+        let response = self.put_in(GROUP, among, key, value).await;
+        assert_ne!(response, OUTSIDE, "{key} is outside group {GROUP}");
+    }
+
+    /// Proposes `key=value` to `group` through whichever of `among` leads; the state machine's response.
+    async fn put_in(&self, group: u64, among: &[u64], key: &str, value: &str) -> Vec<u8> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let leader = self.leader(among).await;
+            let leader = self.leader_of(group, among).await;
             match self
                 .node(leader)
-                .propose(GROUP, format!("{key}={value}").into_bytes())
+                .propose(group, format!("{key}={value}").into_bytes())
                 .await
             {
-                Ok(_) => return,
+                Ok(response) => return response,
                 Err(e) if Instant::now() < deadline => {
                     tracing::debug!(error = %e, "retrying proposal");
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -342,4 +385,155 @@ async fn t09_message_loss_and_delay_do_not_lose_writes() {
     for id in 1..=3 {
         c.must_get_equal(id, "k19", "19").await;
     }
+}
+
+/// Splits `GROUP` at `key` into a new group `right` through its leader among `among`.
+async fn split(c: &Cluster, among: &[u64], key: &str, right: u64) -> (GroupDesc, GroupDesc) {
+    let leader = c.leader(among).await;
+    let version = c
+        .node(leader)
+        .group_status(GROUP)
+        .unwrap()
+        .desc
+        .unwrap()
+        .epoch
+        .version;
+    let req = crate::SplitRequest {
+        key: key.as_bytes().to_vec(),
+        new_group: right,
+        version,
+    };
+    c.node(leader).split(GROUP, req).await.expect("split")
+}
+
+/// Waits until node `id` hosts an initialized replica of `group` with `span`'s start.
+async fn must_host(c: &Cluster, id: u64, group: u64, start: &str) -> GroupDesc {
+    eventually(Duration::from_secs(10), || {
+        c.node(id)
+            .group_status(group)?
+            .desc
+            .filter(|d| d.span.start == start.as_bytes())
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "node {id} hosts group {group} from {start:?}: {:?}",
+            c.node(id).group_status(group)
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t10_split_creates_the_right_half_on_every_replica_without_copying() {
+    let c = Cluster::new(Config::for_test()).await;
+    c.must_put(&[1, 2, 3], "a", "1").await;
+    c.must_put(&[1, 2, 3], "x", "1").await;
+    let (left, right) = split(&c, &[1, 2, 3], "m", 8).await;
+    assert_eq!(left.span.end.as_deref(), Some(&b"m"[..]));
+    assert_eq!(right.span.start, b"m");
+    assert_eq!(right.span.end, None);
+    assert_eq!(left.epoch.version, 2);
+    assert_eq!(right.epoch, left.epoch);
+    assert_eq!(right.voters, vec![1, 2, 3]);
+    for id in 1..=3 {
+        must_host(&c, id, 8, "m").await;
+        let l = c.node(id).group_status(GROUP).unwrap().desc.unwrap();
+        assert_eq!(l.span.end.as_deref(), Some(&b"m"[..]), "node {id}");
+    }
+    // The left group no longer owns "x"; the right one does, and its data is the parent's.
+    assert_eq!(c.put_in(GROUP, &[1, 2, 3], "y", "2").await, OUTSIDE);
+    assert_ne!(c.put_in(8, &[1, 2, 3], "y", "2").await, OUTSIDE);
+    assert_eq!(c.put_in(8, &[1, 2, 3], "b", "2").await, OUTSIDE);
+    for id in 1..=3 {
+        c.must_get_equal(id, "x", "1").await;
+        c.must_get_equal(id, "y", "2").await;
+    }
+    // A split planned on the old version, or at the span's edge, changes nothing.
+    let leader = c.leader(&[1, 2, 3]).await;
+    let stale = crate::SplitRequest {
+        key: b"c".to_vec(),
+        new_group: 9,
+        version: 1,
+    };
+    assert!(matches!(
+        c.node(leader).split(GROUP, stale).await,
+        Err(ProposeError::SplitRefused(
+            crate::SplitRefused::EpochStale {
+                current: 2,
+                planned: 1
+            }
+        ))
+    ));
+    let edge = crate::SplitRequest {
+        key: b"m".to_vec(),
+        new_group: 9,
+        version: 2,
+    };
+    assert!(matches!(
+        c.node(leader).split(GROUP, edge).await,
+        Err(ProposeError::SplitRefused(crate::SplitRefused::KeyOutside))
+    ));
+    assert!(c.node(leader).group_status(9).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t11_a_restarted_node_keeps_split_groups_and_a_lagging_one_applies_the_split_from_the_log()
+{
+    let mut c = Cluster::new(Config::for_test()).await;
+    c.must_put(&[1, 2, 3], "x", "1").await;
+    c.stop(3);
+    split(&c, &[1, 2], "m", 8).await;
+    c.put_in(8, &[1, 2], "y", "2").await;
+    c.start(3).await;
+    must_host(&c, 3, 8, "m").await;
+    c.must_get_equal(3, "y", "2").await;
+    // After a restart every node hosts both groups again, from its own state.
+    for id in 1..=3 {
+        c.stop(id);
+        c.start(id).await;
+    }
+    for id in 1..=3 {
+        must_host(&c, id, 8, "m").await;
+    }
+    c.put_in(8, &[1, 2, 3], "z", "3").await;
+    c.must_put(&[1, 2, 3], "b", "3").await;
+    for id in 1..=3 {
+        c.must_get_equal(id, "z", "3").await;
+        c.must_get_equal(id, "b", "3").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t12_a_node_that_missed_a_split_behind_a_compacted_log_catches_up_by_snapshots() {
+    let config = Config {
+        log_compact_threshold: 10,
+        ..Config::for_test()
+    };
+    let mut c = Cluster::new(config).await;
+    c.must_put(&[1, 2, 3], "x", "old").await;
+    c.stop(3);
+    split(&c, &[1, 2], "m", 8).await;
+    for i in 0..40 {
+        c.must_put(&[1, 2], &format!("a{i:02}"), "1").await;
+        c.put_in(8, &[1, 2], &format!("y{i:02}"), "1").await;
+    }
+    c.put_in(8, &[1, 2], "x", "new").await;
+    let leader = c.leader(&[1, 2]).await;
+    let first = c.node(leader).group_status(GROUP).unwrap().first_index;
+    assert!(
+        first > 10,
+        "the parent's log was compacted past the split ({first})"
+    );
+    c.start(3).await;
+    // Node 3's parent replica is restored with the narrower span; the right half starts empty on the
+    // first message from its leader and is restored by its own snapshot, replacing the stale keys.
+    let left = must_host(&c, 3, GROUP, "").await;
+    must_host(&c, 3, 8, "m").await;
+    c.must_get_equal(3, "x", "new").await;
+    c.must_get_equal(3, "y39", "1").await;
+    c.must_get_equal(3, "a39", "1").await;
+    let left_now = c.node(3).group_status(GROUP).unwrap().desc.unwrap();
+    assert_eq!(left_now.span.end.as_deref(), Some(&b"m"[..]), "{left:?}");
+    assert_eq!(c.put_in(8, &[1, 2, 3], "q", "4").await.len(), 8);
+    c.must_get_equal(3, "q", "4").await;
 }

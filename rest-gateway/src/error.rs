@@ -141,7 +141,7 @@ impl From<trestle_types::Error> for ApiError {
 /// Maps Trestle's internal codes to what Azure would answer.
 fn wire_code(code: ErrorCode) -> ErrorCode {
     match code {
-        ErrorCode::NotLeader => ErrorCode::ServerBusy,
+        ErrorCode::NotLeader | ErrorCode::RangeStale => ErrorCode::ServerBusy,
         ErrorCode::DataCorrupted => ErrorCode::InternalError,
         other => other,
     }

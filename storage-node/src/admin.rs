@@ -119,16 +119,29 @@ impl Admin for AdminService {
                 ),
             ));
         }
-        let range = self
-            .tables
-            .range_of_table(&account, &req.table)
-            .await
-            .map_err(|e| crate::grpc_api::status_from_error(&e))?;
-        let leader = self.raft.leader(range).unwrap_or_default();
+        let local = self.tables.local();
+        let desc = if req.partition_key.is_empty() {
+            let id = self.tables.range_of_table(&account, &req.table).await;
+            id.and_then(|id| {
+                local.ranges().get(id).ok_or_else(|| {
+                    trestle_types::Error::new(
+                        trestle_types::ErrorCode::RangeStale,
+                        "The range is changing; retry.",
+                    )
+                })
+            })
+        } else {
+            local
+                .range_of_partition(&account, &req.table, &req.partition_key)
+                .await
+        }
+        .map_err(|e| crate::grpc_api::status_from_error(&e))?;
+        let leader = self.raft.leader(desc.id).unwrap_or_default();
         Ok(Response::new(LocateResponse {
-            range_id: range,
+            range_id: desc.id,
             leader_node_id: leader,
             leader_grpc_addr: self.addr_of(leader),
+            range: Some(crate::splits::descriptor_to_proto(&desc)),
         }))
     }
 
@@ -182,6 +195,46 @@ impl Admin for AdminService {
         Ok(Response::new(trestle_proto::admin::LocksResponse {
             locks,
             meta_leader: since.is_some(),
+        }))
+    }
+
+    async fn split_range(
+        &self,
+        request: Request<trestle_proto::admin::SplitRangeRequest>,
+    ) -> Result<Response<trestle_proto::admin::SplitRangeResponse>, Status> {
+        self.secrets.require_admin(request.metadata())?;
+        let req = request.into_inner();
+        let to_status = |e: trestle_types::Error| crate::grpc_api::status_from_error(&e);
+        let (range, key) = match &req.partition_key {
+            Some(pk) => {
+                let account = match req.account.as_str() {
+                    "" => self.default_account.as_str(),
+                    a => a,
+                };
+                let local = self.tables.local();
+                let range = local
+                    .range_of_partition(account, &req.table, pk)
+                    .await
+                    .map_err(to_status)?;
+                let table = local
+                    .table_id(account, &req.table)
+                    .await
+                    .map_err(to_status)?;
+                (
+                    range.id,
+                    Some(trestle_engine::keys::partition_prefix(table, pk)),
+                )
+            }
+            None => (req.range_id, None),
+        };
+        let (left, right) = self
+            .tables
+            .split_range(range, key)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(trestle_proto::admin::SplitRangeResponse {
+            left: Some(crate::splits::descriptor_to_proto(&left)),
+            right: Some(crate::splits::descriptor_to_proto(&right)),
         }))
     }
 

@@ -58,6 +58,28 @@ enum CtlCommand {
         #[arg(long)]
         to: u64,
     },
+    /// Range operations.
+    Range {
+        #[command(subcommand)]
+        command: RangeCommand,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum RangeCommand {
+    /// Split a data range: at a partition (`--table T --partition-key PK`: that partition starts the
+    /// new range), or at the partition boundary nearest the middle of its data (`--range ID`).
+    Split {
+        #[arg(long, required_unless_present = "table")]
+        range: Option<u64>,
+        /// The account of `--table` (default: the development account).
+        #[arg(long, default_value = "")]
+        account: String,
+        #[arg(long, requires = "partition_key")]
+        table: Option<String>,
+        #[arg(long, requires = "table")]
+        partition_key: Option<String>,
+    },
 }
 
 /// How ctl reaches the nodes: the scheme and, for TLS, what it trusts.
@@ -209,6 +231,37 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 )?)
                 .await?;
             println!("asked range {range} to transfer leadership to node {to}");
+            Ok(())
+        }
+        CtlCommand::Range {
+            command:
+                RangeCommand::Split {
+                    range,
+                    account,
+                    table,
+                    partition_key,
+                },
+        } => {
+            let mut client = connector.admin(&args.addr).await?;
+            let resp = client
+                .split_range(authorized(
+                    trestle_proto::admin::SplitRangeRequest {
+                        range_id: range.unwrap_or_default(),
+                        account,
+                        table: table.unwrap_or_default(),
+                        partition_key,
+                    },
+                    &token,
+                )?)
+                .await?
+                .into_inner();
+            for half in [resp.left, resp.right].into_iter().flatten() {
+                let desc = crate::splits::descriptor_from_proto(&half);
+                println!(
+                    "range {} (version {}): {}",
+                    desc.id, desc.epoch.version, desc
+                );
+            }
             Ok(())
         }
     }

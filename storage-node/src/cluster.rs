@@ -63,7 +63,7 @@ impl Retry {
     /// Whether a remote attempt that failed with `e` may be retried.
     fn allows(self, e: &Error) -> bool {
         match e.code {
-            ErrorCode::NotLeader => true,
+            ErrorCode::NotLeader | ErrorCode::RangeStale => true,
             ErrorCode::OperationTimedOut | ErrorCode::ServerBusy => self != Retry::RefusalsOnly,
             _ => false,
         }
@@ -275,6 +275,9 @@ impl ClusterTableService {
                 return Err(err);
             }
             let node = match self.next_step(&err) {
+                // The range split under the request: nothing was applied; run it again here once
+                // this node's view has caught up.
+                None if err.code == ErrorCode::RangeStale => None,
                 None => return Err(err),
                 Some(Next::Forward(node)) => Some(node),
                 Some(Next::Wait) => self.next_peer(attempt),
@@ -409,7 +412,10 @@ impl TableService for ClusterTableService {
                     {
                         Ok(v) => Ok(Ok(v)),
                         Err(BatchError { index: None, error })
-                            if error.code == ErrorCode::NotLeader =>
+                            if matches!(
+                                error.code,
+                                ErrorCode::NotLeader | ErrorCode::RangeStale
+                            ) =>
                         {
                             Err(error)
                         }

@@ -24,6 +24,8 @@ use trestle_types::{
 };
 
 use crate::grpc_auth::Secrets;
+use crate::ranges::RangeDesc;
+use crate::splits::{descriptor_from_proto, descriptor_to_proto};
 use crate::tables::LocalTables;
 
 /// Metadata entry marking a request that another node forwarded.
@@ -194,6 +196,39 @@ pub async fn drop_table_data(c: Link, table_id: u64) -> Result<()> {
         .await
         .map_err(|s| error_from_status(&s))?;
     Ok(())
+}
+
+pub async fn allocate_range_id(c: Link) -> Result<u64> {
+    let resp = c
+        .node()
+        .allocate_range_id(c.request(npb::AllocateRangeIdRequest {}, None))
+        .await
+        .map_err(|s| error_from_status(&s))?;
+    Ok(resp.into_inner().range_id)
+}
+
+pub async fn split_range(
+    c: Link,
+    range: u64,
+    key: Option<Vec<u8>>,
+    new_range_id: u64,
+) -> Result<(RangeDesc, RangeDesc)> {
+    let req = npb::SplitRangeRequest {
+        range_id: range,
+        key,
+        new_range_id,
+        version: None,
+    };
+    let resp = c
+        .node()
+        .split_range(c.request(req, None))
+        .await
+        .map_err(|s| error_from_status(&s))?
+        .into_inner();
+    match (resp.left, resp.right) {
+        (Some(l), Some(r)) => Ok((descriptor_from_proto(&l), descriptor_from_proto(&r))),
+        _ => Err(Error::internal("a split answer without both halves")),
+    }
 }
 
 pub async fn list_tables(
@@ -516,6 +551,32 @@ impl NodeForward for NodeForwardService {
             .await
             .map_err(to_status)?;
         Ok(Response::new(npb::TransferLeaderResponse {}))
+    }
+
+    async fn allocate_range_id(
+        &self,
+        r: Request<npb::AllocateRangeIdRequest>,
+    ) -> Result<Response<npb::AllocateRangeIdResponse>, Status> {
+        self.secrets.require_peer(r.metadata())?;
+        let range_id = self.local.allocate_range_id().await.map_err(to_status)?;
+        Ok(Response::new(npb::AllocateRangeIdResponse { range_id }))
+    }
+
+    async fn split_range(
+        &self,
+        r: Request<npb::SplitRangeRequest>,
+    ) -> Result<Response<npb::SplitRangeResponse>, Status> {
+        self.secrets.require_peer(r.metadata())?;
+        let r = r.into_inner();
+        let (left, right) = self
+            .local
+            .split_range(r.range_id, r.key, r.new_range_id, r.version)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(npb::SplitRangeResponse {
+            left: Some(descriptor_to_proto(&left)),
+            right: Some(descriptor_to_proto(&right)),
+        }))
     }
 
     async fn set_service_properties(

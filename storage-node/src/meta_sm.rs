@@ -39,6 +39,15 @@ pub const TABLE_ID_MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
 /// Azure's limit on stored access policies per table.
 pub const MAX_ACCESS_POLICIES: usize = 5;
 
+/// Range ids handed out by the meta group start here, above every bootstrap range id (at most 257).
+pub const FIRST_ALLOCATED_RANGE_ID: u64 = 1 << 20;
+
+/// The range id an `AllocateRangeId` command at meta log index `index` hands out: distinct indexes give
+/// distinct ids, so no two splits ever name their new range alike.
+pub fn range_id_at(index: u64) -> u64 {
+    FIRST_ALLOCATED_RANGE_ID.saturating_add(index)
+}
+
 /// The id of the `seq`-th table ever created.
 pub fn table_id(seq: u64) -> u64 {
     seq.wrapping_mul(TABLE_ID_MULTIPLIER)
@@ -236,6 +245,7 @@ impl StateMachine for MetaStateMachine {
                 .locks
                 .apply(&mut writes, index, c)
                 .map_err(Failure::Result),
+            meta_command::Kind::AllocateRangeId(_) => Ok(Kind::RangeId(range_id_at(index))),
         };
         match result {
             Ok(kind) => {

@@ -29,8 +29,8 @@ use crate::cluster::{ClusterTableService, FORWARDED};
 use crate::config::NodeConfig;
 use crate::forward::{FORWARDED_HEADER, NodeForwardService};
 use crate::grpc_auth::{Authenticator, Secrets};
-use crate::ranges::RangeMap;
-use crate::tables::LocalTables;
+use crate::ranges::{RangeMap, Ranges};
+use crate::tables::{LocalTables, NodeHost};
 
 /// Pre-bound listeners (so callers can use port 0 and learn the address before the node starts).
 pub struct Listeners {
@@ -135,21 +135,28 @@ impl Node {
             );
             cfg.raft.recovering = true;
         }
-        let raft = Arc::new(RaftNode::start(
-            cfg.node_id,
-            engine.clone(),
-            transport,
-            cfg.raft.clone(),
-        )?);
-        let ranges = RangeMap::initial(cfg.initial_ranges, cfg.voters());
         let clock: Arc<dyn crate::clock::Clock> = match &cfg.hooks.lock_clock {
             Some(clock) => clock.clone(),
             None => Arc::new(crate::clock::SystemClock::default()),
         };
         let locks = crate::locks::LockHost::load(&*engine, clock)
             .map_err(|e| anyhow::anyhow!("loading the lock manager's state: {e}"))?;
-        for (desc, sm) in crate::tables::state_machines(&ranges, locks.clone()) {
-            raft.create_group(desc, sm)
+        let ranges = Arc::new(Ranges::default());
+        let host = Arc::new(NodeHost::new(ranges.clone(), locks.clone()));
+        let raft = Arc::new(RaftNode::start(
+            cfg.node_id,
+            engine.clone(),
+            transport,
+            cfg.raft.clone(),
+            host,
+        )?);
+        // Every replica this node's store holds (splits since bootstrap included), then the bootstrap
+        // layout for whatever the store does not hold yet (a new store).
+        raft.restore_groups()
+            .await
+            .map_err(|e| anyhow::anyhow!("restoring this node's replicas: {e}"))?;
+        for desc in RangeMap::initial(cfg.initial_ranges, cfg.voters()).descs() {
+            raft.create_group(desc)
                 .await
                 .map_err(|e| anyhow::anyhow!("hosting a range: {e}"))?;
         }

@@ -63,25 +63,60 @@ pub fn get_entity<R: ReadView + ?Sized>(
     }
 }
 
-/// Whether the data range marked table `table_id` as dropped (see `table_sm`).
-pub fn is_dropped<R: ReadView + ?Sized>(view: &R, table_id: u64) -> Result<bool> {
+/// Whether the data range starting at `range_start` marked table `table_id` as dropped (see
+/// `table_sm`: the marker sits at the range's anchor for the table).
+pub fn is_dropped<R: ReadView + ?Sized>(
+    view: &R,
+    table_id: u64,
+    range_start: &[u8],
+) -> Result<bool> {
     Ok(view
-        .read(Cf::Data, &keys::dropped_table_marker(table_id))
+        .read(Cf::Data, &keys::table_anchor(table_id, range_start))
         .map_err(engine_error)?
         .is_some())
 }
 
-/// One page of `spec` over table `table_id`, with the default [`SCAN_BUDGET`].
-pub fn query_page(snapshot: &dyn Snapshot, table_id: u64, spec: &QuerySpec) -> Result<QueryPage> {
-    query_page_with_budget(snapshot, table_id, spec, SCAN_BUDGET)
+/// The key span one page may read: a range's `[start, end)` (`end = None`: to the end).
+#[derive(Debug, Clone, Copy)]
+pub struct Within<'a> {
+    pub start: &'a [u8],
+    pub end: Option<&'a [u8]>,
 }
 
-/// One page of `spec` over table `table_id`, stopping after `budget` (at least 1) non-matching entities.
+impl Within<'static> {
+    /// All of `Cf::Data` (a node that holds the whole keyspace in one range; tests).
+    pub const ALL: Within<'static> = Within {
+        start: &[],
+        end: None,
+    };
+}
+
+/// The key at which a query continues: the first key of the partition that starts the next range.
+fn continuation_at(range_end: &[u8], table_id: u64) -> Option<EntityKey> {
+    let prefix = keys::table_prefix(table_id);
+    let rest = range_end.strip_prefix(prefix.as_slice())?;
+    let (pk, tail) = keys::take_escaped(rest)?;
+    if !tail.is_empty() {
+        return None;
+    }
+    Some(EntityKey::new(String::from_utf8(pk).ok()?, String::new()))
+}
+
+/// One page of `spec` over table `table_id`, with the default [`SCAN_BUDGET`].
+pub fn query_page(snapshot: &dyn Snapshot, table_id: u64, spec: &QuerySpec) -> Result<QueryPage> {
+    query_page_with_budget(snapshot, table_id, spec, SCAN_BUDGET, Within::ALL)
+}
+
+/// One page of `spec` over the keys of table `table_id` inside `within` (one range), stopping after
+/// `budget` (at least 1) non-matching entities. A page that reaches the end of the range before the end
+/// of the query ends with a continuation at the next range's first partition (possibly with fewer than
+/// `top` entities, as Azure's pages end at partition server boundaries).
 pub fn query_page_with_budget(
     snapshot: &dyn Snapshot,
     table_id: u64,
     spec: &QuerySpec,
     budget: usize,
+    within: Within<'_>,
 ) -> Result<QueryPage> {
     let bounds = spec
         .filter
@@ -90,12 +125,24 @@ pub fn query_page_with_budget(
     if bounds.is_empty() {
         return Ok(QueryPage::default());
     }
-    let (mut start, end) = scan_range(table_id, &bounds);
+    let (mut start, mut end) = scan_range(table_id, &bounds);
     if let Some(c) = &spec.continuation {
         start = start.max(keys::data_key(table_id, &c.partition_key, &c.row_key));
     }
+    start = start.max(within.start.to_vec());
+    // Where the range cuts the scan short, the page continues in the next range.
+    let mut next_range = None;
+    if let Some(range_end) = within.end
+        && end.as_deref().is_none_or(|e| range_end < e)
+    {
+        end = Some(range_end.to_vec());
+        next_range = continuation_at(range_end, table_id);
+    }
     if end.as_ref().is_some_and(|end| start >= *end) {
-        return Ok(QueryPage::default());
+        return Ok(QueryPage {
+            next: next_range,
+            ..QueryPage::default()
+        });
     }
     // `$top=0` would make a page that can never advance; a page returns at least one entity.
     let top = spec
@@ -105,14 +152,13 @@ pub fn query_page_with_budget(
     let budget = budget.max(1);
     let mut page = QueryPage::default();
     let mut misses = 0;
-    let marker = keys::dropped_table_marker(table_id);
-    let fences = keys::fence_prefix(table_id);
+    let mut complete = true;
     for kv in snapshot
         .scan(Cf::Data, &start, end.as_deref())
         .map_err(engine_error)?
     {
         let (key, value) = kv.map_err(engine_error)?;
-        if key == marker || key.starts_with(&fences) {
+        if keys::is_table_record(&key) {
             continue;
         }
         let Some((_, partition_key, row_key)) =
@@ -125,6 +171,7 @@ pub fn query_page_with_budget(
         };
         if page.entities.len() >= top || misses >= budget {
             page.next = Some(EntityKey::new(partition_key, row_key));
+            complete = false;
             break;
         }
         let entity = decode_entity(&partition_key, &row_key, &value)?;
@@ -133,6 +180,9 @@ pub fn query_page_with_budget(
         } else {
             misses += 1;
         }
+    }
+    if complete {
+        page.next = next_range;
     }
     Ok(page)
 }
@@ -145,6 +195,19 @@ fn project(mut entity: Entity, select: Option<&[String]>) -> Entity {
             .retain(|name, _| names.iter().any(|n| n == name));
     }
     entity
+}
+
+/// The first key a page of `spec` over table `table_id` may read: where its range is looked up.
+pub fn first_key(table_id: u64, spec: &QuerySpec) -> Vec<u8> {
+    let bounds = spec
+        .filter
+        .as_ref()
+        .map_or_else(KeyBounds::unbounded, |f| f.key_bounds());
+    let (mut start, _) = scan_range(table_id, &bounds);
+    if let Some(c) = &spec.continuation {
+        start = start.max(keys::data_key(table_id, &c.partition_key, &c.row_key));
+    }
+    start
 }
 
 /// The scan range `[start, end)` of the table's keys inside `bounds` (`end = None`: end of `Cf::Data`).

@@ -13,13 +13,18 @@
 //! - a range boundary is always the start of a table or of a partition (`table_id ‖ esc(PartitionKey)`),
 //!   never inside a PartitionKey, so an entity group transaction always lands in one range.
 //!
-//! Lookups go by key (a binary search over range starts), never by arithmetic on table ids, so when
-//! ranges split later (at a (table, PartitionKey) boundary) the map only gains descriptors.
+//! Lookups go by key (a binary search over range starts), never by arithmetic on table ids.
+//!
+//! [`RangeMap`] is the bootstrap layout only. After bootstrap each range's descriptor is replicated
+//! state of the range itself (its own log splits it; see `trestle_replication`), and [`Ranges`] is a
+//! node's live view: every hosted replica's descriptor as its log last set it, updated as entries apply.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::{PoisonError, RwLock};
 
 use trestle_engine::{Cf, keys};
-use trestle_replication::{GroupDesc, Span};
+use trestle_replication::{Epoch, GroupDesc, Span};
 
 /// The meta group's range id.
 pub const META_RANGE_ID: u64 = 1;
@@ -36,9 +41,28 @@ pub struct RangeDesc {
     /// End of the range (exclusive); `None`: to the end of `Cf::Data`.
     pub end: Option<Vec<u8>>,
     pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    pub epoch: Epoch,
 }
 
 impl RangeDesc {
+    /// The data range a replication descriptor describes (`None` for the meta group).
+    pub fn from_group(desc: &GroupDesc) -> Option<RangeDesc> {
+        (desc.span.cf == Cf::Data).then(|| RangeDesc {
+            id: desc.id,
+            start: desc.span.start.clone(),
+            end: desc.span.end.clone(),
+            voters: desc.voters.clone(),
+            learners: desc.learners.clone(),
+            epoch: desc.epoch,
+        })
+    }
+
+    /// Whether the range and `other` share a key.
+    pub fn overlaps(&self, other: &RangeDesc) -> bool {
+        self.span().overlaps(&other.span())
+    }
+
     /// Whether `key` lies in `[start, end)`.
     pub fn contains(&self, key: &[u8]) -> bool {
         key >= self.start.as_slice() && self.end.as_deref().is_none_or(|end| key < end)
@@ -66,7 +90,9 @@ impl RangeDesc {
         GroupDesc {
             id: self.id,
             voters: self.voters.clone(),
+            learners: self.learners.clone(),
             span: self.span(),
+            epoch: self.epoch,
         }
     }
 }
@@ -83,7 +109,8 @@ impl fmt::Display for RangeDesc {
     }
 }
 
-fn describe_key(key: &[u8]) -> String {
+/// A `Cf::Data` key for status output.
+pub fn describe_key(key: &[u8]) -> String {
     if key.is_empty() {
         return "start".into();
     }
@@ -131,6 +158,8 @@ impl RangeMap {
                 start: start.clone(),
                 end: starts.get(i + 1).cloned(),
                 voters: voters.clone(),
+                learners: Vec::new(),
+                epoch: Epoch::INITIAL,
             })
             .collect();
         RangeMap {
@@ -144,11 +173,13 @@ impl RangeMap {
         GroupDesc {
             id: META_RANGE_ID,
             voters: self.meta_voters.clone(),
+            learners: Vec::new(),
             span: Span {
                 cf: Cf::Meta,
                 start: vec![keys::META_GROUP_PREFIX],
                 end: None,
             },
+            epoch: Epoch::INITIAL,
         }
     }
 
@@ -186,6 +217,102 @@ impl RangeMap {
         std::iter::once(self.meta_desc())
             .chain(self.data.iter().map(RangeDesc::group_desc))
             .collect()
+    }
+
+    /// A human-readable description of a range's span, for status output.
+    pub fn describe(&self, id: u64) -> String {
+        if id == META_RANGE_ID {
+            return "meta (catalog)".into();
+        }
+        self.get(id)
+            .map_or_else(|| format!("unknown range {id}"), |r| r.to_string())
+    }
+}
+
+/// A node's live view of the data ranges (see the module docs): what its replicas' logs say, so it
+/// follows splits the moment they apply here.
+#[derive(Debug, Default)]
+pub struct Ranges {
+    /// Data ranges by start key.
+    by_start: RwLock<BTreeMap<Vec<u8>, RangeDesc>>,
+}
+
+impl Ranges {
+    /// A view holding `initial` (tests; a node starts empty and learns from its replicas).
+    pub fn with(initial: &[RangeDesc]) -> Ranges {
+        let ranges = Ranges::default();
+        for r in initial {
+            ranges.update(r.clone());
+        }
+        ranges
+    }
+
+    /// Records a range's new descriptor. Any other descriptor it overlaps at a lower version is gone
+    /// (the range it describes was split or merged since); so is this range's own older descriptor.
+    pub fn update(&self, desc: RangeDesc) {
+        let mut map = self
+            .by_start
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(current) = map.values().find(|r| r.id == desc.id)
+            && current.epoch > desc.epoch
+        {
+            return;
+        }
+        map.retain(|_, r| {
+            r.id != desc.id && !(r.overlaps(&desc) && r.epoch.version < desc.epoch.version)
+        });
+        map.insert(desc.start.clone(), desc);
+    }
+
+    /// Forgets a range this node no longer hosts.
+    pub fn remove(&self, id: u64) {
+        let mut map = self
+            .by_start
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        map.retain(|_, r| r.id != id);
+    }
+
+    /// The data range holding `key` of `Cf::Data`, if this node knows one.
+    pub fn range_for_key(&self, key: &[u8]) -> Option<RangeDesc> {
+        let map = self.by_start.read().unwrap_or_else(PoisonError::into_inner);
+        map.range(..=key.to_vec())
+            .next_back()
+            .map(|(_, r)| r)
+            .filter(|r| r.contains(key))
+            .cloned()
+    }
+
+    /// The data range holding the first key of table `table_id` (its dropped marker and its fences).
+    pub fn range_for_table(&self, table_id: u64) -> Option<RangeDesc> {
+        self.range_for_key(&keys::table_prefix(table_id))
+    }
+
+    /// The data range holding one partition of a table (ranges never split a PartitionKey).
+    pub fn range_for_partition(&self, table_id: u64, partition_key: &str) -> Option<RangeDesc> {
+        self.range_for_key(&keys::partition_prefix(table_id, partition_key))
+    }
+
+    /// Every known range with a key of table `table_id`, in key order.
+    pub fn ranges_of_table(&self, table_id: u64) -> Vec<RangeDesc> {
+        let map = self.by_start.read().unwrap_or_else(PoisonError::into_inner);
+        map.values()
+            .filter(|r| r.overlaps_table(table_id))
+            .cloned()
+            .collect()
+    }
+
+    /// A data range by id.
+    pub fn get(&self, id: u64) -> Option<RangeDesc> {
+        let map = self.by_start.read().unwrap_or_else(PoisonError::into_inner);
+        map.values().find(|r| r.id == id).cloned()
+    }
+
+    /// The data ranges, in key order.
+    pub fn data_ranges(&self) -> Vec<RangeDesc> {
+        let map = self.by_start.read().unwrap_or_else(PoisonError::into_inner);
+        map.values().cloned().collect()
     }
 
     /// A human-readable description of a range's span, for status output.
@@ -276,5 +403,49 @@ mod tests {
             prop_assert_eq!(holders, vec![map.range_for_key(&key).id]);
             prop_assert_eq!(map.range_for_partition(table, &pk).id, map.range_for_table(table).id);
         }
+    }
+
+    #[test]
+    fn the_live_view_follows_a_split_and_drops_what_it_replaced() {
+        let initial = RangeMap::initial(1, vec![1, 2, 3]);
+        let ranges = Ranges::with(initial.data_ranges());
+        let whole = ranges.get(2).unwrap();
+        let cut = keys::partition_prefix(7, "m");
+        let bumped = Epoch {
+            version: 2,
+            conf_ver: 1,
+        };
+        let left = RangeDesc {
+            end: Some(cut.clone()),
+            epoch: bumped,
+            ..whole.clone()
+        };
+        let right = RangeDesc {
+            id: 9,
+            start: cut.clone(),
+            end: None,
+            epoch: bumped,
+            ..whole.clone()
+        };
+        // The right half may be learned first (a snapshot): it replaces the parent's older descriptor.
+        ranges.update(right.clone());
+        assert_eq!(ranges.data_ranges(), vec![right.clone()]);
+        assert_eq!(ranges.range_for_partition(7, "a"), None);
+        ranges.update(left.clone());
+        assert_eq!(ranges.range_for_partition(7, "a").unwrap().id, 2);
+        assert_eq!(ranges.range_for_partition(7, "m").unwrap().id, 9);
+        assert_eq!(ranges.range_for_partition(7, "z").unwrap().id, 9);
+        assert_eq!(ranges.range_for_table(7).unwrap().id, 2);
+        assert_eq!(
+            ranges
+                .ranges_of_table(7)
+                .iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>(),
+            [2, 9]
+        );
+        // A late, older descriptor of the parent changes nothing.
+        ranges.update(whole);
+        assert_eq!(ranges.data_ranges(), vec![left, right]);
     }
 }

@@ -23,8 +23,16 @@
 //! on *every* replica (a bug in our own encoding) stops the range until repaired by hand; reads still
 //! report such entities as `DataCorrupted` to clients (see `query`), never as data.
 //!
-//! A command whose keys are outside this range's span, or that does not decode, is an `InternalError`
-//! result (a routing bug on the proposer's side), never a panic.
+//! A command whose keys are outside this range's span is a `RangeStale` result: the range split after
+//! the proposer routed the command, nothing was applied, and the router retries on the range that now
+//! holds the keys. A command that does not decode is an `InternalError` result, never a panic.
+//!
+//! Per-table records (the dropped marker and the fences) live at the range's *anchor* for the table
+//! (`keys::table_anchor`): the table prefix in the range holding the table's start, the range's first
+//! key in a range that starts inside the table. A split copies the parent's records of the table it
+//! cuts to the right half's anchor ([`StateMachine::on_split`]), so neither half forgets a drop or a
+//! token: fencing is per table within each range, and every range of a table refuses any token lower
+//! than one it or the range it split from saw.
 //!
 //! A dropped table leaves a marker (see [`keys::dropped_table_marker`]): a write to that table id that
 //! was proposed before the table was deleted, and commits after the drop, fails with `TableNotFound`
@@ -34,7 +42,7 @@ use prost::Message;
 use trestle_engine::{Cf, Engine, WriteBatch, keys};
 use trestle_proto::internal::{TableCommand, WriteResults, command_result::Kind};
 use trestle_proto::table as pb;
-use trestle_replication::{ApplyError, StateMachine, planted};
+use trestle_replication::{ApplyError, GroupDesc, Span, StateMachine, planted};
 use trestle_types::{DateTime, Entity, Error, ErrorCode, IfMatch, WriteKind, WriteOp, limits};
 
 use crate::codec::{decode_entity, encode_entity};
@@ -107,6 +115,22 @@ impl TableStateMachine {
         self.range.contains(key)
     }
 
+    fn stale(&self, what: &str) -> Error {
+        Error::new(
+            ErrorCode::RangeStale,
+            format!(
+                "{what} is not in range {} (version {}); it split or merged after the request was \
+                 routed.",
+                self.range.id, self.range.epoch.version
+            ),
+        )
+    }
+
+    /// Where this range keeps its records about `table`.
+    fn anchor(&self, table: u64) -> Vec<u8> {
+        keys::table_anchor(table, &self.range.start)
+    }
+
     fn execute(
         &self,
         engine: &dyn Engine,
@@ -114,21 +138,20 @@ impl TableStateMachine {
     ) -> Result<(Kind, WriteBatch), Failure> {
         let table = cmd.table_id;
         if !self.range.overlaps_table(table) {
-            let msg = format!("table {table:016x} is not in range {}", self.range.id);
-            return fail(Error::internal(msg), None);
+            return fail(self.stale(&format!("table {table:016x}")), None);
         }
+        let anchor = self.anchor(table);
         // A fenced write: refused when a write to this table already carried a higher token for the
         // lock; otherwise its token becomes the table's highest for the lock (in the same batch).
         let fence = match &cmd.fencing {
             None => None,
             Some(f) => {
-                let key = keys::fence_key(table, &f.lock);
+                let key = keys::anchored_fence_key(&anchor, &f.lock);
                 if !self.in_span(&key) {
-                    let msg = format!(
-                        "fence of table {table:016x} is not in range {}",
-                        self.range.id
+                    return fail(
+                        self.stale(&format!("the fence of table {table:016x}")),
+                        None,
                     );
-                    return fail(Error::internal(msg), None);
                 }
                 let seen = match read(engine, &key)? {
                     None => None,
@@ -148,7 +171,7 @@ impl TableStateMachine {
                 (seen != Some(f.token)).then_some((key, f.token))
             }
         };
-        let marker = keys::dropped_table_marker(table);
+        let marker = anchor;
         if cmd.drop_table {
             if !cmd.ops.is_empty() {
                 return fail(
@@ -175,11 +198,7 @@ impl TableStateMachine {
         for (i, op) in ops.into_iter().enumerate() {
             let key = keys::data_key(table, &op.entity.partition_key, &op.entity.row_key);
             if !self.in_span(&key) {
-                let msg = format!(
-                    "entity key of table {table:016x} is not in range {}",
-                    self.range.id
-                );
-                return fail(Error::internal(msg), Some(i));
+                return fail(self.stale("the entity's key"), None);
             }
             let stored = self.stored_entity(engine, &key, &op.entity)?;
             let response = apply_op(op, stored, DateTime(cmd.timestamp_ticks), &key, &mut batch)
@@ -205,11 +224,50 @@ impl TableStateMachine {
         };
         let mut batch = WriteBatch::new();
         batch.delete_range(Cf::Data, start, end);
-        let marker = keys::dropped_table_marker(table);
+        let marker = self.anchor(table);
         if self.in_span(&marker) {
             batch.put(Cf::Data, marker, Vec::new());
         }
         batch
+    }
+
+    /// Copies this range's records about the table that `right_start` cuts (its dropped marker and
+    /// fences) to the right half's anchor, so the right half starts out knowing them.
+    fn copy_records_for_split(
+        &self,
+        engine: &dyn Engine,
+        batch: &mut WriteBatch,
+        right_start: &[u8],
+    ) -> Result<(), ApplyError> {
+        let Some(id) = right_start
+            .get(..8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        else {
+            return Ok(());
+        };
+        let table = u64::from_be_bytes(id);
+        let right_anchor = keys::table_anchor(table, right_start);
+        if right_anchor == keys::table_prefix(table) {
+            // The cut is at a table's start: the right half holds that table's own records already.
+            return Ok(());
+        }
+        let left_anchor = self.anchor(table);
+        if read(engine, &left_anchor)?.is_some() {
+            batch.put(Cf::Data, right_anchor.clone(), Vec::new());
+        }
+        let from = keys::anchored_fence_prefix(&left_anchor);
+        let to = keys::anchored_fence_prefix(&right_anchor);
+        let end = keys::prefix_end(&from);
+        let scan = engine
+            .scan(Cf::Data, &from, end.as_deref())
+            .map_err(|e| ApplyError(format!("reading fences for a split: {e}")))?;
+        for kv in scan {
+            let (key, value) = kv.map_err(|e| ApplyError(format!("reading fences: {e}")))?;
+            let mut copy = to.clone();
+            copy.extend_from_slice(&key[from.len()..]);
+            batch.put(Cf::Data, copy, value);
+        }
+        Ok(())
     }
 
     /// The stored entity at `key`, crc-checked. Corruption is fatal here (see the module docs).
@@ -326,6 +384,21 @@ impl StateMachine for TableStateMachine {
             }
             Err(Failure::Result(error, index)) => Ok(error_result(&error, index)),
             Err(Failure::Fatal(e)) => Err(e),
+        }
+    }
+
+    fn on_split(
+        &mut self,
+        engine: &dyn Engine,
+        batch: &mut WriteBatch,
+        right: &Span,
+    ) -> Result<(), ApplyError> {
+        self.copy_records_for_split(engine, batch, &right.start)
+    }
+
+    fn on_desc_changed(&mut self, desc: &GroupDesc) {
+        if let Some(range) = RangeDesc::from_group(desc) {
+            self.range = range;
         }
     }
 }

@@ -40,6 +40,25 @@ impl Replica {
         }
     }
 
+    /// Splits this replica at `key` as the split entry would: the state machine copies its records,
+    /// this replica keeps the left half, and the right half's state machine runs on the same engine.
+    fn split(&mut self, key: Vec<u8>) -> TableStateMachine {
+        let mut right = self.sm.range.clone();
+        right.id += 100;
+        right.start = key.clone();
+        right.epoch.version += 1;
+        let mut left = self.sm.range.clone();
+        left.end = Some(key);
+        left.epoch.version += 1;
+        let mut batch = WriteBatch::new();
+        self.sm
+            .on_split(&self.engine, &mut batch, &right.span())
+            .unwrap();
+        self.engine.write(&batch, false).unwrap();
+        self.sm.on_desc_changed(&left.group_desc());
+        TableStateMachine::new(&right)
+    }
+
     fn try_apply(&mut self, command: &[u8]) -> Result<Vec<u8>, ApplyError> {
         self.index += 1;
         let mut batch = WriteBatch::new();
@@ -434,7 +453,7 @@ fn misrouted_fenced_and_garbage_commands_are_results() {
     };
     assert_eq!(
         first.command(&misrouted).unwrap_err().error.code,
-        ErrorCode::InternalError
+        ErrorCode::RangeStale
     );
     let garbage = first.try_apply(b"\xff\xff\xff").unwrap();
     assert_eq!(
@@ -569,4 +588,75 @@ fn fenced_writes_below_the_highest_token_seen_are_refused_and_change_nothing() {
         ..fenced("f", 0)
     };
     r.command(&unfenced).unwrap();
+}
+
+#[test]
+fn a_split_hands_the_right_half_the_tables_fences_and_drop_marker() {
+    let mut r = Replica::new();
+    let fenced = |pk: &str, token: u64| TableCommand {
+        table_id: TABLE,
+        ops: vec![write_op_to_proto(&insert(pk, "r", &[]))],
+        fencing: Some(pb::Fencing {
+            lock: "acct/l".into(),
+            token,
+        }),
+        ..TableCommand::default()
+    };
+    r.command(&fenced("a", 7)).unwrap();
+    r.command(&fenced("z", 7)).unwrap();
+    let mut right = r.split(keys::partition_prefix(TABLE, "m"));
+    let mut on_right = |cmd: &TableCommand| {
+        let mut batch = WriteBatch::new();
+        let out = right
+            .apply(&r.engine, &mut batch, 99, &cmd.encode_to_vec())
+            .unwrap();
+        r.engine.write(&batch, false).unwrap();
+        decode_result(&out)
+    };
+    // The right half refuses a token below the one its parent saw, and takes a higher one.
+    let stale = on_right(&fenced("z", 6)).unwrap_err();
+    assert_eq!(stale.error.code, ErrorCode::FencingTokenStale);
+    on_right(&fenced("y", 8)).unwrap();
+    // Keys on the other side of the cut are refused as stale routing, by either half.
+    assert_eq!(
+        on_right(&fenced("b", 9)).unwrap_err().error.code,
+        ErrorCode::RangeStale
+    );
+    assert_eq!(
+        r.command(&fenced("y", 9)).unwrap_err().error.code,
+        ErrorCode::RangeStale
+    );
+    // The records are never entities: a query over the whole table sees exactly the three rows.
+    let page = query::query_page(&*r.engine.snapshot(), TABLE, &Default::default()).unwrap();
+    let keys: Vec<&str> = page
+        .entities
+        .iter()
+        .map(|e| e.partition_key.as_str())
+        .collect();
+    assert_eq!(keys, ["a", "y", "z"]);
+
+    // A drop before a split is remembered by both halves: late writes to either are refused.
+    let mut r = Replica::new();
+    r.must(1, insert("a", "r", &[]));
+    let drop = TableCommand {
+        table_id: TABLE,
+        drop_table: true,
+        ..TableCommand::default()
+    };
+    assert_eq!(r.command(&drop), Ok(Kind::Done(true)));
+    let mut right = r.split(keys::partition_prefix(TABLE, "m"));
+    let mut batch = WriteBatch::new();
+    let late = TableCommand {
+        table_id: TABLE,
+        ops: vec![write_op_to_proto(&insert("x", "r", &[]))],
+        ..TableCommand::default()
+    };
+    let out = right
+        .apply(&r.engine, &mut batch, 99, &late.encode_to_vec())
+        .unwrap();
+    assert_eq!(
+        decode_result(&out).unwrap_err().error.code,
+        ErrorCode::TableNotFound
+    );
+    assert_eq!(r.fails(2, insert("b", "r", &[])), ErrorCode::TableNotFound);
 }

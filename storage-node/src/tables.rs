@@ -41,7 +41,9 @@ use trestle_proto::internal::{
     CreateTable, DeleteTable, MetaCommand, SetServiceProperties, SetTableAcl, TableCommand,
     TableRecord, command_result::Kind, meta_command,
 };
-use trestle_replication::{GroupDesc, ProposeError, RaftNode, StateMachine, planted};
+use trestle_replication::{
+    GroupDesc, GroupHost, ProposeError, RaftNode, SplitRefused, SplitRequest, StateMachine, planted,
+};
 use trestle_rest_gateway::Fencing;
 use trestle_types::{
     AccessPolicy, BatchError, DateTime, Entity, Error, ErrorCode, QueryPage, QuerySpec, Result,
@@ -51,23 +53,48 @@ use trestle_types::{
 use crate::commands::{decode_result, outcomes, policy_to_proto, table_info, write_op_to_proto};
 use crate::meta_sm::{self, MAX_ACCESS_POLICIES, MetaStateMachine};
 use crate::query;
-use crate::ranges::{META_RANGE_ID, RangeMap};
+use crate::ranges::{META_RANGE_ID, RangeDesc, Ranges};
 use crate::table_sm::{TableStateMachine, check_batch_rules, too_many_operations};
 
-/// The replicas a node hosts for `ranges`: the meta group's state machine and one table state machine
-/// per data range.
-pub fn state_machines(
-    ranges: &RangeMap,
+/// The state machines of a node's replicas, and the node's live range view ([`Ranges`]) kept up to
+/// date as replicas split and restore snapshots.
+pub struct NodeHost {
+    ranges: Arc<Ranges>,
     locks: Arc<crate::locks::LockHost>,
-) -> Vec<(GroupDesc, Box<dyn StateMachine>)> {
-    let mut out: Vec<(GroupDesc, Box<dyn StateMachine>)> = vec![(
-        ranges.meta_desc(),
-        Box::new(MetaStateMachine::with_locks(locks)),
-    )];
-    for r in ranges.data_ranges() {
-        out.push((r.group_desc(), Box::new(TableStateMachine::new(r))));
+}
+
+impl NodeHost {
+    pub fn new(ranges: Arc<Ranges>, locks: Arc<crate::locks::LockHost>) -> NodeHost {
+        NodeHost { ranges, locks }
     }
-    out
+}
+
+impl GroupHost for NodeHost {
+    fn state_machine(&self, desc: &GroupDesc) -> Box<dyn StateMachine> {
+        match RangeDesc::from_group(desc) {
+            Some(range) => Box::new(TableStateMachine::new(&range)),
+            None => Box::new(MetaStateMachine::with_locks(self.locks.clone())),
+        }
+    }
+
+    fn on_desc_changed(&self, desc: &GroupDesc) {
+        if let Some(range) = RangeDesc::from_group(desc) {
+            self.ranges.update(range);
+        }
+    }
+
+    /// The meta group is bootstrapped on its voters only; data ranges may arrive by snapshot.
+    fn may_host(&self, group: u64) -> bool {
+        group != META_RANGE_ID
+    }
+}
+
+/// `RangeStale` when this node knows no range for a key (a split is applying here right now).
+fn no_range(what: &str) -> Error {
+    Error::new(
+        ErrorCode::RangeStale,
+        format!("No range of this node holds {what} yet; retry."),
+    )
 }
 
 /// `NotLeader` for `range`, with the leader's node id in the message as `leader=<id>` (or
@@ -112,6 +139,12 @@ fn propose_error(group: u64, e: ProposeError) -> Error {
             ErrorCode::RequestBodyTooLarge,
             format!("The request of {n} bytes is too large."),
         ),
+        ProposeError::SplitRefused(e @ SplitRefused::EpochStale { .. }) => {
+            Error::new(ErrorCode::RangeStale, format!("range {group}: {e}"))
+        }
+        ProposeError::SplitRefused(e) => {
+            Error::invalid_input(format!("range {group} cannot split there: {e}"))
+        }
     }
 }
 
@@ -170,7 +203,7 @@ impl TableMissing for BatchError {
 /// The leader side of the table service on one node.
 pub struct LocalTables {
     raft: Arc<RaftNode>,
-    ranges: RangeMap,
+    ranges: Arc<Ranges>,
     /// The last timestamp proposed per range, so this node's timestamps strictly increase per range.
     clocks: Mutex<HashMap<u64, i64>>,
     /// (account, case-folded table name) → table id, for tables this node has looked up.
@@ -178,8 +211,9 @@ pub struct LocalTables {
 }
 
 impl LocalTables {
-    /// The executor over this node's replicas (`raft`) for the cluster's `ranges`.
-    pub fn new(raft: Arc<RaftNode>, ranges: RangeMap) -> Self {
+    /// The executor over this node's replicas (`raft`), routing by `ranges` (which the node's
+    /// [`NodeHost`] keeps current).
+    pub fn new(raft: Arc<RaftNode>, ranges: Arc<Ranges>) -> Self {
         LocalTables {
             raft,
             ranges,
@@ -188,9 +222,16 @@ impl LocalTables {
         }
     }
 
-    /// The partition map this node routes by.
-    pub fn ranges(&self) -> &RangeMap {
+    /// The range view this node routes by.
+    pub fn ranges(&self) -> &Ranges {
         &self.ranges
+    }
+
+    /// The range holding `key`, or `RangeStale`.
+    fn range_for_key(&self, key: &[u8]) -> Result<RangeDesc> {
+        self.ranges
+            .range_for_key(key)
+            .ok_or_else(|| no_range(&crate::ranges::describe_key(key)))
     }
 
     /// A human-readable description of a range's span, for status output.
@@ -357,7 +398,94 @@ impl LocalTables {
             Some(id) => id,
             None => self.resolve(account, table).await?.id,
         };
-        Ok(self.ranges.range_for_table(id).id)
+        self.range_for_key(&trestle_engine::keys::table_prefix(id))
+            .map(|r| r.id)
+    }
+
+    /// The id of `table` of `account` (cached, or looked up linearizably).
+    pub async fn table_id(&self, account: &str, table: &str) -> Result<u64> {
+        match self.cached_table_id(account, table) {
+            Some(id) => Ok(id),
+            None => Ok(self.resolve(account, table).await?.id),
+        }
+    }
+
+    /// The range holding `partition_key` of `table` of `account`.
+    pub async fn range_of_partition(
+        &self,
+        account: &str,
+        table: &str,
+        partition_key: &str,
+    ) -> Result<RangeDesc> {
+        let id = match self.cached_table_id(account, table) {
+            Some(id) => id,
+            None => self.resolve(account, table).await?.id,
+        };
+        self.range_for_key(&trestle_engine::keys::partition_prefix(id, partition_key))
+    }
+
+    /// A new range id from the meta group (this node must lead it).
+    pub async fn allocate_range_id(&self) -> Result<u64> {
+        let kind = meta_command::Kind::AllocateRangeId(trestle_proto::internal::AllocateRangeId {});
+        match self.propose_meta(kind).await? {
+            Kind::RangeId(id) => Ok(id),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Splits a range this node leads, into itself and a new range `new_id`: at `key` (the first key of
+    /// a table or of a partition), the range being whichever holds the key in this node's view; or,
+    /// without a key, range `range` at the partition boundary nearest the middle of its data. The split
+    /// applies only if the range is still at `version` (default: as this node sees it now); nothing is
+    /// copied. Splitting where a range already starts succeeds without a change (a retried split).
+    pub async fn split_range(
+        &self,
+        range: u64,
+        key: Option<Vec<u8>>,
+        new_id: u64,
+        version: Option<u64>,
+    ) -> Result<(RangeDesc, RangeDesc)> {
+        let current = match &key {
+            Some(key) => self.range_for_key(key)?,
+            None => self
+                .ranges
+                .get(range)
+                .ok_or_else(|| no_range(&format!("range {range}")))?,
+        };
+        self.ensure_leader(current.id)?;
+        let key = match key {
+            Some(key) if key == current.start => {
+                let left = self
+                    .ranges
+                    .data_ranges()
+                    .into_iter()
+                    .find(|r| r.end.as_ref() == Some(&key))
+                    .ok_or_else(|| no_range("the range before the split key"))?;
+                return Ok((left, current));
+            }
+            Some(key) => key,
+            None => crate::splits::middle_key(&*self.raft.engine().snapshot(), &current)?
+                .ok_or_else(|| crate::splits::nothing_to_cut(current.id))?,
+        };
+        if !trestle_engine::keys::is_split_key(&key) {
+            return Err(Error::invalid_input(
+                "A range splits only at the first key of a table or of a partition.",
+            ));
+        }
+        let req = SplitRequest {
+            key,
+            new_group: new_id,
+            version: version.unwrap_or(current.epoch.version),
+        };
+        let (left, right) = self
+            .raft
+            .split(current.id, req)
+            .await
+            .map_err(|e| propose_error(current.id, e))?;
+        let desc = |d: &GroupDesc| {
+            RangeDesc::from_group(d).ok_or_else(|| Error::internal("the meta group cannot split"))
+        };
+        Ok((desc(&left)?, desc(&right)?))
     }
 
     /// Creates a table; `TableAlreadyExists` if one of that name (in any case) exists.
@@ -404,9 +532,30 @@ impl LocalTables {
 
     /// Drops the entities of deleted table `table_id` and leaves its dropped marker; this node must lead
     /// the table's data range. Dropping twice is harmless.
+    ///
+    /// A table may span several ranges, led by different nodes: this node drops the table in every
+    /// range it leads, skips ranges whose replica here already holds the drop, and answers `NotLeader`
+    /// naming the leader of the first range left, so the cluster layer carries on there.
     pub async fn drop_table_data(&self, table_id: u64) -> Result<()> {
-        let range = self.ranges.range_for_table(table_id).id;
-        self.ensure_leader(range)?;
+        let ranges = self.ranges.ranges_of_table(table_id);
+        if ranges.is_empty() {
+            return Err(no_range(&format!("table {table_id:016x}")));
+        }
+        let mut refused = None;
+        for range in ranges {
+            if self.ensure_leader(range.id).is_ok() {
+                self.drop_in_range(table_id, range.id).await?;
+                continue;
+            }
+            self.read_index(range.id).await?;
+            if !query::is_dropped(self.engine(), table_id, &range.start)? && refused.is_none() {
+                refused = Some(not_leader(range.id, self.raft.leader(range.id)));
+            }
+        }
+        refused.map_or(Ok(()), Err)
+    }
+
+    async fn drop_in_range(&self, table_id: u64, range: u64) -> Result<()> {
         let cmd = TableCommand {
             table_id,
             timestamp_ticks: self.next_timestamp(range).ticks(),
@@ -423,6 +572,18 @@ impl LocalTables {
         }
     }
 
+    /// Whether this replica holds the drop of `table_id` in every range of the table (linearizable:
+    /// after `read_index` on each range).
+    async fn dropped_everywhere(&self, table_id: u64) -> Result<bool> {
+        for range in self.ranges.ranges_of_table(table_id) {
+            self.read_index(range.id).await?;
+            if !query::is_dropped(self.engine(), table_id, &range.start)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Drops the entities of every deleted table whose range this node leads and that was not dropped
     /// yet; returns how many drops it proposed. Meant to run periodically on every node.
     /// Deleted tables whose entities this replica still holds (linearizable: after `read_index` on the
@@ -431,9 +592,7 @@ impl LocalTables {
         self.read_index(META_RANGE_ID).await?;
         let mut out = Vec::new();
         for record in meta_sm::dropped_tables(self.engine())? {
-            let range = self.ranges.range_for_table(record.id).id;
-            self.read_index(range).await?;
-            if !query::is_dropped(self.engine(), record.id)? {
+            if !self.dropped_everywhere(record.id).await? {
                 out.push(record.id);
             }
         }
@@ -444,14 +603,15 @@ impl LocalTables {
         self.read_index(META_RANGE_ID).await?;
         let mut dropped = 0;
         for record in meta_sm::dropped_tables(self.engine())? {
-            let range = self.ranges.range_for_table(record.id).id;
-            if self.ensure_leader(range).is_err() {
-                continue;
-            }
-            self.read_index(range).await?;
-            if !query::is_dropped(self.engine(), record.id)? {
-                self.drop_table_data(record.id).await?;
-                dropped += 1;
+            for range in self.ranges.ranges_of_table(record.id) {
+                if self.ensure_leader(range.id).is_err() {
+                    continue;
+                }
+                self.read_index(range.id).await?;
+                if !query::is_dropped(self.engine(), record.id, &range.start)? {
+                    self.drop_in_range(record.id, range.id).await?;
+                    dropped += 1;
+                }
             }
         }
         Ok(dropped)
@@ -606,8 +766,11 @@ impl LocalTables {
             return Ok(Vec::new());
         };
         let range = self
-            .ranges
-            .range_for_partition(table_id, &first.entity.partition_key)
+            .range_for_key(&trestle_engine::keys::partition_prefix(
+                table_id,
+                &first.entity.partition_key,
+            ))
+            .map_err(whole)?
             .id;
         self.ensure_leader(range).map_err(whole)?;
         let cmd = TableCommand {
@@ -626,18 +789,29 @@ impl LocalTables {
         }
     }
 
-    /// A snapshot of `range` holding every write committed before this call (this node must lead the
-    /// range), or `TableNotFound` if table `table_id` was dropped by then.
-    async fn read_snapshot(&self, range: u64, table_id: u64) -> Result<Box<dyn Snapshot + '_>> {
+    /// A snapshot of the range holding `key` with every write committed before this call (this node
+    /// must lead the range), with the range as it was when the snapshot was taken; `TableNotFound` if
+    /// table `table_id` was dropped by then.
+    async fn read_snapshot(
+        &self,
+        key: &[u8],
+        table_id: u64,
+    ) -> Result<(Box<dyn Snapshot + '_>, RangeDesc)> {
+        let range = self.range_for_key(key)?;
         if !planted::active(planted::Bug::StaleReads) {
-            self.ensure_leader(range)?;
-            self.read_index(range).await?;
+            self.ensure_leader(range.id)?;
+            self.read_index(range.id).await?;
         }
         let snapshot = self.raft.engine().snapshot();
-        if query::is_dropped(&*snapshot, table_id)? {
+        // The range may have split while the read index was taken: read within what it holds now.
+        let range = match self.ranges.get(range.id) {
+            Some(now) if now.contains(key) => now,
+            _ => return Err(no_range(&crate::ranges::describe_key(key))),
+        };
+        if query::is_dropped(&*snapshot, table_id, &range.start)? {
             return Err(Error::from_code(ErrorCode::TableNotFound));
         }
-        Ok(snapshot)
+        Ok((snapshot, range))
     }
 
     /// A linearizable point read; `ResourceNotFound` if the entity does not exist.
@@ -649,21 +823,27 @@ impl LocalTables {
         row_key: &str,
     ) -> Result<Entity> {
         self.with_table_id(account, table, |id| async move {
-            let range = self.ranges.range_for_partition(id, partition_key).id;
-            let snapshot = self.read_snapshot(range, id).await?;
+            let key = trestle_engine::keys::partition_prefix(id, partition_key);
+            let (snapshot, _) = self.read_snapshot(&key, id).await?;
             query::get_entity(&*snapshot, id, partition_key, row_key)?
                 .ok_or_else(|| Error::from_code(ErrorCode::ResourceNotFound))
         })
         .await
     }
 
-    /// One page of a query, from one snapshot of the range that holds the table.
+    /// One page of a query, from one snapshot of the range that holds the query's first key. A table
+    /// that spans ranges is read range by range: a page ends at its range's end with a continuation
+    /// into the next (see `query`).
     pub async fn query(&self, account: &str, table: &str, spec: QuerySpec) -> Result<QueryPage> {
         let spec = &spec;
         self.with_table_id(account, table, |id| async move {
-            let range = self.ranges.range_for_table(id).id;
-            let snapshot = self.read_snapshot(range, id).await?;
-            query::query_page(&*snapshot, id, spec)
+            let first = query::first_key(id, spec);
+            let (snapshot, range) = self.read_snapshot(&first, id).await?;
+            let within = query::Within {
+                start: &range.start,
+                end: range.end.as_deref(),
+            };
+            query::query_page_with_budget(&*snapshot, id, spec, query::SCAN_BUDGET, within)
         })
         .await
     }

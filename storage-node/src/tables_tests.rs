@@ -21,21 +21,21 @@ impl Cluster {
     /// Three nodes, two data ranges; node 1 leads every group.
     async fn start() -> Cluster {
         let net = Arc::new(MemoryNetwork::new());
-        let ranges = RangeMap::initial(2, vec![1, 2, 3]);
+        let layout = crate::ranges::RangeMap::initial(2, vec![1, 2, 3]);
         let mut nodes = Vec::new();
         for id in 1..=3 {
             let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+            let ranges = Arc::new(Ranges::default());
+            let locks = crate::locks::LockHost::new(Arc::new(crate::clock::SystemClock::default()));
+            let host = Arc::new(NodeHost::new(ranges.clone(), locks));
             let raft = Arc::new(
-                RaftNode::start(id, engine, net.transport(id), Config::for_test()).unwrap(),
+                RaftNode::start(id, engine, net.transport(id), Config::for_test(), host).unwrap(),
             );
             net.register(id, raft.mailbox());
-            for (desc, sm) in state_machines(
-                &ranges,
-                crate::locks::LockHost::new(Arc::new(crate::clock::SystemClock::default())),
-            ) {
-                raft.create_group(desc, sm).await.unwrap();
+            for desc in layout.descs() {
+                raft.create_group(desc).await.unwrap();
             }
-            nodes.push(LocalTables::new(raft, ranges.clone()));
+            nodes.push(LocalTables::new(raft, ranges));
         }
         let cluster = Cluster { _net: net, nodes };
         for group in cluster.group_ids() {
@@ -45,7 +45,9 @@ impl Cluster {
     }
 
     fn group_ids(&self) -> Vec<u64> {
-        self.node(1).ranges().descs().iter().map(|d| d.id).collect()
+        std::iter::once(META_RANGE_ID)
+            .chain(self.node(1).ranges().data_ranges().iter().map(|r| r.id))
+            .collect()
     }
 
     fn node(&self, id: u64) -> &LocalTables {
@@ -314,7 +316,7 @@ async fn batches_are_validated_before_they_are_proposed() {
 async fn the_reaper_drops_tables_whose_range_another_node_leads() {
     let c = Cluster::start().await;
     let t = c.node(1).create_table("acct", &name("logs")).await.unwrap();
-    let range = c.node(1).ranges().range_for_table(t.id).id;
+    let range = c.node(1).ranges().range_for_table(t.id).unwrap().id;
     c.node(1)
         .write(
             "acct",
@@ -345,7 +347,14 @@ async fn the_reaper_drops_tables_whose_range_another_node_leads() {
     );
     assert_eq!(c.node(2).reap_dropped_tables().await.unwrap(), 1);
     assert_eq!(c.node(2).reap_dropped_tables().await.unwrap(), 0);
-    assert!(query::is_dropped(c.node(2).engine(), t.id).unwrap());
+    assert!(
+        query::is_dropped(
+            c.node(2).engine(),
+            t.id,
+            &c.node(2).ranges().range_for_table(t.id).unwrap().start
+        )
+        .unwrap()
+    );
 }
 
 #[tokio::test]

@@ -331,8 +331,9 @@ impl InProcessCluster {
                 .collect();
             groups.sort_unstable();
             groups.dedup();
+            // Splits only ever add groups to the bootstrap layout.
             let expected = self.configs[0].initial_ranges + 1;
-            let done = groups.len() == expected
+            let done = groups.len() >= expected
                 && groups.iter().all(|&g| {
                     let statuses: Vec<_> = running
                         .iter()

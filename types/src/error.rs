@@ -133,6 +133,8 @@ error_codes! {
     // Trestle's own codes, never sent over REST as such (the gateway retries or maps them).
     /// The replica that received the request is not the range's leader; the message names the leader if known.
     NotLeader = 503, "The replica is not the leader of the range.";
+    /// The range changed (split or merged) after the request was routed to it; nothing was applied.
+    RangeStale = 503, "The range changed after the request was routed; nothing was applied.";
     /// A data integrity check (crc32) failed; the value is never served.
     DataCorrupted = 500, "Stored data failed its integrity check.";
     /// A write carried a fencing token lower than one the range has already seen for that lock.

@@ -358,6 +358,7 @@ impl Admin for FakeAdmin {
             range_id: 1,
             leader_node_id: 1,
             leader_grpc_addr: self.leader.clone(),
+            range: None,
         }))
     }
 
@@ -373,5 +374,12 @@ impl Admin for FakeAdmin {
         _: Request<apb::LocksRequest>,
     ) -> Result<Response<apb::LocksResponse>, Status> {
         Err(Status::unimplemented("locks"))
+    }
+
+    async fn split_range(
+        &self,
+        _: Request<apb::SplitRangeRequest>,
+    ) -> Result<Response<apb::SplitRangeResponse>, Status> {
+        Err(Status::unimplemented("split"))
     }
 }

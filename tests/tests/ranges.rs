@@ -1,0 +1,299 @@
+//! Ranges that split under load, on in-process clusters (the full node code on memory engines): a hot
+//! table cut into several ranges while writers insert and readers page through it, queries and
+//! continuations that cross range boundaries, point operations and batches routed to the right half,
+//! the leader killed in the middle of a split, and split ranges surviving restarts.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use trestle_client::{QueryBuilder, TableClient};
+use trestle_engine::keys;
+use trestle_storage_node::ranges::RangeDesc;
+use trestle_testkit::{InProcessCluster, eventually};
+use trestle_types::{Entity, IfMatch, Value, WriteKind, WriteOp};
+
+const ACCOUNT: &str = "devstoreaccount1";
+
+fn entity(pk: &str, rk: &str, n: i64) -> Entity {
+    Entity::new(pk, rk).with("n", Value::Int64(n))
+}
+
+/// Every data range holding a key of `table`, as node `id` sees it, in key order.
+async fn ranges_of(c: &InProcessCluster, id: u64, table: &str) -> Vec<RangeDesc> {
+    let local = c.node(id).tables().local();
+    // The catalog lookup needs a meta leader, which an election may be choosing right now.
+    let table_id = eventually(Duration::from_secs(10), || async {
+        local.table_id(ACCOUNT, table).await.ok()
+    })
+    .await
+    .unwrap_or_else(|| panic!("node {id} finds table {table}"));
+    local.ranges().ranges_of_table(table_id)
+}
+
+/// Splits the range holding partition `pk` of `table` at that partition, through node `via`.
+async fn split_at(c: &InProcessCluster, via: u64, table: &str, pk: &str) -> (RangeDesc, RangeDesc) {
+    let tables = c.node(via).tables();
+    let range = tables
+        .local()
+        .range_of_partition(ACCOUNT, table, pk)
+        .await
+        .unwrap();
+    let table_id = tables.local().table_id(ACCOUNT, table).await.unwrap();
+    tables
+        .split_range(range.id, Some(keys::partition_prefix(table_id, pk)))
+        .await
+        .unwrap_or_else(|e| panic!("split at {pk}: {e}"))
+}
+
+/// The row keys of one full scan of `table`, page by page (`page_size` entities each).
+async fn scan(client: &TableClient, table: &str, page_size: u32) -> Vec<String> {
+    let t = client.table(table);
+    let mut stream = t.query(QueryBuilder::new().page_size(page_size));
+    let mut keys = Vec::new();
+    while let Some(e) = stream.next().await {
+        let e = e.unwrap_or_else(|e| panic!("scan of {table}: {e}"));
+        keys.push(format!("{}/{}", e.partition_key, e.row_key));
+    }
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r01_splits_under_writes_and_scans_lose_nothing_and_scans_see_each_entity_once() {
+    let c = InProcessCluster::start(2).await.unwrap();
+    let client = c.client().await.unwrap();
+    client.create_table("hot").await.unwrap();
+    let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (client, acked, stop) = (client.clone(), acked.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let t = client.table("hot");
+            let mut i = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let pk = format!("p{:03}", (i * 7 + w * 13) % 200);
+                let rk = format!("w{w}-{i:06}");
+                // A write that fails is not acknowledged; only acknowledged ones are checked.
+                if t.insert(entity(&pk, &rk, i)).await.is_ok() {
+                    acked.lock().unwrap().insert(format!("{pk}/{rk}"));
+                }
+                i += 1;
+            }
+        }));
+    }
+    let scanner = {
+        let (client, acked, stop) = (client.clone(), acked.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut scans = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let before: BTreeSet<String> = acked.lock().unwrap().clone();
+                let keys = scan(&client, "hot", 97).await;
+                let mut sorted = keys.clone();
+                sorted.sort();
+                sorted.dedup();
+                assert_eq!(keys, sorted, "a scan repeated or reordered entities");
+                let seen: BTreeSet<String> = keys.into_iter().collect();
+                let missing: Vec<_> = before.difference(&seen).take(5).collect();
+                assert!(
+                    missing.is_empty(),
+                    "a scan missed acknowledged writes: {missing:?}"
+                );
+                scans += 1;
+            }
+            scans
+        })
+    };
+    // Let data accumulate, then cut the table four times while the load runs: at chosen partitions
+    // and at the middle of a range's data.
+    let grown = eventually(Duration::from_secs(30), || async {
+        (acked.lock().unwrap().len() > 400).then_some(())
+    })
+    .await;
+    assert!(grown.is_some(), "the writers made progress");
+    split_at(&c, 1, "hot", "p050").await;
+    split_at(&c, 2, "hot", "p150").await;
+    split_at(&c, 3, "hot", "p100").await;
+    let ranges = ranges_of(&c, 1, "hot").await;
+    let (left, right) = c
+        .node(1)
+        .tables()
+        .split_range(ranges[0].id, None)
+        .await
+        .unwrap();
+    let table_id = c
+        .node(1)
+        .tables()
+        .local()
+        .table_id(ACCOUNT, "hot")
+        .await
+        .unwrap();
+    assert!(right.start > left.start && keys::is_split_key(&right.start));
+    assert!(right.start.starts_with(&keys::table_prefix(table_id)));
+    let written = acked.lock().unwrap().len();
+    let more = eventually(Duration::from_secs(30), || async {
+        (acked.lock().unwrap().len() > written + 200).then_some(())
+    })
+    .await;
+    assert!(more.is_some(), "writes go on after the splits");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let scans = scanner.await.unwrap();
+    assert!(scans > 0, "the scanner completed scans");
+
+    // Every node routes by the same five ranges of the table, each with one leader.
+    for id in 1..=3 {
+        let found = eventually(Duration::from_secs(10), || async {
+            (ranges_of(&c, id, "hot").await.len() == 5).then_some(())
+        })
+        .await;
+        assert!(
+            found.is_some(),
+            "node {id}: {:?}",
+            ranges_of(&c, id, "hot").await
+        );
+    }
+    for r in ranges_of(&c, 1, "hot").await {
+        assert!(
+            c.leader_of(r.id).await.is_some(),
+            "range {} has a leader",
+            r.id
+        );
+    }
+    // Nothing acknowledged is lost; a final scan sees exactly what was written, once each.
+    let acked = acked.lock().unwrap().clone();
+    let seen: Vec<String> = scan(&client, "hot", 1000).await;
+    let seen_set: BTreeSet<String> = seen.iter().cloned().collect();
+    assert_eq!(seen.len(), seen_set.len(), "no entity twice");
+    let lost: Vec<_> = acked.difference(&seen_set).take(5).collect();
+    assert!(lost.is_empty(), "lost acknowledged writes: {lost:?}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r02_point_operations_batches_and_filters_reach_the_half_that_holds_the_key() {
+    let mut c = InProcessCluster::start(1).await.unwrap();
+    let client = c.client().await.unwrap();
+    client.create_table("tee").await.unwrap();
+    let t = client.table("tee");
+    for pk in ["a", "m", "z"] {
+        for i in 0..3 {
+            t.insert(entity(pk, &format!("r{i}"), i)).await.unwrap();
+        }
+    }
+    let (left, right) = split_at(&c, 2, "tee", "m").await;
+    assert_eq!(left.epoch.version, 2);
+    assert_eq!(right.epoch.version, 2);
+    assert_ne!(left.id, right.id);
+    // Point reads and conditional writes on both sides of the cut.
+    let a = t.get("a", "r1").await.unwrap();
+    let m = t.get("m", "r1").await.unwrap();
+    let etag = |e: &Entity| IfMatch::ETag(trestle_types::ETag(e.timestamp.unwrap()));
+    t.replace(entity("a", "r1", 10), etag(&a)).await.unwrap();
+    t.replace(entity("m", "r1", 10), etag(&m)).await.unwrap();
+    // An entity group transaction in the new range.
+    let ops = (3..6)
+        .map(|i| WriteOp {
+            kind: WriteKind::Insert,
+            entity: entity("z", &format!("r{i}"), i),
+            if_match: IfMatch::None,
+        })
+        .collect();
+    t.batch(ops).await.unwrap();
+    // Filters that select a partition on either side, and one that spans the cut.
+    let count = |filter: &'static str| {
+        let t = client.table("tee");
+        async move {
+            t.query(QueryBuilder::new().filter(filter))
+                .collect::<Vec<_>>()
+                .await
+                .len()
+        }
+    };
+    assert_eq!(count("PartitionKey eq 'a'").await, 3);
+    assert_eq!(count("PartitionKey eq 'z'").await, 6);
+    assert_eq!(count("PartitionKey ge 'a' and n ge 1").await, 9);
+    // Splits survive a restart of every node: the ranges come back from each node's own store.
+    for id in 1..=3 {
+        c.stop(id).await;
+        c.restart(id).await.unwrap();
+    }
+    let after = ranges_of(&c, 1, "tee").await;
+    assert_eq!(after, vec![left.clone(), right.clone()]);
+    assert_eq!(
+        t.get("z", "r5").await.unwrap().properties["n"],
+        Value::Int64(5)
+    );
+    assert_eq!(count("n ge 0").await, 12);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r03_killing_the_leader_in_the_middle_of_a_split_converges_with_nothing_lost() {
+    let mut c = InProcessCluster::start(1).await.unwrap();
+    let client = c.client().await.unwrap();
+    client.create_table("kay").await.unwrap();
+    let t = client.table("kay");
+    for i in 0..60 {
+        t.insert(entity(&format!("p{:02}", i % 20), &format!("r{i}"), i))
+            .await
+            .unwrap();
+    }
+    let range = ranges_of(&c, 1, "kay").await[0].clone();
+    let leader = c.leader_of(range.id).await.unwrap();
+    let table_id = c
+        .node(leader)
+        .tables()
+        .local()
+        .table_id(ACCOUNT, "kay")
+        .await
+        .unwrap();
+    // Propose the split and crash its leader at once: the split may or may not commit.
+    let tables = c.node(leader).tables().clone();
+    let split = tokio::spawn(async move {
+        tables
+            .split_range(range.id, Some(keys::partition_prefix(table_id, "p10")))
+            .await
+    });
+    tokio::task::yield_now().await;
+    c.crash(leader).await;
+    let _ = split.await;
+    // The survivors agree on the table's ranges (split or not), each with one leader, and serve.
+    let survivors: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut views = Vec::new();
+        for &id in &survivors {
+            views.push(ranges_of(&c, id, "kay").await);
+        }
+        if views.windows(2).all(|w| w[0] == w[1]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the survivors disagree: {views:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    t.insert(entity("p15", "after", 1)).await.unwrap();
+    c.restart(leader).await.unwrap();
+    let expected = ranges_of(&c, survivors[0], "kay").await;
+    let caught_up = eventually(Duration::from_secs(20), || async {
+        (ranges_of(&c, leader, "kay").await == expected).then_some(())
+    })
+    .await;
+    assert!(caught_up.is_some(), "the restarted node follows the split");
+    for r in &expected {
+        assert!(c.leader_of(r.id).await.is_some());
+    }
+    let all: Vec<_> = t.query(QueryBuilder::new()).collect().await;
+    assert_eq!(all.len(), 61, "every acknowledged write is there, once");
+    // And a split after the crash works wherever the leaders now are.
+    split_at(&c, leader, "kay", "p05").await;
+    let all: Vec<_> = t.query(QueryBuilder::new().page_size(7)).collect().await;
+    assert_eq!(all.len(), 61);
+    c.shutdown().await;
+}
