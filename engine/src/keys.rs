@@ -317,6 +317,15 @@ pub fn is_split_key(key: &[u8]) -> bool {
     }
 }
 
+/// The first key of the partition holding data key `key` (or of its table, for a key that is no
+/// entity's): always a key a range may start at.
+pub fn partition_start_of(key: &[u8]) -> Vec<u8> {
+    match decode_data_key(key) {
+        Some((table, pk, _)) => partition_prefix(table, &pk),
+        None => key.get(..8).unwrap_or(key).to_vec(),
+    }
+}
+
 /// Whether a `Cf::Data` key is one of a range's records about a table (a dropped marker or a fence,
 /// at the table prefix or at a partition anchor) rather than an entity. Such keys never decode as
 /// entities: the anchors end where an escaped RowKey would start, and `0x00 0x00` starts no escape.

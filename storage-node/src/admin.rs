@@ -35,6 +35,8 @@ pub struct AdminService {
     pub(crate) peer_tls: trestle_replication::grpc::PeerTls,
     pub(crate) locks: Arc<crate::locks::LockHost>,
     pub(crate) leadership: Arc<crate::lock_api::Leadership>,
+    /// What this node's range scheduler last did (while it is the partition manager).
+    pub(crate) scheduler: Arc<crate::scheduler::Activity>,
 }
 
 impl AdminService {
@@ -72,11 +74,21 @@ impl Admin for AdminService {
                     last_index: g.last_index,
                     matched_index: 0,
                 }];
+                let local = self.tables.local();
+                let stats = local.ranges().stats(g.group);
+                let desc = g
+                    .desc
+                    .as_ref()
+                    .and_then(crate::ranges::RangeDesc::from_group);
                 RangeStatus {
                     range_id: g.group,
                     span: self.tables.describe_range(g.group),
                     leader_node_id: g.leader.unwrap_or_default(),
                     replicas,
+                    approximate_bytes: stats.bytes(),
+                    writes: stats.writes(),
+                    reads: stats.reads(),
+                    desc: desc.as_ref().map(crate::splits::descriptor_to_proto),
                 }
             })
             .collect();
@@ -93,6 +105,7 @@ impl Admin for AdminService {
                 })
                 .collect(),
             ranges,
+            scheduler: self.scheduler.last().unwrap_or_default(),
         }))
     }
 
@@ -222,10 +235,10 @@ impl Admin for AdminService {
                     .map_err(to_status)?;
                 (
                     range.id,
-                    Some(trestle_engine::keys::partition_prefix(table, pk)),
+                    crate::splits::SplitAt::Key(trestle_engine::keys::partition_prefix(table, pk)),
                 )
             }
-            None => (req.range_id, None),
+            None => (req.range_id, crate::splits::SplitAt::MiddleOfData),
         };
         let (left, right) = self
             .tables

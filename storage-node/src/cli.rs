@@ -313,7 +313,7 @@ pub fn render_table(first: &StatusResponse, views: &[(u64, Option<StatusResponse
             if up { "up" } else { "unreachable" }
         );
     }
-    out += "\nRANGE SPAN                          NODE  ROLE        TERM   COMMIT   APPLIED  LAST     LAG\n";
+    out += "\nRANGE SPAN                          NODE  ROLE        TERM   COMMIT   APPLIED  LAST     LAG    SIZE       OPS\n";
     let mut rows: BTreeMap<(u64, u64), String> = BTreeMap::new();
     for (_, view) in views {
         let Some(view) = view else { continue };
@@ -323,7 +323,7 @@ pub fn render_table(first: &StatusResponse, views: &[(u64, Option<StatusResponse
                 rows.insert(
                     (r.range_id, rep.node_id),
                     format!(
-                        "{:<5} {:<29} {:<5} {:<11} {:<6} {:<8} {:<8} {:<8} {}\n",
+                        "{:<5} {:<29} {:<5} {:<11} {:<6} {:<8} {:<8} {:<8} {:<6} {:<10} {}\n",
                         r.range_id,
                         r.span,
                         rep.node_id,
@@ -332,7 +332,9 @@ pub fn render_table(first: &StatusResponse, views: &[(u64, Option<StatusResponse
                         rep.commit_index,
                         rep.applied_index,
                         rep.last_index,
-                        lag
+                        lag,
+                        human_bytes(r.approximate_bytes),
+                        r.writes + r.reads
                     ),
                 );
             }
@@ -341,7 +343,50 @@ pub fn render_table(first: &StatusResponse, views: &[(u64, Option<StatusResponse
     for line in rows.values() {
         out += line;
     }
+    // Ranges and leaders per node, as the nodes report them.
+    out += "\nNODE  REPLICAS LEADERS   BYTES LED\n";
+    for (node, view) in views {
+        let Some(view) = view else { continue };
+        let leads = |r: &&trestle_proto::admin::RangeStatus| r.leader_node_id == *node;
+        out += &format!(
+            "{:<5} {:<8} {:<9} {}\n",
+            node,
+            view.ranges.len(),
+            view.ranges.iter().filter(leads).count(),
+            human_bytes(
+                view.ranges
+                    .iter()
+                    .filter(leads)
+                    .map(|r| r.approximate_bytes)
+                    .sum()
+            )
+        );
+    }
+    if let Some(last) = views
+        .iter()
+        .filter_map(|(_, v)| v.as_ref())
+        .map(|v| v.scheduler.as_str())
+        .find(|s| !s.is_empty())
+    {
+        out += &format!("\nrange scheduler: {last}\n");
+    }
     out
+}
+
+/// `1.5 MiB`-style sizes.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 fn render_json(first: &StatusResponse, views: &[(u64, Option<StatusResponse>)]) -> String {
@@ -362,10 +407,17 @@ fn render_json(first: &StatusResponse, views: &[(u64, Option<StatusResponse>)]) 
                     "range": r.range_id, "span": r.span, "leader": r.leader_node_id, "node": rep.node_id,
                     "role": rep.role, "term": rep.term, "commit": rep.commit_index,
                     "applied": rep.applied_index, "last": rep.last_index,
+                    "bytes": r.approximate_bytes, "writes": r.writes, "reads": r.reads,
+                    "version": r.desc.as_ref().map(|d| d.version),
                 }));
             }
         }
     }
-    serde_json::json!({"cluster": first.cluster_id, "nodes": nodes, "replicas": replicas})
+    let scheduler = views
+        .iter()
+        .filter_map(|(_, v)| v.as_ref())
+        .map(|v| v.scheduler.clone())
+        .find(|s| !s.is_empty());
+    serde_json::json!({"cluster": first.cluster_id, "nodes": nodes, "replicas": replicas, "scheduler": scheduler})
         .to_string()
 }

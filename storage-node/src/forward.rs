@@ -25,7 +25,7 @@ use trestle_types::{
 
 use crate::grpc_auth::Secrets;
 use crate::ranges::RangeDesc;
-use crate::splits::{descriptor_from_proto, descriptor_to_proto};
+use crate::splits::{SplitAt, descriptor_from_proto, descriptor_to_proto};
 use crate::tables::LocalTables;
 
 /// Metadata entry marking a request that another node forwarded.
@@ -210,14 +210,18 @@ pub async fn allocate_range_id(c: Link) -> Result<u64> {
 pub async fn split_range(
     c: Link,
     range: u64,
-    key: Option<Vec<u8>>,
+    at: &SplitAt,
     new_range_id: u64,
 ) -> Result<(RangeDesc, RangeDesc)> {
     let req = npb::SplitRangeRequest {
         range_id: range,
-        key,
+        key: match at {
+            SplitAt::Key(k) => Some(k.clone()),
+            _ => None,
+        },
         new_range_id,
         version: None,
+        by_load: *at == SplitAt::MiddleOfLoad,
     };
     let resp = c
         .node()
@@ -568,9 +572,14 @@ impl NodeForward for NodeForwardService {
     ) -> Result<Response<npb::SplitRangeResponse>, Status> {
         self.secrets.require_peer(r.metadata())?;
         let r = r.into_inner();
+        let at = match (r.key, r.by_load) {
+            (Some(key), _) => SplitAt::Key(key),
+            (None, false) => SplitAt::MiddleOfData,
+            (None, true) => SplitAt::MiddleOfLoad,
+        };
         let (left, right) = self
             .local
-            .split_range(r.range_id, r.key, r.new_range_id, r.version)
+            .split_range(r.range_id, &at, r.new_range_id, r.version)
             .await
             .map_err(to_status)?;
         Ok(Response::new(npb::SplitRangeResponse {

@@ -142,7 +142,7 @@ impl Node {
         let locks = crate::locks::LockHost::load(&*engine, clock)
             .map_err(|e| anyhow::anyhow!("loading the lock manager's state: {e}"))?;
         let ranges = Arc::new(Ranges::default());
-        let host = Arc::new(NodeHost::new(ranges.clone(), locks.clone()));
+        let host = Arc::new(NodeHost::new(ranges.clone(), locks.clone(), engine.clone()));
         let raft = Arc::new(RaftNode::start(
             cfg.node_id,
             engine.clone(),
@@ -207,7 +207,9 @@ impl Node {
             Duration::from_millis(cfg.request_timeout_ms),
             leadership.clone(),
         );
+        let scheduler = Arc::new(crate::scheduler::Activity::default());
         let admin = AdminService {
+            scheduler: scheduler.clone(),
             cluster_id: cluster_id.clone(),
             raft: raft.clone(),
             peers: cfg.peers.clone(),
@@ -272,6 +274,13 @@ impl Node {
             lock_service.clone(),
             tables.clone(),
             role_tx,
+            shutdown.subscribe(),
+        )));
+        servers.push(tokio::spawn(crate::scheduler::run(
+            tables.clone(),
+            cfg.partition_manager.scheduler(),
+            scheduler.clone(),
+            partition_manager.clone(),
             shutdown.subscribe(),
         )));
         if cfg.partition_manager.balance_leaders {

@@ -8,10 +8,10 @@
 //! leader could expire the lease and hand the lock on). When that node dies or is cut off, its lease
 //! expires and the next node to try gets the lock with a higher fencing token.
 //!
-//! Chores today: reaping the entities of deleted tables whose drop could not run at delete time
-//! ([`ClusterTableService::reap_dropped_tables`]), and balancing range leaders across the nodes
-//! (`balance`, on unless [`Config::balance_leaders`] is off). The range scheduler of the scale-out work
-//! will live here.
+//! Chores: reaping the entities of deleted tables whose drop could not run at delete time
+//! ([`ClusterTableService::reap_dropped_tables`]), balancing range leaders across the nodes
+//! (`balance`, on unless [`Config::balance_leaders`] is off), and splitting ranges that grew too big
+//! or too busy (`scheduler`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +42,13 @@ pub struct Config {
     pub balance_leaders: bool,
     /// How often the partition manager looks at where the leaders are.
     pub balance_interval_ms: u64,
+    /// Split a data range whose keys and values exceed this many bytes (0: never by size).
+    pub split_bytes: u64,
+    /// Split a data range serving more than this many operations per second (0: never by load).
+    /// CockroachDB's default load threshold is 2,500 QPS.
+    pub split_load_ops: u64,
+    /// How often the range scheduler looks at range sizes and loads (at most one split a round).
+    pub schedule_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -49,6 +56,9 @@ impl Default for Config {
         Config {
             balance_leaders: true,
             balance_interval_ms: 5_000,
+            split_bytes: 64 << 20,
+            split_load_ops: 2_500,
+            schedule_interval_ms: 10_000,
         }
     }
 }
@@ -60,7 +70,21 @@ impl Config {
                 "partition-manager.balance-interval-ms must be between 100 and 3600000".into(),
             );
         }
+        if !(100..=3_600_000).contains(&self.schedule_interval_ms) {
+            return Err(
+                "partition-manager.schedule-interval-ms must be between 100 and 3600000".into(),
+            );
+        }
         Ok(())
+    }
+
+    /// The range scheduler's settings.
+    pub fn scheduler(&self) -> crate::scheduler::Config {
+        crate::scheduler::Config {
+            split_bytes: self.split_bytes,
+            split_load_ops: self.split_load_ops,
+            schedule_interval: Duration::from_millis(self.schedule_interval_ms),
+        }
     }
 
     pub fn balance_interval(&self) -> Duration {

@@ -19,9 +19,10 @@
 //! state of the range itself (its own log splits it; see `trestle_replication`), and [`Ranges`] is a
 //! node's live view: every hosted replica's descriptor as its log last set it, updated as entries apply.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
-use std::sync::{PoisonError, RwLock};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use trestle_engine::{Cf, keys};
 use trestle_replication::{Epoch, GroupDesc, Span};
@@ -229,12 +230,102 @@ impl RangeMap {
     }
 }
 
+/// How many recently used partition keys a range keeps for choosing a load-based split point.
+pub const LOAD_SAMPLES: usize = 256;
+/// One request in this many is sampled.
+const SAMPLE_EVERY: u64 = 4;
+
+/// What one replica knows about its range's size and load. Not replicated state: each replica counts
+/// for itself (the leader's counts are the ones the partition manager uses).
+#[derive(Debug, Default)]
+pub struct RangeStats {
+    /// Bytes of keys and values in the range's span: counted from the engine when the replica starts
+    /// or its span changes, then kept current by every applied write.
+    bytes: AtomicI64,
+    /// Write operations applied (cumulative).
+    writes: AtomicU64,
+    /// Reads served as leader (cumulative).
+    reads: AtomicU64,
+    /// Requests recorded (for sampling).
+    recorded: AtomicU64,
+    /// The first keys of recently used partitions (sampled), newest last.
+    samples: Mutex<VecDeque<Vec<u8>>>,
+}
+
+impl RangeStats {
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    /// Starts counting the range's bytes from scratch (the caller adds what it counts).
+    pub fn reset_bytes(&self) {
+        self.bytes.store(0, Ordering::Relaxed);
+    }
+
+    pub fn add_bytes(&self, delta: i64) {
+        self.bytes.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    pub fn add_writes(&self, n: u64) {
+        self.writes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts one request on `partition` (its first key) and samples it now and then.
+    pub fn record(&self, partition: &[u8], read: bool) {
+        if read {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+        }
+        if self
+            .recorded
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(SAMPLE_EVERY)
+        {
+            let mut samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
+            if samples.len() >= LOAD_SAMPLES {
+                samples.pop_front();
+            }
+            samples.push_back(partition.to_vec());
+        }
+    }
+
+    /// The sampled partition that splits recent requests about in half: the median sample, if it lies
+    /// strictly after `start` (a range made of one hot partition cannot be split by load).
+    pub fn load_split_key(&self, start: &[u8]) -> Option<Vec<u8>> {
+        let samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut keys: Vec<&Vec<u8>> = samples.iter().collect();
+        keys.sort();
+        let median = keys.get(keys.len() / 2)?;
+        if median.as_slice() > start {
+            return Some(median.to_vec());
+        }
+        keys.into_iter().find(|k| k.as_slice() > start).cloned()
+    }
+
+    /// Forgets the samples (the span changed: they may lie in the other half).
+    pub fn clear_samples(&self) {
+        self.samples
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
 /// A node's live view of the data ranges (see the module docs): what its replicas' logs say, so it
 /// follows splits the moment they apply here.
 #[derive(Debug, Default)]
 pub struct Ranges {
     /// Data ranges by start key.
     by_start: RwLock<BTreeMap<Vec<u8>, RangeDesc>>,
+    /// Size and load per range this node hosts.
+    stats: RwLock<HashMap<u64, Arc<RangeStats>>>,
 }
 
 impl Ranges {
@@ -272,6 +363,28 @@ impl Ranges {
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         map.retain(|_, r| r.id != id);
+        self.stats
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+    }
+
+    /// The size and load counters of range `id` (created on first use).
+    pub fn stats(&self, id: u64) -> Arc<RangeStats> {
+        if let Some(s) = self
+            .stats
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+        {
+            return s.clone();
+        }
+        self.stats
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(id)
+            .or_default()
+            .clone()
     }
 
     /// The data range holding `key` of `Cf::Data`, if this node knows one.

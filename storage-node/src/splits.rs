@@ -14,6 +14,17 @@ use crate::cluster::{ClusterTableService, FORWARDED, Retry};
 use crate::forward;
 use crate::ranges::RangeDesc;
 
+/// Where a split cuts its range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SplitAt {
+    /// At this key (the first key of a table or of a partition), in whichever range holds it.
+    Key(Vec<u8>),
+    /// At the partition boundary nearest the middle of the range's bytes.
+    MiddleOfData,
+    /// At the median of the partitions the range's recent requests used.
+    MiddleOfLoad,
+}
+
 /// The partition boundary nearest the middle of `range`'s data (by bytes of keys and values), or
 /// `None` when the range holds fewer than two partitions (nothing to cut between).
 pub fn middle_key(view: &dyn Snapshot, range: &RangeDesc) -> Result<Option<Vec<u8>>> {
@@ -89,14 +100,10 @@ pub fn descriptor_from_proto(r: &apb::RangeDescriptor) -> RangeDesc {
 }
 
 impl ClusterTableService {
-    /// Splits range `range` at `key` (or, without one, at the partition boundary nearest the middle of
-    /// its data) wherever the range's leader is; returns the two halves.
-    pub async fn split_range(
-        &self,
-        range: u64,
-        key: Option<Vec<u8>>,
-    ) -> Result<(RangeDesc, RangeDesc)> {
-        if let Some(k) = &key
+    /// Splits range `range` (or, for [`SplitAt::Key`], whichever range holds the key) wherever its
+    /// leader is; returns the two halves.
+    pub async fn split_range(&self, range: u64, at: SplitAt) -> Result<(RangeDesc, RangeDesc)> {
+        if let SplitAt::Key(k) = &at
             && !keys::is_split_key(k)
         {
             return Err(Error::invalid_input(
@@ -116,8 +123,8 @@ impl ClusterTableService {
             .await?;
         let split = self.route(
             Retry::RefusalsOnly,
-            || local.split_range(range, key.clone(), new_id, None),
-            |c| forward::split_range(c, range, key.clone(), new_id),
+            || local.split_range(range, &at, new_id, None),
+            |c| forward::split_range(c, range, &at, new_id),
         );
         let (left, right) = FORWARDED.scope(false, split).await?;
         tracing::info!(

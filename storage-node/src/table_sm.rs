@@ -45,9 +45,11 @@ use trestle_proto::table as pb;
 use trestle_replication::{ApplyError, GroupDesc, Span, StateMachine, planted};
 use trestle_types::{DateTime, Entity, Error, ErrorCode, IfMatch, WriteKind, WriteOp, limits};
 
+use std::sync::Arc;
+
 use crate::codec::{decode_entity, encode_entity};
 use crate::commands::{encode_result, error_result, write_op_from_proto};
-use crate::ranges::{RangeDesc, table_span};
+use crate::ranges::{RangeDesc, RangeStats, table_span};
 
 /// The message of a batch with more than 100 operations, as Azure words it (the index is Azure's: the
 /// 100th operation, 0-based).
@@ -82,9 +84,14 @@ pub fn check_batch_rules(ops: &[WriteOp]) -> Result<(), (usize, Error)> {
 }
 
 /// The state machine of one data range.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TableStateMachine {
     range: RangeDesc,
+    /// The range's size counters, and the engine to recount them from when the span changes.
+    stats: Arc<RangeStats>,
+    engine: Option<Arc<dyn Engine>>,
+    /// A drop deleted keys without counting them: recount before the next command.
+    recount: bool,
 }
 
 /// Why a command did not apply: a result for the proposer, or a fatal storage problem.
@@ -104,10 +111,57 @@ fn fail<T>(error: Error, index: Option<usize>) -> Result<T, Failure> {
 }
 
 impl TableStateMachine {
-    /// The state machine of `range` (it only ever touches keys inside the range's span).
+    /// The state machine of `range` (it only ever touches keys inside the range's span), counting
+    /// nothing (tests).
     pub fn new(range: &RangeDesc) -> Self {
         TableStateMachine {
             range: range.clone(),
+            stats: Arc::default(),
+            engine: None,
+            recount: false,
+        }
+    }
+
+    /// The state machine of `range` on a node, keeping `stats` current (counted from `engine` now).
+    pub fn with_stats(range: &RangeDesc, stats: Arc<RangeStats>, engine: Arc<dyn Engine>) -> Self {
+        let sm = TableStateMachine {
+            range: range.clone(),
+            stats,
+            engine: Some(engine),
+            recount: false,
+        };
+        sm.recount_bytes();
+        sm
+    }
+
+    /// Counts the span's bytes afresh, off the driver thread: writes applied from now on add their
+    /// deltas to the same counter, so the total is approximate only by the writes applied before the
+    /// counting thread takes its engine snapshot (a few milliseconds' worth).
+    fn recount_bytes(&self) {
+        let Some(engine) = self.engine.clone() else {
+            return;
+        };
+        self.stats.reset_bytes();
+        let (stats, start, end) = (
+            self.stats.clone(),
+            self.range.start.clone(),
+            self.range.end.clone(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name(format!("range-{}-size", self.range.id))
+            .spawn(move || {
+                let view = engine.snapshot();
+                let Ok(scan) = view.scan(Cf::Data, &start, end.as_deref()) else {
+                    return;
+                };
+                let mut total = 0i64;
+                for (k, v) in scan.flatten() {
+                    total += (k.len() + v.len()) as i64;
+                }
+                stats.add_bytes(total);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(range = self.range.id, error = %e, "cannot count the range's size");
         }
     }
 
@@ -135,7 +189,7 @@ impl TableStateMachine {
         &self,
         engine: &dyn Engine,
         cmd: TableCommand,
-    ) -> Result<(Kind, WriteBatch), Failure> {
+    ) -> Result<(Kind, WriteBatch, i64), Failure> {
         let table = cmd.table_id;
         if !self.range.overlaps_table(table) {
             return fail(self.stale(&format!("table {table:016x}")), None);
@@ -179,7 +233,7 @@ impl TableStateMachine {
                     None,
                 );
             }
-            return Ok((Kind::Done(true), self.drop_table(table)));
+            return Ok((Kind::Done(true), self.drop_table(table), 0));
         }
         if self.in_span(&marker) && read(engine, &marker)?.is_some() {
             return fail(Error::from_code(ErrorCode::TableNotFound), None);
@@ -195,20 +249,23 @@ impl TableStateMachine {
 
         let mut batch = WriteBatch::new();
         let mut results = Vec::with_capacity(ops.len());
+        let mut delta = 0i64;
         for (i, op) in ops.into_iter().enumerate() {
             let key = keys::data_key(table, &op.entity.partition_key, &op.entity.row_key);
             if !self.in_span(&key) {
                 return fail(self.stale("the entity's key"), None);
             }
-            let stored = self.stored_entity(engine, &key, &op.entity)?;
-            let response = apply_op(op, stored, DateTime(cmd.timestamp_ticks), &key, &mut batch)
-                .or_else(|e| fail(e, Some(i)))?;
+            let (stored, old_len) = self.stored_entity(engine, &key, &op.entity)?;
+            let (response, new_len) =
+                apply_op(op, stored, DateTime(cmd.timestamp_ticks), &key, &mut batch)
+                    .or_else(|e| fail(e, Some(i)))?;
+            delta += new_len as i64 - old_len as i64;
             results.push(response);
         }
         if let Some((key, token)) = fence {
             batch.put(Cf::Data, key, crate::codec::seal(&token.to_be_bytes()));
         }
-        Ok((Kind::Writes(WriteResults { results }), batch))
+        Ok((Kind::Writes(WriteResults { results }), batch, delta))
     }
 
     /// Deletes every key of `table` inside this range and leaves the dropped-table marker.
@@ -276,12 +333,12 @@ impl TableStateMachine {
         engine: &dyn Engine,
         key: &[u8],
         op: &Entity,
-    ) -> Result<Option<Entity>, Failure> {
+    ) -> Result<(Option<Entity>, usize), Failure> {
         let Some(bytes) = read(engine, key)? else {
-            return Ok(None);
+            return Ok((None, 0));
         };
         match decode_entity(&op.partition_key, &op.row_key, &bytes) {
-            Ok(e) => Ok(Some(e)),
+            Ok(e) => Ok((Some(e), key.len() + bytes.len())),
             Err(e) => Err(Failure::Fatal(ApplyError(format!(
                 "{}: range {} entity ({:?}, {:?}): {}",
                 e.code, self.range.id, op.partition_key, op.row_key, e.message
@@ -306,14 +363,15 @@ fn read(engine: &dyn Engine, key: &[u8]) -> Result<Option<Vec<u8>>, ApplyError> 
         .map_err(|e| ApplyError(format!("reading a data key: {e}")))
 }
 
-/// Checks one operation's condition against the stored entity and stages its write.
+/// Checks one operation's condition against the stored entity and stages its write; returns the
+/// response and the bytes the key and its new value take (0 after a delete).
 fn apply_op(
     op: WriteOp,
     stored: Option<Entity>,
     command_ts: DateTime,
     key: &[u8],
     batch: &mut WriteBatch,
-) -> Result<pb::WriteResponse, Error> {
+) -> Result<(pb::WriteResponse, usize), Error> {
     let must_exist = matches!(
         op.kind,
         WriteKind::Replace | WriteKind::Merge | WriteKind::Delete
@@ -335,10 +393,11 @@ fn apply_op(
     }
     if op.kind == WriteKind::Delete {
         batch.delete(Cf::Data, key.to_vec());
-        return Ok(pb::WriteResponse {
+        let response = pb::WriteResponse {
             etag_ticks: None,
             entity: None,
-        });
+        };
+        return Ok((response, 0));
     }
     let timestamp = match stored.as_ref().and_then(|s| s.timestamp) {
         Some(prev) => DateTime(command_ts.0.max(prev.0.saturating_add(1))),
@@ -353,11 +412,14 @@ fn apply_op(
     entity.timestamp = Some(timestamp);
     // The leader validated what the client sent; a merge can still push the result over the limits.
     entity.validate()?;
-    batch.put(Cf::Data, key.to_vec(), encode_entity(&entity));
-    Ok(pb::WriteResponse {
+    let value = encode_entity(&entity);
+    let len = key.len() + value.len();
+    batch.put(Cf::Data, key.to_vec(), value);
+    let response = pb::WriteResponse {
         etag_ticks: Some(timestamp.ticks()),
         entity: Some(pb::Entity::from(&entity)),
-    })
+    };
+    Ok((response, len))
 }
 
 impl StateMachine for TableStateMachine {
@@ -377,9 +439,17 @@ impl StateMachine for TableStateMachine {
                 ));
             }
         };
+        if std::mem::take(&mut self.recount) {
+            self.recount_bytes();
+        }
+        let drop = cmd.drop_table;
+        let ops = cmd.ops.len() as u64;
         match self.execute(engine, cmd) {
-            Ok((kind, writes)) => {
+            Ok((kind, writes, delta)) => {
                 batch.extend(writes);
+                self.stats.add_bytes(delta);
+                self.stats.add_writes(ops);
+                self.recount = drop;
                 Ok(encode_result(kind))
             }
             Err(Failure::Result(error, index)) => Ok(error_result(&error, index)),
@@ -396,9 +466,19 @@ impl StateMachine for TableStateMachine {
         self.copy_records_for_split(engine, batch, &right.start)
     }
 
+    fn on_snapshot_restored(&mut self, _engine: &dyn Engine) -> Result<(), ApplyError> {
+        self.recount_bytes();
+        Ok(())
+    }
+
     fn on_desc_changed(&mut self, desc: &GroupDesc) {
         if let Some(range) = RangeDesc::from_group(desc) {
+            let span_changed = range.start != self.range.start || range.end != self.range.end;
             self.range = range;
+            if span_changed {
+                self.stats.clear_samples();
+                self.recount_bytes();
+            }
         }
     }
 }

@@ -54,6 +54,7 @@ use crate::commands::{decode_result, outcomes, policy_to_proto, table_info, writ
 use crate::meta_sm::{self, MAX_ACCESS_POLICIES, MetaStateMachine};
 use crate::query;
 use crate::ranges::{META_RANGE_ID, RangeDesc, Ranges};
+use crate::splits::SplitAt;
 use crate::table_sm::{TableStateMachine, check_batch_rules, too_many_operations};
 
 /// The state machines of a node's replicas, and the node's live range view ([`Ranges`]) kept up to
@@ -61,18 +62,31 @@ use crate::table_sm::{TableStateMachine, check_batch_rules, too_many_operations}
 pub struct NodeHost {
     ranges: Arc<Ranges>,
     locks: Arc<crate::locks::LockHost>,
+    engine: Arc<dyn Engine>,
 }
 
 impl NodeHost {
-    pub fn new(ranges: Arc<Ranges>, locks: Arc<crate::locks::LockHost>) -> NodeHost {
-        NodeHost { ranges, locks }
+    pub fn new(
+        ranges: Arc<Ranges>,
+        locks: Arc<crate::locks::LockHost>,
+        engine: Arc<dyn Engine>,
+    ) -> NodeHost {
+        NodeHost {
+            ranges,
+            locks,
+            engine,
+        }
     }
 }
 
 impl GroupHost for NodeHost {
     fn state_machine(&self, desc: &GroupDesc) -> Box<dyn StateMachine> {
         match RangeDesc::from_group(desc) {
-            Some(range) => Box::new(TableStateMachine::new(&range)),
+            Some(range) => Box::new(TableStateMachine::with_stats(
+                &range,
+                self.ranges.stats(range.id),
+                self.engine.clone(),
+            )),
             None => Box::new(MetaStateMachine::with_locks(self.locks.clone())),
         }
     }
@@ -433,28 +447,28 @@ impl LocalTables {
         }
     }
 
-    /// Splits a range this node leads, into itself and a new range `new_id`: at `key` (the first key of
-    /// a table or of a partition), the range being whichever holds the key in this node's view; or,
-    /// without a key, range `range` at the partition boundary nearest the middle of its data. The split
+    /// Splits a range this node leads, into itself and a new range `new_id`: at a key (the first key
+    /// of a table or of a partition), the range being whichever holds the key in this node's view; or
+    /// range `range` at the middle of its data or of its recent load (see [`SplitAt`]). The split
     /// applies only if the range is still at `version` (default: as this node sees it now); nothing is
     /// copied. Splitting where a range already starts succeeds without a change (a retried split).
     pub async fn split_range(
         &self,
         range: u64,
-        key: Option<Vec<u8>>,
+        at: &SplitAt,
         new_id: u64,
         version: Option<u64>,
     ) -> Result<(RangeDesc, RangeDesc)> {
-        let current = match &key {
-            Some(key) => self.range_for_key(key)?,
-            None => self
+        let current = match at {
+            SplitAt::Key(key) => self.range_for_key(key)?,
+            _ => self
                 .ranges
                 .get(range)
                 .ok_or_else(|| no_range(&format!("range {range}")))?,
         };
         self.ensure_leader(current.id)?;
-        let key = match key {
-            Some(key) if key == current.start => {
+        let key = match at.clone() {
+            SplitAt::Key(key) if key == current.start => {
                 let left = self
                     .ranges
                     .data_ranges()
@@ -463,8 +477,16 @@ impl LocalTables {
                     .ok_or_else(|| no_range("the range before the split key"))?;
                 return Ok((left, current));
             }
-            Some(key) => key,
-            None => crate::splits::middle_key(&*self.raft.engine().snapshot(), &current)?
+            SplitAt::Key(key) => key,
+            SplitAt::MiddleOfData => {
+                crate::splits::middle_key(&*self.raft.engine().snapshot(), &current)?
+                    .ok_or_else(|| crate::splits::nothing_to_cut(current.id))?
+            }
+            SplitAt::MiddleOfLoad => self
+                .ranges
+                .stats(current.id)
+                .load_split_key(&current.start)
+                .filter(|k| current.contains(k))
                 .ok_or_else(|| crate::splits::nothing_to_cut(current.id))?,
         };
         if !trestle_engine::keys::is_split_key(&key) {
@@ -773,6 +795,10 @@ impl LocalTables {
             .map_err(whole)?
             .id;
         self.ensure_leader(range).map_err(whole)?;
+        self.ranges.stats(range).record(
+            &trestle_engine::keys::partition_prefix(table_id, &first.entity.partition_key),
+            false,
+        );
         let cmd = TableCommand {
             table_id,
             timestamp_ticks: self.next_timestamp(range).ticks(),
@@ -824,7 +850,8 @@ impl LocalTables {
     ) -> Result<Entity> {
         self.with_table_id(account, table, |id| async move {
             let key = trestle_engine::keys::partition_prefix(id, partition_key);
-            let (snapshot, _) = self.read_snapshot(&key, id).await?;
+            let (snapshot, range) = self.read_snapshot(&key, id).await?;
+            self.ranges.stats(range.id).record(&key, true);
             query::get_entity(&*snapshot, id, partition_key, row_key)?
                 .ok_or_else(|| Error::from_code(ErrorCode::ResourceNotFound))
         })
@@ -839,6 +866,9 @@ impl LocalTables {
         self.with_table_id(account, table, |id| async move {
             let first = query::first_key(id, spec);
             let (snapshot, range) = self.read_snapshot(&first, id).await?;
+            self.ranges
+                .stats(range.id)
+                .record(&trestle_engine::keys::partition_start_of(&first), true);
             let within = query::Within {
                 start: &range.start,
                 end: range.end.as_deref(),

@@ -27,7 +27,7 @@ impl Cluster {
             let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
             let ranges = Arc::new(Ranges::default());
             let locks = crate::locks::LockHost::new(Arc::new(crate::clock::SystemClock::default()));
-            let host = Arc::new(NodeHost::new(ranges.clone(), locks));
+            let host = Arc::new(NodeHost::new(ranges.clone(), locks, engine.clone()));
             let raft = Arc::new(
                 RaftNode::start(id, engine, net.transport(id), Config::for_test(), host).unwrap(),
             );

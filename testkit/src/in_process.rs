@@ -131,6 +131,9 @@ impl InProcessCluster {
                     ..NodeConfig::default()
                 };
                 cfg.partition_manager.balance_leaders = false;
+                // Ranges split only when a test asks (by hand, or by turning the scheduler on).
+                cfg.partition_manager.split_bytes = 0;
+                cfg.partition_manager.split_load_ops = 0;
                 configure(&mut cfg);
                 cfg
             })

@@ -11,6 +11,7 @@ use futures::StreamExt;
 use trestle_client::{QueryBuilder, TableClient};
 use trestle_engine::keys;
 use trestle_storage_node::ranges::RangeDesc;
+use trestle_storage_node::splits::SplitAt;
 use trestle_testkit::{InProcessCluster, eventually};
 use trestle_types::{Entity, IfMatch, Value, WriteKind, WriteOp};
 
@@ -42,7 +43,7 @@ async fn split_at(c: &InProcessCluster, via: u64, table: &str, pk: &str) -> (Ran
         .unwrap();
     let table_id = tables.local().table_id(ACCOUNT, table).await.unwrap();
     tables
-        .split_range(range.id, Some(keys::partition_prefix(table_id, pk)))
+        .split_range(range.id, SplitAt::Key(keys::partition_prefix(table_id, pk)))
         .await
         .unwrap_or_else(|e| panic!("split at {pk}: {e}"))
 }
@@ -119,7 +120,7 @@ async fn r01_splits_under_writes_and_scans_lose_nothing_and_scans_see_each_entit
     let (left, right) = c
         .node(1)
         .tables()
-        .split_range(ranges[0].id, None)
+        .split_range(ranges[0].id, SplitAt::MiddleOfData)
         .await
         .unwrap();
     let table_id = c
@@ -255,7 +256,10 @@ async fn r03_killing_the_leader_in_the_middle_of_a_split_converges_with_nothing_
     let tables = c.node(leader).tables().clone();
     let split = tokio::spawn(async move {
         tables
-            .split_range(range.id, Some(keys::partition_prefix(table_id, "p10")))
+            .split_range(
+                range.id,
+                SplitAt::Key(keys::partition_prefix(table_id, "p10")),
+            )
             .await
     });
     tokio::task::yield_now().await;
@@ -295,5 +299,103 @@ async fn r03_killing_the_leader_in_the_middle_of_a_split_converges_with_nothing_
     split_at(&c, leader, "kay", "p05").await;
     let all: Vec<_> = t.query(QueryBuilder::new().page_size(7)).collect().await;
     assert_eq!(all.len(), 61);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r04_the_scheduler_splits_a_range_that_outgrows_the_size_threshold() {
+    let c = InProcessCluster::start_with(1, |cfg| {
+        cfg.partition_manager.split_bytes = 40_000;
+        cfg.partition_manager.schedule_interval_ms = 200;
+    })
+    .await
+    .unwrap();
+    let client = c.client().await.unwrap();
+    client.create_table("big").await.unwrap();
+    let t = client.table("big");
+    let payload = "x".repeat(900);
+    for i in 0..200 {
+        let e = entity(&format!("p{:03}", i % 40), &format!("r{i}"), i)
+            .with("pad", Value::String(payload.clone()));
+        t.insert(e).await.unwrap();
+    }
+    // ~190 KB against a 40 KB threshold: the scheduler keeps splitting, one range a round.
+    let split = eventually(Duration::from_secs(30), || async {
+        (ranges_of(&c, 1, "big").await.len() >= 3).then_some(())
+    })
+    .await;
+    assert!(split.is_some(), "{:?}", ranges_of(&c, 1, "big").await);
+    // Every range's leader counts its bytes, and the halves hold about what the whole held.
+    let ranges = ranges_of(&c, 1, "big").await;
+    let mut total = 0;
+    for r in &ranges {
+        let leader = c.leader_of(r.id).await.unwrap();
+        let stats = c.node(leader).tables().local().ranges().stats(r.id);
+        let counted = eventually(Duration::from_secs(10), || async {
+            let b = stats.bytes();
+            (b > 0).then_some(b)
+        })
+        .await;
+        total += counted.unwrap_or_else(|| panic!("range {} counts its bytes", r.id));
+    }
+    assert!(total > 150_000, "the ranges count {total} bytes");
+    let all: Vec<_> = t.query(QueryBuilder::new()).collect().await;
+    assert_eq!(all.len(), 200);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r05_the_scheduler_splits_a_hot_range_where_its_load_divides() {
+    let c = InProcessCluster::start_with(1, |cfg| {
+        cfg.partition_manager.split_load_ops = 30;
+        cfg.partition_manager.schedule_interval_ms = 500;
+    })
+    .await
+    .unwrap();
+    let client = c.client().await.unwrap();
+    client.create_table("busy").await.unwrap();
+    let t = client.table("busy");
+    for p in 0..20 {
+        t.insert(entity(&format!("p{p:02}"), "r", p)).await.unwrap();
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for w in 0..4 {
+        let (t, stop) = (client.table("busy"), stop.clone());
+        readers.push(tokio::spawn(async move {
+            let mut i = w;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                t.get(&format!("p{:02}", i % 20), "r").await.unwrap();
+                i += 1;
+            }
+        }));
+    }
+    let split = eventually(Duration::from_secs(30), || async {
+        (ranges_of(&c, 1, "busy").await.len() >= 2).then_some(())
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for r in readers {
+        r.await.unwrap();
+    }
+    assert!(split.is_some(), "a hot range was split by load");
+    // The cut lies inside the table, between its partitions: both halves hold some of the load.
+    let ranges = ranges_of(&c, 1, "busy").await;
+    let table_id = c
+        .node(1)
+        .tables()
+        .local()
+        .table_id(ACCOUNT, "busy")
+        .await
+        .unwrap();
+    let cut = &ranges[1].start;
+    assert!(
+        cut.starts_with(&keys::table_prefix(table_id)) && cut.len() > 8,
+        "{cut:?}"
+    );
+    assert!(cut.as_slice() > keys::partition_prefix(table_id, "p00").as_slice());
+    assert!(cut.as_slice() <= keys::partition_prefix(table_id, "p19").as_slice());
+    let all: Vec<_> = t.query(QueryBuilder::new()).collect().await;
+    assert_eq!(all.len(), 20);
     c.shutdown().await;
 }
