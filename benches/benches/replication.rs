@@ -83,6 +83,7 @@ impl Cluster {
                 id: GROUP,
                 voters: vec![1, 2, 3],
                 learners: Vec::new(),
+                voters_outgoing: Vec::new(),
                 span: Span {
                     cf: Cf::Data,
                     start: Vec::new(),

@@ -4,7 +4,8 @@
 //! - `Cf::Raft`: per Raft group `g` (big-endian u64):
 //!   `0x01 g 0x01` hard state, `0x01 g 0x02` raft-local state (truncated index/term, conf state),
 //!   `0x01 g 0x03` apply state, `0x01 g 0x04 index` log entries (index big-endian, so the log is ordered),
-//!   `0x01 g 0x05` range state (the group's span and epoch).
+//!   `0x01 g 0x05` range state (the group's span and epoch), `0x01 g 0x06` the tombstone of a destroyed
+//!   replica.
 //! - `Cf::Data`: `table_id (u64 BE) ‖ esc(PartitionKey) ‖ esc(RowKey)`, where `esc` escapes `0x00` as
 //!   `0x00 0xFF` and terminates with `0x00 0x01`. The encoding is order-preserving (tables in id order,
 //!   then keys in byte order of their UTF-8, which is code-point order) and injective, and no encoded
@@ -18,6 +19,7 @@ const RAFT_LOCAL_SUFFIX: u8 = 0x02;
 const APPLY_STATE_SUFFIX: u8 = 0x03;
 const LOG_SUFFIX: u8 = 0x04;
 const RANGE_STATE_SUFFIX: u8 = 0x05;
+const TOMBSTONE_SUFFIX: u8 = 0x06;
 
 /// Node-local metadata prefix in `Cf::Meta`.
 pub const LOCAL_PREFIX: u8 = 0x00;
@@ -47,6 +49,12 @@ pub fn apply_state_key(group: u64) -> Vec<u8> {
 /// The group's descriptor as its own log last set it: span and epoch (see `trestle_replication`).
 pub fn range_state_key(group: u64) -> Vec<u8> {
     group_key(group, RANGE_STATE_SUFFIX)
+}
+
+/// The mark a destroyed replica of `group` leaves: the conf version of the configuration that removed it
+/// (u64 big-endian), so a stale snapshot cannot bring the replica back.
+pub fn tombstone_key(group: u64) -> Vec<u8> {
+    group_key(group, TOMBSTONE_SUFFIX)
 }
 
 /// The group a raft-local state key (made by [`raft_local_key`]) or hard state key belongs to, with the

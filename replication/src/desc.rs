@@ -224,7 +224,7 @@ pub(crate) fn decode_split_result(bytes: &[u8]) -> Option<SplitOutcome> {
 /// A full descriptor (id, voters, learners, span, epoch), as snapshots and split results carry it.
 pub(crate) fn encode_desc(d: &GroupDesc, out: &mut Vec<u8>) {
     out.extend_from_slice(&d.id.to_le_bytes());
-    for ids in [&d.voters, &d.learners] {
+    for ids in [&d.voters, &d.learners, &d.voters_outgoing] {
         out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
         for v in ids {
             out.extend_from_slice(&v.to_le_bytes());
@@ -239,7 +239,7 @@ pub(crate) fn encode_desc(d: &GroupDesc, out: &mut Vec<u8>) {
 
 pub(crate) fn decode_desc(r: &mut Reader<'_>) -> Option<GroupDesc> {
     let id = r.u64()?;
-    let mut lists = [Vec::new(), Vec::new()];
+    let mut lists = [Vec::new(), Vec::new(), Vec::new()];
     for list in &mut lists {
         let n = u32::from_le_bytes(r.0.get(..4)?.try_into().ok()?) as usize;
         r.0 = &r.0[4..];
@@ -250,12 +250,13 @@ pub(crate) fn decode_desc(r: &mut Reader<'_>) -> Option<GroupDesc> {
             list.push(r.u64()?);
         }
     }
-    let [voters, learners] = lists;
+    let [voters, learners, voters_outgoing] = lists;
     let state = RangeState::decode(r.bytes()?)?;
     Some(GroupDesc {
         id,
         voters,
         learners,
+        voters_outgoing,
         span: state.span,
         epoch: state.epoch,
     })
@@ -270,6 +271,7 @@ mod tests {
             id,
             voters: vec![1, 2, 3],
             learners: vec![4],
+            voters_outgoing: Vec::new(),
             span: Span {
                 cf: Cf::Data,
                 start: start.to_vec(),

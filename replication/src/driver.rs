@@ -35,7 +35,7 @@ use tokio::sync::oneshot;
 use trestle_engine::{Engine, WriteBatch};
 
 use crate::desc::{self, ADMIN_SPLIT, SplitRequest};
-use crate::peer::{Effect, Peer, Reply};
+use crate::peer::{Effect, MembershipChange, Peer, Reply};
 use crate::storage::{self, PeerStorage};
 use crate::{Envelope, GroupDesc, GroupHost, ProposeError, Transport};
 
@@ -208,6 +208,16 @@ enum Cmd {
         req: SplitRequest,
         reply: Reply<Vec<u8>>,
     },
+    ChangeMembership {
+        group: u64,
+        changes: Vec<MembershipChange>,
+        reply: Reply<Vec<u8>>,
+    },
+    DestroyReplica {
+        group: u64,
+        removed_at: u64,
+        reply: Reply<bool>,
+    },
     CreateGroup {
         desc: GroupDesc,
         reply: Reply<()>,
@@ -379,6 +389,38 @@ impl RaftNode {
             Ok(result) => result,
             Err(_) => Err(ProposeError::NotLeader { leader: None }),
         }
+    }
+
+    /// Changes `group`'s membership (this replica must lead it; see [`MembershipChange`]) and resolves
+    /// with the descriptor once the change is applied here. Changing more than one voter at once goes
+    /// through a joint configuration that the leader leaves by itself right after; an empty `changes`
+    /// leaves a joint configuration a previous leader entered and did not leave.
+    pub async fn change_membership(
+        &self,
+        group: u64,
+        changes: Vec<MembershipChange>,
+    ) -> Result<GroupDesc, ProposeError> {
+        let call = self.call(|reply| Cmd::ChangeMembership {
+            group,
+            changes,
+            reply,
+        });
+        let bytes = tokio::time::timeout(self.propose_timeout, call)
+            .await
+            .unwrap_or(Err(ProposeError::Timeout))?;
+        crate::peer::decode_desc_bytes(&bytes).ok_or(ProposeError::Stopped)
+    }
+
+    /// Destroys this node's replica of `group` if it is uninitialized or its configuration is older than
+    /// conf version `removed_at`, at which the group no longer has it (a replica removed while it was cut
+    /// off never applies its own removal). Resolves with whether a replica was destroyed.
+    pub async fn destroy_replica(&self, group: u64, removed_at: u64) -> Result<bool, ProposeError> {
+        self.call(|reply| Cmd::DestroyReplica {
+            group,
+            removed_at,
+            reply,
+        })
+        .await
     }
 
     /// Asks the leader of `group` (this replica) to hand leadership to `to`.
@@ -558,6 +600,39 @@ impl Driver {
                     let _ = reply.send(Err(ProposeError::GroupNotFound(group)));
                 }
             },
+            Cmd::ChangeMembership {
+                group,
+                changes,
+                reply,
+            } => match self.peers.get_mut(&group) {
+                Some(peer) => {
+                    peer.propose_membership(&changes, reply);
+                    touched.insert(group);
+                }
+                None => {
+                    let _ = reply.send(Err(ProposeError::GroupNotFound(group)));
+                }
+            },
+            Cmd::DestroyReplica {
+                group,
+                removed_at,
+                reply,
+            } => {
+                let stale = self
+                    .peers
+                    .get(&group)
+                    .is_some_and(|p| p.desc().is_none_or(|d| d.epoch.conf_ver < removed_at));
+                let result = if stale {
+                    self.destroy(group, removed_at).map(|()| true).map_err(|e| {
+                        tracing::error!(node = self.id, group, error = %e, "destroying a replica");
+                        ProposeError::Stopped
+                    })
+                } else {
+                    Ok(false)
+                };
+                touched.insert(group);
+                let _ = reply.send(result);
+            }
             Cmd::CreateGroup { desc, reply } => {
                 let group = desc.id;
                 let result = self.create_group(group, Some(&desc));
@@ -580,6 +655,21 @@ impl Driver {
     /// no `desc`) uninitialized.
     fn create_group(&mut self, group: u64, desc: Option<&GroupDesc>) -> Result<(), ProposeError> {
         if self.peers.contains_key(&group) {
+            return Ok(());
+        }
+        // A destroyed replica is never bootstrapped again (only a newer configuration's snapshot may
+        // bring the group back to this node, through an empty replica).
+        if desc.is_some()
+            && let Ok(Some(_)) = self.engine.get(
+                trestle_engine::Cf::Raft,
+                &trestle_engine::keys::tombstone_key(group),
+            )
+        {
+            tracing::info!(
+                node = self.id,
+                group,
+                "not bootstrapping a destroyed replica"
+            );
             return Ok(());
         }
         let fail = |what: &str, e: &dyn std::fmt::Display| {
@@ -607,12 +697,15 @@ impl Driver {
             initialized,
             "replica started"
         );
+        // A replica created empty on first contact (a new learner, or one whose disk was lost) may
+        // have voted before in the terms its peers are in: it votes only in later terms.
+        let recovering = (self.config.recovering && created) || (desc.is_none() && !initialized);
         let peer = Peer::new(
             self.id,
             group,
             raw,
             self.host.clone(),
-            self.config.recovering && created,
+            recovering,
             self.config.log_compact_threshold,
         );
         self.peers.insert(group, peer);
@@ -675,6 +768,63 @@ impl Driver {
         Ok(())
     }
 
+    /// Whether a snapshot for `group` is from a configuration no newer than the one that removed this
+    /// node's replica (a stale leader's): it must not bring the destroyed replica back.
+    fn snapshot_buried(&self, group: u64, msg: &Message) -> bool {
+        let Ok(Some(bytes)) = self.engine.get(
+            trestle_engine::Cf::Raft,
+            &trestle_engine::keys::tombstone_key(group),
+        ) else {
+            return false;
+        };
+        let removed_at = bytes
+            .get(..8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(u64::MAX, u64::from_be_bytes);
+        storage::snapshot_range(msg.get_snapshot().get_data())
+            .is_none_or(|r| r.epoch.conf_ver <= removed_at)
+    }
+
+    /// Destroys this node's replica of `group`: its raft state and its keys go, a tombstone stays (see
+    /// [`Driver::snapshot_buried`]), and the host forgets it.
+    fn destroy(&mut self, group: u64, removed_at: u64) -> Result<(), String> {
+        let Some(peer) = self.peers.remove(&group) else {
+            return Ok(());
+        };
+        let mut batch = WriteBatch::new();
+        batch.delete_range(
+            trestle_engine::Cf::Raft,
+            trestle_engine::keys::group_start(group),
+            trestle_engine::keys::group_start(group + 1),
+        );
+        if let Some(range) = peer.raw.store().range() {
+            let span = &range.span;
+            // Keys another replica here owns now (it restored a snapshot after a split) stay.
+            let shared = self
+                .peers
+                .values()
+                .any(|p| p.raw.store().range().is_some_and(|r| r.span.overlaps(span)));
+            if !shared {
+                let end = span.end.clone().unwrap_or_else(|| vec![0xFF; 32]);
+                batch.delete_range(span.cf, span.start.clone(), end);
+            }
+        }
+        batch.put(
+            trestle_engine::Cf::Raft,
+            trestle_engine::keys::tombstone_key(group),
+            removed_at.to_be_bytes().to_vec(),
+        );
+        self.engine
+            .write(&batch, true)
+            .map_err(|e| format!("destroying replica {group}: {e}"))?;
+        if let Ok(mut map) = self.status.write() {
+            map.remove(&group);
+        }
+        self.host.on_removed(group);
+        tracing::info!(node = self.id, group, removed_at, "replica destroyed");
+        Ok(())
+    }
+
     /// Whether a snapshot for `group` would overlap the span of another initialized replica on this
     /// node (a split this node has not applied yet): such a snapshot waits until the split applies.
     fn snapshot_overlaps(&self, group: u64, msg: &Message) -> bool {
@@ -722,7 +872,8 @@ impl Driver {
                 return;
             }
         }
-        if msg.get_msg_type() == MessageType::MsgSnapshot && self.snapshot_overlaps(env.group, &msg)
+        if msg.get_msg_type() == MessageType::MsgSnapshot
+            && (self.snapshot_overlaps(env.group, &msg) || self.snapshot_buried(env.group, &msg))
         {
             tracing::debug!(
                 node = self.id,
@@ -744,6 +895,18 @@ impl Driver {
         // follower's log is a prefix of the leader's, so committing only what it has is safe; and it
         // asks the leader for a snapshot with a rejection that names `request_snapshot`, the one
         // rejection raft-rs honours even at or below the matched index.
+        // An empty replica takes its first state from a snapshot only: entries from the start of a
+        // log it never had would reach a state machine it does not have yet. It hears the append as
+        // a heartbeat (learning the leader and term) and asks for a snapshot.
+        if !peer.is_initialized() && msg.get_msg_type() == MessageType::MsgAppend {
+            let mut beat = Message::default();
+            beat.set_msg_type(MessageType::MsgHeartbeat);
+            beat.from = msg.from;
+            beat.to = msg.to;
+            beat.term = msg.term;
+            beat.commit = msg.commit;
+            msg = beat;
+        }
         let mut ask_snapshot = None;
         if msg.get_msg_type() == MessageType::MsgHeartbeat {
             let last = peer.raw.raft.raft_log.last_index();
@@ -832,6 +995,7 @@ impl Driver {
         }
         let mut compaction = WriteBatch::new();
         let mut splits = Vec::new();
+        let mut removed = Vec::new();
         for (group, mut rd) in readies {
             let Some(peer) = self.peers.get_mut(&group) else {
                 continue;
@@ -857,12 +1021,20 @@ impl Driver {
                         splits.push((right, leader))
                     }
                     Effect::Split { .. } => {}
+                    Effect::Removed => {
+                        let conf_ver = peer.desc().map_or(0, |d| d.epoch.conf_ver);
+                        removed.push((group, conf_ver));
+                    }
                 }
             }
         }
         for (right, campaign) in splits {
             self.start_split_right(&right, campaign)?;
             touched.insert(right.id);
+        }
+        for (group, conf_ver) in removed {
+            self.destroy(group, conf_ver)?;
+            touched.remove(&group);
         }
         if !compaction.is_empty() {
             self.engine

@@ -32,6 +32,7 @@ use trestle_engine::{Cf, Engine, WriteBatch};
 
 pub use desc::{SplitRefused, SplitRequest};
 pub use driver::{Config, GroupStatus, RaftNode, Role};
+pub use peer::MembershipChange;
 
 /// A Raft group's replicated keyspace: the keys in `[start, end)` of `cf`. Snapshots copy exactly these
 /// keys, and a restored snapshot replaces exactly these keys.
@@ -90,6 +91,9 @@ pub struct GroupDesc {
     pub voters: Vec<u64>,
     /// Node ids of the learners (replicas being caught up; no vote).
     pub learners: Vec<u64>,
+    /// During a joint configuration (a change of more than one voter): the old voters, whose majority
+    /// must also agree until the group leaves the joint configuration. Empty otherwise.
+    pub voters_outgoing: Vec<u64>,
     pub span: Span,
     pub epoch: Epoch,
 }
@@ -109,6 +113,9 @@ pub trait GroupHost: Send + Sync + 'static {
     fn may_host(&self, _group: u64) -> bool {
         true
     }
+
+    /// This node's replica of `group` was removed from the group and destroyed (its keys are gone).
+    fn on_removed(&self, _group: u64) {}
 }
 
 /// A group's deterministic state machine.
@@ -181,6 +188,10 @@ pub enum ProposeError {
     /// An admin command was refused when it applied (nothing changed).
     #[error("split refused: {0}")]
     SplitRefused(SplitRefused),
+    /// A membership change that cannot be proposed now (nothing changed): another is in progress, it
+    /// would remove the leader, or it names no change.
+    #[error("membership change refused: {0}")]
+    MembershipRefused(String),
 }
 
 /// A Raft message between two replicas of one group, in Trestle's own envelope. `message` is a serialized

@@ -39,8 +39,22 @@ pub(crate) struct Recovery {
     pub(crate) floor: Option<u64>,
 }
 
+/// One step of a membership change (see `RaftNode::change_membership`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// Add a replica on this node as a learner: it receives the log (by snapshot first) but does not
+    /// vote.
+    AddLearner(u64),
+    /// Make this node's replica (a learner) a voter.
+    Promote(u64),
+    /// Remove this node's replica from the group.
+    Remove(u64),
+}
+
 /// What applying entries asks of the driver beyond this replica.
 pub(crate) enum Effect {
+    /// A conf change removed this replica from its group: the driver destroys it.
+    Removed,
     /// A split applied: this replica now holds `left`; the driver must start the replica of `right`
     /// (its state is durable) unless this node already had an initialized one.
     Split { right: GroupDesc, start_right: bool },
@@ -125,6 +139,71 @@ impl Peer {
 
     pub(crate) fn propose(&mut self, data: Vec<u8>, reply: Reply<Vec<u8>>) {
         self.propose_with(Vec::new(), data, reply);
+    }
+
+    /// Proposes a membership change (this replica must lead): one change is a simple conf change; more
+    /// than one voter changing at once goes through a joint configuration, which raft-rs leaves on its
+    /// own once entered (an empty `changes` proposes leaving one explicitly). The leader may not remove
+    /// itself: hand leadership over first.
+    pub(crate) fn propose_membership(
+        &mut self,
+        changes: &[MembershipChange],
+        reply: Reply<Vec<u8>>,
+    ) {
+        use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType};
+        if !self.is_leader() {
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        if changes.contains(&MembershipChange::Remove(self.id)) {
+            let _ = reply.send(Err(ProposeError::MembershipRefused(
+                "the leader cannot remove its own replica; transfer leadership first".into(),
+            )));
+            return;
+        }
+        if self.raw.raft.has_pending_conf() {
+            let _ = reply.send(Err(ProposeError::MembershipRefused(
+                "another membership change is in progress".into(),
+            )));
+            return;
+        }
+        let mut cc = ConfChangeV2::default();
+        cc.set_transition(ConfChangeTransition::Auto);
+        for change in changes {
+            let mut single = ConfChangeSingle::default();
+            let (ty, node) = match *change {
+                MembershipChange::AddLearner(n) => (ConfChangeType::AddLearnerNode, n),
+                MembershipChange::Promote(n) => (ConfChangeType::AddNode, n),
+                MembershipChange::Remove(n) => (ConfChangeType::RemoveNode, n),
+            };
+            single.set_change_type(ty);
+            single.node_id = node;
+            cc.mut_changes().push(single);
+        }
+        let before = self.raw.raft.raft_log.last_index();
+        if let Err(e) = self.raw.propose_conf_change(Vec::new(), cc) {
+            let _ = reply.send(Err(ProposeError::MembershipRefused(e.to_string())));
+            return;
+        }
+        if self.raw.raft.raft_log.last_index() == before {
+            let _ = reply.send(Err(self.not_leader()));
+            return;
+        }
+        self.proposals.push_back(PendingProposal {
+            index: self.raw.raft.raft_log.last_index(),
+            term: self.raw.raft.term,
+            reply,
+        });
+    }
+
+    /// Whether the applied configuration no longer has this replica in any role.
+    fn removed_from_group(&self) -> bool {
+        let cs = self.raw.store().conf_state();
+        let id = self.id;
+        !cs.voters.contains(&id)
+            && !cs.learners.contains(&id)
+            && !cs.voters_outgoing.contains(&id)
+            && !cs.learners_next.contains(&id)
     }
 
     /// Proposes an admin entry (`context` names the command; see `desc`).
@@ -256,6 +335,7 @@ impl Peer {
                         .apply_conf_change(&cc)
                         .map_err(|e| ApplyError(format!("conf change: {e}")))?;
                     changed = self.stage_conf_state(cs, &mut batch)?;
+                    response = changed.as_ref().map(encode_desc_bytes);
                 }
                 EntryType::EntryConfChangeV2 => {
                     let cc = ConfChangeV2::parse_from_bytes(&entry.data)
@@ -265,6 +345,7 @@ impl Peer {
                         .apply_conf_change(&cc)
                         .map_err(|e| ApplyError(format!("conf change: {e}")))?;
                     changed = self.stage_conf_state(cs, &mut batch)?;
+                    response = changed.as_ref().map(encode_desc_bytes);
                 }
             }
             let store = self.raw.mut_store();
@@ -283,6 +364,11 @@ impl Peer {
                 self.host.on_desc_changed(&desc);
             }
             self.answer_proposal(entry.index, entry.term, response);
+            if self.removed_from_group() && self.is_initialized() {
+                // Nothing after this entry is ours to apply.
+                effects.push(Effect::Removed);
+                break;
+            }
         }
         Ok(effects)
     }
@@ -359,6 +445,7 @@ impl Peer {
             id: self.group,
             voters: cs.voters.clone(),
             learners: Vec::new(),
+            voters_outgoing: Vec::new(),
             span: Span {
                 cf: span.cf,
                 start: span.start.clone(),
@@ -370,6 +457,7 @@ impl Peer {
             id: req.new_group,
             voters: cs.voters.clone(),
             learners: Vec::new(),
+            voters_outgoing: Vec::new(),
             span: Span {
                 cf: span.cf,
                 start: req.key.clone(),
@@ -504,6 +592,17 @@ impl Peer {
     }
 }
 
+fn encode_desc_bytes(desc: &GroupDesc) -> Vec<u8> {
+    let mut out = Vec::new();
+    desc::encode_desc(desc, &mut out);
+    out
+}
+
+/// The descriptor a conf change entry's proposer receives.
+pub(crate) fn decode_desc_bytes(bytes: &[u8]) -> Option<GroupDesc> {
+    desc::decode_desc(&mut desc::Reader(bytes))
+}
+
 fn uninitialized() -> ApplyError {
     ApplyError("an uninitialized replica was asked to apply an entry".into())
 }
@@ -516,6 +615,7 @@ fn descriptor(group: u64, store: &PeerStorage) -> Option<GroupDesc> {
         id: group,
         voters: cs.voters.clone(),
         learners: cs.learners.clone(),
+        voters_outgoing: cs.voters_outgoing.clone(),
         span: range.span.clone(),
         epoch: range.epoch,
     })

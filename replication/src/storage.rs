@@ -188,6 +188,7 @@ impl PeerStorage {
                 conf_state: ConfState {
                     voters: d.voters.clone(),
                     learners: d.learners.clone(),
+                    voters_outgoing: Vec::new(),
                     ..Default::default()
                 },
                 ..Default::default()
@@ -701,6 +702,7 @@ mod tests {
             id: 7,
             voters: vec![1, 2, 3],
             learners: vec![],
+            voters_outgoing: Vec::new(),
             span: span(),
             epoch: Epoch::INITIAL,
         };

@@ -62,6 +62,7 @@ fn desc() -> GroupDesc {
         id: GROUP,
         voters: vec![1, 2, 3],
         learners: vec![],
+        voters_outgoing: Vec::new(),
         span: Span {
             cf: Cf::Data,
             start: vec![],
@@ -80,13 +81,18 @@ struct Cluster {
 
 impl Cluster {
     async fn new(config: Config) -> Cluster {
+        Cluster::with_nodes(3, config).await
+    }
+
+    /// `n` nodes; the group is bootstrapped on nodes 1–3, the others start with no replica.
+    async fn with_nodes(n: usize, config: Config) -> Cluster {
         let mut c = Cluster {
             net: Arc::new(MemoryNetwork::new()),
-            engines: (0..3).map(|_| Arc::new(MemoryEngine::new())).collect(),
-            nodes: vec![None, None, None],
+            engines: (0..n).map(|_| Arc::new(MemoryEngine::new())).collect(),
+            nodes: vec![None; n],
             config,
         };
-        for id in 1..=3 {
+        for id in 1..=n as u64 {
             c.start(id).await;
         }
         c
@@ -106,7 +112,9 @@ impl Cluster {
         );
         self.net.register(id, node.mailbox());
         node.restore_groups().await.unwrap();
-        node.create_group(desc()).await.unwrap();
+        if id <= 3 {
+            node.create_group(desc()).await.unwrap();
+        }
         self.nodes[(id - 1) as usize] = Some(node);
     }
 
@@ -188,7 +196,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for id in 1..=3 {
+        for id in 1..=self.nodes.len() as u64 {
             self.stop(id);
         }
     }
@@ -437,8 +445,19 @@ async fn t10_split_creates_the_right_half_on_every_replica_without_copying() {
     assert_eq!(right.voters, vec![1, 2, 3]);
     for id in 1..=3 {
         must_host(&c, id, 8, "m").await;
-        let l = c.node(id).group_status(GROUP).unwrap().desc.unwrap();
-        assert_eq!(l.span.end.as_deref(), Some(&b"m"[..]), "node {id}");
+        // The parent's status is published at the end of the driver's turn, the new group's at once.
+        let l = eventually(Duration::from_secs(5), || {
+            c.node(id)
+                .group_status(GROUP)?
+                .desc
+                .filter(|d| d.span.end.as_deref() == Some(&b"m"[..]))
+        })
+        .await;
+        assert!(
+            l.is_some(),
+            "node {id}: {:?}",
+            c.node(id).group_status(GROUP)
+        );
     }
     // The left group no longer owns "x"; the right one does, and its data is the parent's.
     assert_eq!(c.put_in(GROUP, &[1, 2, 3], "y", "2").await, OUTSIDE);
@@ -536,4 +555,156 @@ async fn t12_a_node_that_missed_a_split_behind_a_compacted_log_catches_up_by_sna
     assert_eq!(left_now.span.end.as_deref(), Some(&b"m"[..]), "{left:?}");
     assert_eq!(c.put_in(8, &[1, 2, 3], "q", "4").await.len(), 8);
     c.must_get_equal(3, "q", "4").await;
+}
+
+/// Waits until `group`'s leader among `among` has applied a descriptor that satisfies `ok`.
+async fn must_see_desc(
+    c: &Cluster,
+    among: &[u64],
+    group: u64,
+    ok: impl Fn(&GroupDesc) -> bool,
+) -> GroupDesc {
+    let found = eventually(Duration::from_secs(10), || {
+        among.iter().find_map(|&id| {
+            let s = c.nodes[(id - 1) as usize].as_ref()?.group_status(group)?;
+            (s.role == crate::Role::Leader)
+                .then_some(s.desc?)
+                .filter(|d| ok(d))
+        })
+    })
+    .await;
+    found.unwrap_or_else(|| panic!("group {group} never reached the expected configuration"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t13_a_replica_moves_to_a_new_node_through_a_learner_and_a_joint_change() {
+    use crate::MembershipChange::*;
+    let config = Config {
+        log_compact_threshold: 10,
+        ..Config::for_test()
+    };
+    let c = Cluster::with_nodes(4, config).await;
+    for i in 0..40 {
+        c.must_put(&[1, 2, 3], &format!("k{i:02}"), "v").await;
+    }
+    // Node 1's replica moves to node 4; node 1 must not lead while its replica is removed.
+    let leader = c.leader(&[1, 2, 3]).await;
+    if leader == 1 {
+        c.node(1).transfer_leader(GROUP, 2).await.unwrap();
+    }
+    let leader = eventually(Duration::from_secs(10), || {
+        [2, 3].into_iter().find(|&id| {
+            c.node(id)
+                .group_status(GROUP)
+                .is_some_and(|s| s.role == crate::Role::Leader)
+        })
+    })
+    .await
+    .expect("node 2 or 3 leads");
+    let refused = c
+        .node(leader)
+        .change_membership(GROUP, vec![Remove(leader)])
+        .await;
+    assert!(matches!(refused, Err(ProposeError::MembershipRefused(_))));
+    let d = c
+        .node(leader)
+        .change_membership(GROUP, vec![AddLearner(4)])
+        .await
+        .unwrap();
+    assert_eq!(d.learners, vec![4]);
+    assert_eq!(d.epoch.conf_ver, 2);
+    // The learner catches up by snapshot (the log was compacted) and takes writes without a vote.
+    c.must_get_equal(4, "k39", "v").await;
+    c.must_put(&[2, 3], "during", "1").await;
+    c.must_get_equal(4, "during", "1").await;
+    c.node(leader)
+        .change_membership(GROUP, vec![Promote(4), Remove(1)])
+        .await
+        .unwrap();
+    let d = must_see_desc(&c, &[2, 3, 4], GROUP, |d| {
+        d.voters_outgoing.is_empty() && d.voters.contains(&4)
+    })
+    .await;
+    let mut voters = d.voters.clone();
+    voters.sort_unstable();
+    assert_eq!(voters, vec![2, 3, 4]);
+    assert!(d.learners.is_empty());
+    // The new majority commits without node 1, which destroyed its replica and its keys.
+    c.must_put(&[2, 3, 4], "after", "2").await;
+    for id in [2, 3, 4] {
+        c.must_get_equal(id, "after", "2").await;
+    }
+    let gone = eventually(Duration::from_secs(10), || {
+        c.node(1).group_status(GROUP).is_none().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "node 1 destroyed its replica");
+    assert_eq!(c.get(1, "k00"), None, "node 1's keys of the group are gone");
+    // Node 2 and 3 fail in turn: with 3 voters, the group needs two of {2, 3, 4}.
+    c.net.partition(&[&[1, 2], &[3, 4]]);
+    let cut = tokio::time::timeout(
+        Duration::from_millis(600),
+        c.node(2).propose(GROUP, b"x=1".to_vec()),
+    )
+    .await;
+    assert!(
+        !matches!(cut, Ok(Ok(_))),
+        "nodes 1 and 2 are no majority of the new group"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t14_a_replica_removed_while_cut_off_is_destroyed_on_request_and_stays_dead() {
+    use crate::MembershipChange::*;
+    let mut c = Cluster::with_nodes(4, Config::for_test()).await;
+    c.must_put(&[1, 2, 3], "a", "1").await;
+    let leader = c.leader(&[1, 2, 3]).await;
+    let victim = (1..=3).find(|&id| id != leader).unwrap();
+    c.net.partition(&[
+        &[victim],
+        &[1, 2, 3, 4]
+            .into_iter()
+            .filter(|&id| id != victim)
+            .collect::<Vec<_>>(),
+    ]);
+    let d = c
+        .node(leader)
+        .change_membership(GROUP, vec![Remove(victim)])
+        .await
+        .unwrap();
+    assert!(!d.voters.contains(&victim));
+    c.net.heal();
+    // Cut off, the victim never applied its removal: it is destroyed when told the conf version.
+    let old = c.node(victim).group_status(GROUP).unwrap().desc.unwrap();
+    assert!(old.voters.contains(&victim));
+    assert!(
+        !c.node(victim)
+            .destroy_replica(GROUP, old.epoch.conf_ver)
+            .await
+            .unwrap()
+    );
+    assert!(
+        c.node(victim)
+            .destroy_replica(GROUP, d.epoch.conf_ver)
+            .await
+            .unwrap()
+    );
+    assert!(c.node(victim).group_status(GROUP).is_none());
+    assert_eq!(c.get(victim, "a"), None);
+    // After a restart it stays gone; the group carries on with two voters.
+    c.stop(victim);
+    c.start(victim).await;
+    c.must_put(&[1, 2, 3], "b", "2").await;
+    assert!(
+        c.node(victim).group_status(GROUP).is_none(),
+        "a destroyed replica is not bootstrapped again"
+    );
+    assert_eq!(c.get(victim, "b"), None);
+    // Added back as a learner, it comes back by snapshot.
+    let leader = c.leader(&[1, 2, 3]).await;
+    c.node(leader)
+        .change_membership(GROUP, vec![AddLearner(victim)])
+        .await
+        .unwrap();
+    c.must_get_equal(victim, "b", "2").await;
 }

@@ -43,6 +43,8 @@ pub struct RangeDesc {
     pub end: Option<Vec<u8>>,
     pub voters: Vec<u64>,
     pub learners: Vec<u64>,
+    /// The old voters while the range is in a joint configuration (see `GroupDesc`).
+    pub voters_outgoing: Vec<u64>,
     pub epoch: Epoch,
 }
 
@@ -55,6 +57,7 @@ impl RangeDesc {
             end: desc.span.end.clone(),
             voters: desc.voters.clone(),
             learners: desc.learners.clone(),
+            voters_outgoing: desc.voters_outgoing.clone(),
             epoch: desc.epoch,
         })
     }
@@ -92,6 +95,7 @@ impl RangeDesc {
             id: self.id,
             voters: self.voters.clone(),
             learners: self.learners.clone(),
+            voters_outgoing: self.voters_outgoing.clone(),
             span: self.span(),
             epoch: self.epoch,
         }
@@ -160,6 +164,7 @@ impl RangeMap {
                 end: starts.get(i + 1).cloned(),
                 voters: voters.clone(),
                 learners: Vec::new(),
+                voters_outgoing: Vec::new(),
                 epoch: Epoch::INITIAL,
             })
             .collect();
@@ -175,6 +180,7 @@ impl RangeMap {
             id: META_RANGE_ID,
             voters: self.meta_voters.clone(),
             learners: Vec::new(),
+            voters_outgoing: Vec::new(),
             span: Span {
                 cf: Cf::Meta,
                 start: vec![keys::META_GROUP_PREFIX],

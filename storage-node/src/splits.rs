@@ -79,6 +79,7 @@ pub fn descriptor_to_proto(r: &RangeDesc) -> apb::RangeDescriptor {
         end: r.end.clone(),
         voters: r.voters.clone(),
         learners: r.learners.clone(),
+        voters_outgoing: r.voters_outgoing.clone(),
         version: r.epoch.version,
         conf_ver: r.epoch.conf_ver,
     }
@@ -92,6 +93,7 @@ pub fn descriptor_from_proto(r: &apb::RangeDescriptor) -> RangeDesc {
         end: r.end.clone(),
         voters: r.voters.clone(),
         learners: r.learners.clone(),
+        voters_outgoing: r.voters_outgoing.clone(),
         epoch: trestle_replication::Epoch {
             version: r.version,
             conf_ver: r.conf_ver,

@@ -101,6 +101,10 @@ impl GroupHost for NodeHost {
     fn may_host(&self, group: u64) -> bool {
         group != META_RANGE_ID
     }
+
+    fn on_removed(&self, group: u64) {
+        self.ranges.remove(group);
+    }
 }
 
 /// `RangeStale` when this node knows no range for a key (a split is applying here right now).
@@ -159,6 +163,11 @@ fn propose_error(group: u64, e: ProposeError) -> Error {
         ProposeError::SplitRefused(e) => {
             Error::invalid_input(format!("range {group} cannot split there: {e}"))
         }
+        // Retryable: another change is in flight, or the leader must hand over first.
+        ProposeError::MembershipRefused(why) => Error::new(
+            ErrorCode::ServerBusy,
+            format!("range {group}'s membership cannot change now: {why}"),
+        ),
     }
 }
 
