@@ -59,8 +59,6 @@ pub struct Config {
     /// How long a proposal may wait to be applied before the caller gets `ProposeError::Timeout` (its
     /// outcome is then unknown: it may still be applied).
     pub propose_timeout_ms: u64,
-    /// Start every replica in "recovering" mode (its disk was lost; see `peer::Recovery`).
-    pub recovering: bool,
 }
 
 impl Default for Config {
@@ -75,7 +73,6 @@ impl Default for Config {
             log_compact_threshold: 10_000,
             max_proposal_bytes: 8 * 1024 * 1024,
             propose_timeout_ms: 10_000,
-            recovering: false,
         }
     }
 }
@@ -699,7 +696,7 @@ impl Driver {
         );
         // A replica created empty on first contact (a new learner, or one whose disk was lost) may
         // have voted before in the terms its peers are in: it votes only in later terms.
-        let recovering = (self.config.recovering && created) || (desc.is_none() && !initialized);
+        let recovering = desc.is_none() && !initialized;
         let peer = Peer::new(
             self.id,
             group,

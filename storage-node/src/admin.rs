@@ -251,6 +251,58 @@ impl Admin for AdminService {
         }))
     }
 
+    async fn move_replica(
+        &self,
+        request: Request<trestle_proto::admin::MoveReplicaRequest>,
+    ) -> Result<Response<trestle_proto::admin::MoveReplicaResponse>, Status> {
+        self.secrets.require_admin(request.metadata())?;
+        let req = request.into_inner();
+        for n in [req.from_node_id, req.to_node_id] {
+            if !self.peers.iter().any(|p| p.id == n) {
+                return Err(Status::invalid_argument(format!(
+                    "node {n} is not a member"
+                )));
+            }
+        }
+        let desc = self
+            .tables
+            .move_replica(
+                req.range_id,
+                req.from_node_id,
+                req.to_node_id,
+                crate::moves::DEFAULT_MOVE_TIMEOUT,
+            )
+            .await
+            .map_err(|e| crate::grpc_api::status_from_error(&e))?;
+        let range = crate::ranges::RangeDesc::from_group(&desc)
+            .map(|d| crate::splits::descriptor_to_proto(&d));
+        Ok(Response::new(trestle_proto::admin::MoveReplicaResponse {
+            range,
+        }))
+    }
+
+    async fn decommission(
+        &self,
+        request: Request<trestle_proto::admin::DecommissionRequest>,
+    ) -> Result<Response<trestle_proto::admin::DecommissionResponse>, Status> {
+        self.secrets.require_admin(request.metadata())?;
+        let node = request.into_inner().node_id;
+        if !self.peers.iter().any(|p| p.id == node) {
+            return Err(Status::invalid_argument(format!(
+                "node {node} is not a member"
+            )));
+        }
+        let zones = self.peers.iter().map(|p| (p.id, p.zone.clone())).collect();
+        let moves = self
+            .tables
+            .decommission(node, &zones)
+            .await
+            .map_err(|e| crate::grpc_api::status_from_error(&e))?;
+        Ok(Response::new(trestle_proto::admin::DecommissionResponse {
+            moves,
+        }))
+    }
+
     async fn transfer_leader(
         &self,
         request: Request<TransferLeaderRequest>,

@@ -63,6 +63,18 @@ enum CtlCommand {
         #[command(subcommand)]
         command: RangeCommand,
     },
+    /// Node operations.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum NodeCommand {
+    /// Move every replica off a node (to the nodes with the fewest, other zones first); answers when
+    /// the node holds none. Run it again to finish a decommission that was cut short.
+    Decommission { id: u64 },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -79,6 +91,16 @@ enum RangeCommand {
         table: Option<String>,
         #[arg(long, requires = "table")]
         partition_key: Option<String>,
+    },
+    /// Move a range's replica from one node to another (the new one joins as a learner, catches up
+    /// by snapshot, then replaces the old one in one joint change).
+    Move {
+        #[arg(long)]
+        range: u64,
+        #[arg(long)]
+        from: u64,
+        #[arg(long)]
+        to: u64,
     },
 }
 
@@ -231,6 +253,47 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 )?)
                 .await?;
             println!("asked range {range} to transfer leadership to node {to}");
+            Ok(())
+        }
+        CtlCommand::Range {
+            command: RangeCommand::Move { range, from, to },
+        } => {
+            let mut client = connector.admin(&args.addr).await?;
+            let resp = client
+                .move_replica(authorized(
+                    trestle_proto::admin::MoveReplicaRequest {
+                        range_id: range,
+                        from_node_id: from,
+                        to_node_id: to,
+                    },
+                    &token,
+                )?)
+                .await?
+                .into_inner();
+            match resp.range {
+                Some(d) => println!(
+                    "range {range} moved from node {from} to node {to}: voters {:?} (conf version {})",
+                    d.voters, d.conf_ver
+                ),
+                None => println!("range {range} moved from node {from} to node {to}"),
+            }
+            Ok(())
+        }
+        CtlCommand::Node {
+            command: NodeCommand::Decommission { id },
+        } => {
+            let mut client = connector.admin(&args.addr).await?;
+            let resp = client
+                .decommission(authorized(
+                    trestle_proto::admin::DecommissionRequest { node_id: id },
+                    &token,
+                )?)
+                .await?
+                .into_inner();
+            for m in &resp.moves {
+                println!("{m}");
+            }
+            println!("node {id} holds no replicas ({} moved)", resp.moves.len());
             Ok(())
         }
         CtlCommand::Range {

@@ -266,6 +266,7 @@ impl ClusterTableService {
         let deadline = Instant::now() + self.timeout;
         let mut backoff = Duration::from_millis(10);
         let mut attempt = 0usize;
+        let mut hint = None;
         loop {
             let err = match local().await {
                 Ok(v) => return Ok(v),
@@ -280,12 +281,19 @@ impl ClusterTableService {
                 None if err.code == ErrorCode::RangeStale => None,
                 None => return Err(err),
                 Some(Next::Forward(node)) => Some(node),
-                Some(Next::Wait) => self.next_peer(attempt),
+                // A node asked before named the leader: go there.
+                Some(Next::Wait) => hint.take().or_else(|| self.next_peer(attempt)),
             };
             let result = match node {
                 Some(node) => match self.forward(retry, deadline, node, &mut remote).await {
                     Ok(v) => return Ok(v),
-                    Err(e) if retry.allows(&e) => e,
+                    Err(e) if retry.allows(&e) => {
+                        hint = match self.next_step(&e) {
+                            Some(Next::Forward(leader)) if leader != node => Some(leader),
+                            _ => None,
+                        };
+                        e
+                    }
                     Err(e) => return Err(e),
                 },
                 None => err,
@@ -304,6 +312,27 @@ impl ClusterTableService {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(200));
         }
+    }
+}
+
+/// A node without a meta replica looks tables up on the nodes that have one.
+#[async_trait]
+impl crate::tables::RemoteCatalog for ClusterTableService {
+    async fn get_table(&self, account: &str, table: &str) -> Result<TableInfo> {
+        let not_here = || async {
+            Err(crate::tables::not_leader(
+                crate::ranges::META_RANGE_ID,
+                None,
+            ))
+        };
+        FORWARDED
+            .scope(
+                false,
+                self.route(Retry::Safe, not_here, |c| {
+                    forward::get_table(c, account, table)
+                }),
+            )
+            .await
     }
 }
 

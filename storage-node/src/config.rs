@@ -17,6 +17,9 @@ pub struct PeerConfig {
     pub id: u64,
     /// Where the node's gRPC server (Raft transport, table and admin services) listens.
     pub grpc_addr: String,
+    /// The node's fault domain (rack, zone): a range's replicas go to distinct zones where it can.
+    #[serde(default)]
+    pub zone: Option<String>,
     /// Where the node's Azure REST API listens, if it serves one.
     #[serde(default)]
     pub rest_addr: Option<String>,
@@ -204,6 +207,7 @@ mod tests {
             peers: (1..=3)
                 .map(|id| PeerConfig {
                     id,
+                    zone: None,
                     grpc_addr: format!("{host}:{}", 7100 + id),
                     rest_addr: None,
                 })

@@ -83,6 +83,7 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<(Vec<Node>, DevAddrs)> {
     let peers: Vec<PeerConfig> = (0..3)
         .map(|i| PeerConfig {
             id: i as u64 + 1,
+            zone: None,
             grpc_addr: grpc_addrs[i].to_string(),
             rest_addr: (i == 0).then(|| rest_addr.to_string()),
         })

@@ -588,6 +588,54 @@ impl NodeForward for NodeForwardService {
         }))
     }
 
+    async fn move_replica(
+        &self,
+        r: Request<npb::MoveReplicaRequest>,
+    ) -> Result<Response<npb::MoveReplicaResponse>, Status> {
+        self.secrets.require_peer(r.metadata())?;
+        let r = r.into_inner();
+        let timeout = std::time::Duration::from_millis(r.timeout_ms.clamp(1_000, 600_000));
+        let desc = self
+            .local
+            .move_replica(
+                r.range_id,
+                r.from_node_id,
+                r.to_node_id,
+                std::time::Instant::now() + timeout,
+            )
+            .await
+            .map_err(to_status)?;
+        let range = RangeDesc::from_group(&desc).map(|d| descriptor_to_proto(&d));
+        let range = range.or_else(|| {
+            // The meta group has no data span: report its membership alone.
+            Some(trestle_proto::admin::RangeDescriptor {
+                id: desc.id,
+                voters: desc.voters.clone(),
+                learners: desc.learners.clone(),
+                voters_outgoing: desc.voters_outgoing.clone(),
+                version: desc.epoch.version,
+                conf_ver: desc.epoch.conf_ver,
+                ..Default::default()
+            })
+        });
+        Ok(Response::new(npb::MoveReplicaResponse { range }))
+    }
+
+    async fn destroy_replica(
+        &self,
+        r: Request<npb::DestroyReplicaRequest>,
+    ) -> Result<Response<npb::DestroyReplicaResponse>, Status> {
+        self.secrets.require_peer(r.metadata())?;
+        let r = r.into_inner();
+        let destroyed = self
+            .local
+            .raft()
+            .destroy_replica(r.range_id, r.removed_at)
+            .await
+            .map_err(|e| to_status(Error::internal(e.to_string())))?;
+        Ok(Response::new(npb::DestroyReplicaResponse { destroyed }))
+    }
+
     async fn set_service_properties(
         &self,
         r: Request<npb::SetServicePropertiesRequest>,

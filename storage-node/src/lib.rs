@@ -18,6 +18,7 @@ pub mod lock_api;
 pub mod locks;
 pub mod logging;
 pub mod meta_sm;
+pub mod moves;
 pub mod node;
 pub mod partition_manager;
 pub mod query;

@@ -1,9 +1,10 @@
 //! A storage node: its engine, its replicas (one per range, plus the meta group), and its servers — gRPC
 //! (table API, admin, Raft transport, forwarding) and, if configured, the Azure Table REST API.
 //!
-//! Start-up order matters: the engine opens; the node decides whether its store is new and, if the rest of
-//! the cluster already has data, starts its replicas in recovering mode (they lost their votes along with
-//! the disk); the Raft driver starts and hosts every range; then the servers start accepting requests.
+//! Start-up order matters: the engine opens; the Raft driver starts and restores every replica the store
+//! holds; a new store on an initial voter of a new cluster bootstraps the initial layout (a new store
+//! anywhere else hosts nothing until leaders contact it: its disk was lost, or it is a new node); then
+//! the servers start accepting requests.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -112,7 +113,7 @@ impl Node {
 
     /// Starts a node on any engine and Raft transport (tests use the memory engine and network).
     pub async fn start(
-        mut cfg: NodeConfig,
+        cfg: NodeConfig,
         engine: Arc<dyn Engine>,
         transport: Arc<dyn Transport>,
         listeners: Listeners,
@@ -125,16 +126,6 @@ impl Node {
         let fresh = engine
             .get(Cf::Meta, &keys::local_key(STORE_IDENT))?
             .is_none();
-        if fresh
-            && !cfg.bootstrapping
-            && cluster_has_data(&cfg, &cluster_id, &secrets, &peer_tls).await
-        {
-            tracing::warn!(
-                node = cfg.node_id,
-                "this node's store is empty but the cluster has data: rejoining without a vote until caught up"
-            );
-            cfg.raft.recovering = true;
-        }
         let clock: Arc<dyn crate::clock::Clock> = match &cfg.hooks.lock_clock {
             Some(clock) => clock.clone(),
             None => Arc::new(crate::clock::SystemClock::default()),
@@ -155,21 +146,6 @@ impl Node {
         raft.restore_groups()
             .await
             .map_err(|e| anyhow::anyhow!("restoring this node's replicas: {e}"))?;
-        for desc in RangeMap::initial(cfg.initial_ranges, cfg.voters()).descs() {
-            raft.create_group(desc)
-                .await
-                .map_err(|e| anyhow::anyhow!("hosting a range: {e}"))?;
-        }
-        if fresh {
-            let mut batch = WriteBatch::new();
-            batch.put(
-                Cf::Meta,
-                keys::local_key(STORE_IDENT),
-                cluster_id.as_bytes().to_vec(),
-            );
-            engine.write(&batch, true)?;
-        }
-
         let local = Arc::new(LocalTables::new(raft.clone(), ranges));
         let peers: HashMap<u64, String> = cfg
             .peers
@@ -185,6 +161,8 @@ impl Node {
             Duration::from_millis(cfg.request_timeout_ms),
             cfg.hooks.peer_filter.clone(),
         ));
+        let catalog: Arc<dyn crate::tables::RemoteCatalog> = tables.clone();
+        local.set_remote_catalog(Arc::downgrade(&catalog));
         let (shutdown, _) = watch::channel(false);
         let mut servers = Vec::new();
 
@@ -256,6 +234,42 @@ impl Node {
                 tracing::error!(error = %e, "gRPC server failed");
             }
         }));
+
+        // A new store bootstraps the initial layout only on an initial voter of a new cluster. A store
+        // that is new because its disk was lost bootstraps nothing: its replicas come back as the
+        // leaders contact it (empty, filled by snapshots, voting only in later terms). The gRPC server
+        // already answers, so new nodes starting together see each other's empty stores.
+        let initial_voter = cfg.voters().contains(&cfg.node_id);
+        let bootstrap = fresh
+            && initial_voter
+            && (cfg.bootstrapping || new_cluster(&cfg, &cluster_id, &secrets, &peer_tls).await);
+        if fresh && !bootstrap {
+            tracing::warn!(
+                node = cfg.node_id,
+                "this node's store is empty and the cluster is not new: its replicas come back from \
+                 the leaders, by snapshot"
+            );
+        }
+        for desc in RangeMap::initial(cfg.initial_ranges, cfg.voters()).descs() {
+            // Stores written before range states existed hold the layout's groups without one.
+            let legacy = engine
+                .get(Cf::Raft, &keys::raft_local_key(desc.id))?
+                .is_some();
+            if bootstrap || legacy {
+                raft.create_group(desc)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("hosting a range: {e}"))?;
+            }
+        }
+        if fresh {
+            let mut batch = WriteBatch::new();
+            batch.put(
+                Cf::Meta,
+                keys::local_key(STORE_IDENT),
+                cluster_id.as_bytes().to_vec(),
+            );
+            engine.write(&batch, true)?;
+        }
 
         servers.push(tokio::spawn(crate::lock_api::run_expiry(
             raft.clone(),
@@ -388,36 +402,68 @@ fn base64_to_hex(text: &str) -> String {
         .collect()
 }
 
-/// Asks the other nodes whether the cluster already holds data (some replica applied something).
-async fn cluster_has_data(
+/// Whether this node, with an empty store, is starting a new cluster: waits (as long as it takes)
+/// until either a peer reports data (the cluster exists: `false`) or a majority of the initial voters,
+/// this node included, answers with nothing applied (`true`). Peers that do not answer prove nothing,
+/// so an unreachable cluster keeps the node waiting rather than bootstrapping beside it.
+async fn new_cluster(
     cfg: &NodeConfig,
     cluster_id: &str,
     secrets: &Secrets,
     tls: &trestle_replication::grpc::PeerTls,
 ) -> bool {
-    for p in cfg.peers.iter().filter(|p| p.id != cfg.node_id) {
-        let probe = async {
-            let channel = tls.endpoint(&p.grpc_addr).ok()?.connect().await.ok()?;
-            let mut c = AdminClient::new(channel);
-            let mut request = tonic::Request::new(StatusRequest {});
-            trestle_proto::auth::insert(
-                &mut request,
-                trestle_proto::auth::CLUSTER_TOKEN,
-                secrets.cluster_token(),
-            );
-            c.status(request).await.ok().map(|r| r.into_inner())
-        };
-        if let Ok(Some(status)) = tokio::time::timeout(Duration::from_secs(1), probe).await
-            && status.cluster_id == cluster_id
-            && status
-                .ranges
-                .iter()
-                .any(|r| r.replicas.iter().any(|rep| rep.applied_index > 0))
-        {
+    let voters = cfg.voters();
+    let mut rounds = 0u32;
+    loop {
+        let mut empty = 1; // this node
+        for p in cfg.peers.iter().filter(|p| p.id != cfg.node_id) {
+            match probe_applied(p, cluster_id, secrets, tls).await {
+                Some(true) => return false,
+                Some(false) if voters.contains(&p.id) => empty += 1,
+                _ => {}
+            }
+        }
+        if empty * 2 > voters.len() {
             return true;
         }
+        if rounds.is_multiple_of(20) {
+            tracing::info!(
+                node = cfg.node_id,
+                "empty store: waiting for a majority of the initial voters to answer before bootstrapping"
+            );
+        }
+        rounds += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    false
+}
+
+/// Whether peer `p` has applied anything (`None`: it did not answer, or belongs to another cluster).
+async fn probe_applied(
+    p: &crate::config::PeerConfig,
+    cluster_id: &str,
+    secrets: &Secrets,
+    tls: &trestle_replication::grpc::PeerTls,
+) -> Option<bool> {
+    let probe = async {
+        let channel = tls.endpoint(&p.grpc_addr).ok()?.connect().await.ok()?;
+        let mut c = AdminClient::new(channel);
+        let mut request = tonic::Request::new(StatusRequest {});
+        trestle_proto::auth::insert(
+            &mut request,
+            trestle_proto::auth::CLUSTER_TOKEN,
+            secrets.cluster_token(),
+        );
+        c.status(request).await.ok().map(|r| r.into_inner())
+    };
+    let status = tokio::time::timeout(Duration::from_secs(1), probe)
+        .await
+        .ok()??;
+    (status.cluster_id == cluster_id).then(|| {
+        status
+            .ranges
+            .iter()
+            .any(|r| r.replicas.iter().any(|rep| rep.applied_index > 0))
+    })
 }
 
 /// Marks requests that carry `x-trestle-forwarded` and the cluster token, so the table service serves

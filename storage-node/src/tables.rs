@@ -97,22 +97,24 @@ impl GroupHost for NodeHost {
         }
     }
 
-    /// The meta group is bootstrapped on its voters only; data ranges may arrive by snapshot.
-    fn may_host(&self, group: u64) -> bool {
-        group != META_RANGE_ID
-    }
-
     fn on_removed(&self, group: u64) {
         self.ranges.remove(group);
     }
 }
 
-/// `RangeStale` when this node knows no range for a key (a split is applying here right now).
+/// `NotLeader` (no leader known) when this node hosts no range holding a key: the range lives on other
+/// nodes, or a split is applying here right now. Either way the router asks the other nodes.
 fn no_range(what: &str) -> Error {
     Error::new(
-        ErrorCode::RangeStale,
-        format!("No range of this node holds {what} yet; retry."),
+        ErrorCode::NotLeader,
+        format!("No range of this node holds {what}; leader=unknown"),
     )
+}
+
+/// Where a node that hosts no replica of the meta group looks tables up: another node's catalog.
+#[async_trait::async_trait]
+pub trait RemoteCatalog: Send + Sync {
+    async fn get_table(&self, account: &str, table: &str) -> Result<TableInfo>;
 }
 
 /// `NotLeader` for `range`, with the leader's node id in the message as `leader=<id>` (or
@@ -137,14 +139,13 @@ pub fn leader_hint(err: &Error) -> Option<u64> {
         .ok()
 }
 
-fn propose_error(group: u64, e: ProposeError) -> Error {
+pub(crate) fn propose_error(group: u64, e: ProposeError) -> Error {
     match e {
         ProposeError::NotLeader { leader } => not_leader(group, leader),
         // Never applied, so retrying (after the election) is safe.
         ProposeError::Dropped => not_leader(group, None),
-        ProposeError::GroupNotFound(g) => {
-            Error::internal(format!("range {g} is not hosted on this node"))
-        }
+        // Another node hosts it: the router asks the others.
+        ProposeError::GroupNotFound(g) => not_leader(g, None),
         ProposeError::Stopped => Error::new(ErrorCode::ServerBusy, "The node is stopping."),
         // Not NotLeader: the command may still be applied, so the router must not retry it.
         ProposeError::Timeout => Error::new(
@@ -231,6 +232,8 @@ pub struct LocalTables {
     clocks: Mutex<HashMap<u64, i64>>,
     /// (account, case-folded table name) → table id, for tables this node has looked up.
     table_ids: RwLock<HashMap<(String, String), u64>>,
+    /// The catalog of the other nodes, for a node without a meta replica (set by the cluster layer).
+    remote_catalog: std::sync::OnceLock<std::sync::Weak<dyn RemoteCatalog>>,
 }
 
 impl LocalTables {
@@ -242,7 +245,13 @@ impl LocalTables {
             ranges,
             clocks: Mutex::new(HashMap::new()),
             table_ids: RwLock::new(HashMap::new()),
+            remote_catalog: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Where to look tables up while this node hosts no replica of the meta group.
+    pub fn set_remote_catalog(&self, catalog: std::sync::Weak<dyn RemoteCatalog>) {
+        let _ = self.remote_catalog.set(catalog);
     }
 
     /// The range view this node routes by.
@@ -260,6 +269,10 @@ impl LocalTables {
     /// A human-readable description of a range's span, for status output.
     pub fn describe_range(&self, range: u64) -> String {
         self.ranges.describe(range)
+    }
+
+    pub(crate) fn raft(&self) -> &Arc<RaftNode> {
+        &self.raft
     }
 
     fn engine(&self) -> &dyn Engine {
@@ -345,6 +358,21 @@ impl LocalTables {
 
     /// The catalog record of a table, read linearizably; `TableNotFound` if there is none.
     async fn resolve(&self, account: &str, table: &str) -> Result<TableRecord> {
+        if self.raft.group_status(META_RANGE_ID).is_none() {
+            let remote = self
+                .remote_catalog
+                .get()
+                .and_then(std::sync::Weak::upgrade)
+                .ok_or_else(|| not_leader(META_RANGE_ID, None))?;
+            let info = remote.get_table(account, table).await?;
+            self.remember_table(account, table, info.id);
+            return Ok(TableRecord {
+                account: account.to_string(),
+                name: info.name,
+                id: info.id,
+                policies: info.policies.iter().map(policy_to_proto).collect(),
+            });
+        }
         self.read_index(META_RANGE_ID).await?;
         let record = meta_sm::get_table(self.engine(), account, table)?
             .ok_or_else(|| Error::from_code(ErrorCode::TableNotFound))?;

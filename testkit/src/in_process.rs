@@ -69,7 +69,22 @@ pub struct InProcessCluster {
 impl InProcessCluster {
     /// Three nodes on memory engines with `ranges` data ranges.
     pub async fn start(ranges: usize) -> anyhow::Result<InProcessCluster> {
-        Self::launch_all(ranges, false, |_| {}).await
+        Self::launch_all(3, ranges, false, |_| {}).await
+    }
+
+    /// `nodes` nodes (at least three) on memory engines; the first three bootstrap every range, the
+    /// others start empty and receive replicas as ranges move to them.
+    pub async fn start_nodes(
+        nodes: usize,
+        ranges: usize,
+        configure: impl Fn(&mut NodeConfig),
+    ) -> anyhow::Result<InProcessCluster> {
+        Self::launch_all(nodes, ranges, false, configure).await
+    }
+
+    /// How many nodes the cluster has (running or not).
+    pub fn size(&self) -> u64 {
+        self.nodes.len() as u64
     }
 
     /// Like [`InProcessCluster::start`], with every node's configuration adjusted by `configure`.
@@ -77,22 +92,23 @@ impl InProcessCluster {
         ranges: usize,
         configure: impl Fn(&mut NodeConfig),
     ) -> anyhow::Result<InProcessCluster> {
-        Self::launch_all(ranges, false, configure).await
+        Self::launch_all(3, ranges, false, configure).await
     }
 
     /// Three nodes on RocksDB in a temporary directory.
     pub async fn start_rocks(ranges: usize) -> anyhow::Result<InProcessCluster> {
-        Self::launch_all(ranges, true, |_| {}).await
+        Self::launch_all(3, ranges, true, |_| {}).await
     }
 
     async fn launch_all(
+        n: usize,
         ranges: usize,
         rocks: bool,
         configure: impl Fn(&mut NodeConfig),
     ) -> anyhow::Result<InProcessCluster> {
         crate::init_logging();
         let mut grpc = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..n {
             grpc.push(TcpListener::bind("127.0.0.1:0").await?);
         }
         let rest = TcpListener::bind("127.0.0.1:0").await?;
@@ -100,9 +116,10 @@ impl InProcessCluster {
             .iter()
             .map(|l| l.local_addr())
             .collect::<Result<_, _>>()?;
-        let peers: Vec<PeerConfig> = (0..3)
+        let peers: Vec<PeerConfig> = (0..n)
             .map(|i| PeerConfig {
                 id: i as u64 + 1,
+                zone: None,
                 grpc_addr: addrs[i].to_string(),
                 rest_addr: (i == 0)
                     .then(|| rest.local_addr().map(|a| a.to_string()).unwrap_or_default()),
@@ -111,11 +128,11 @@ impl InProcessCluster {
         let engines = if rocks {
             Engines::Rocks(tempfile::tempdir()?)
         } else {
-            Engines::Memory((0..3).map(|_| MemoryEngine::new()).collect())
+            Engines::Memory((0..n).map(|_| MemoryEngine::new()).collect())
         };
-        let clocks: Vec<Arc<OffsetClock>> = (0..3).map(|_| Arc::default()).collect();
+        let clocks: Vec<Arc<OffsetClock>> = (0..n).map(|_| Arc::default()).collect();
         let peer_cut = Arc::new(PeerCut::default());
-        let configs: Vec<NodeConfig> = (0..3)
+        let configs: Vec<NodeConfig> = (0..n)
             .map(|i| {
                 let mut cfg = NodeConfig {
                     node_id: i as u64 + 1,
@@ -140,7 +157,7 @@ impl InProcessCluster {
             .collect();
         let mut cluster = InProcessCluster {
             net: Arc::new(MemoryNetwork::new()),
-            nodes: vec![None, None, None],
+            nodes: (0..n).map(|_| None).collect(),
             configs,
             engines,
             clocks,
@@ -288,10 +305,12 @@ impl InProcessCluster {
     /// The node whose replica leads `range`, as the running nodes see it.
     pub async fn leader_of(&self, range: u64) -> Option<u64> {
         eventually(Duration::from_secs(10), || async {
-            (1..=3u64).filter(|&id| self.is_running(id)).find_map(|id| {
-                let s = self.node(id).raft().group_status(range)?;
-                (s.role == trestle_replication::Role::Leader).then_some(id)
-            })
+            (1..=self.size())
+                .filter(|&id| self.is_running(id))
+                .find_map(|id| {
+                    let s = self.node(id).raft().group_status(range)?;
+                    (s.role == trestle_replication::Role::Leader).then_some(id)
+                })
         })
         .await
     }
@@ -311,7 +330,7 @@ impl InProcessCluster {
 
     /// The range that holds `table`.
     pub async fn range_of(&self, account: &str, table: &str) -> anyhow::Result<u64> {
-        let id = (1..=3u64)
+        let id = (1..=self.size())
             .find(|&id| self.is_running(id))
             .context("a running node")?;
         Ok(self
@@ -326,7 +345,9 @@ impl InProcessCluster {
     /// have published them all yet).
     pub async fn wait_replicated(&self, limit: Duration) -> bool {
         eventually(limit, || async {
-            let running: Vec<u64> = (1..=3u64).filter(|&id| self.is_running(id)).collect();
+            let running: Vec<u64> = (1..=self.size())
+                .filter(|&id| self.is_running(id))
+                .collect();
             let mut groups: Vec<u64> = running
                 .iter()
                 .flat_map(|&id| self.node(id).raft().status())
@@ -343,7 +364,8 @@ impl InProcessCluster {
                         .filter_map(|&id| self.node(id).raft().group_status(g))
                         .collect();
                     let committed = statuses.iter().map(|s| s.commit_index).max().unwrap_or(0);
-                    statuses.len() == running.len()
+                    // Three replicas per range: with more nodes, not every node hosts every group.
+                    statuses.len() >= running.len().min(3)
                         && statuses.iter().all(|s| s.applied_index == committed)
                 });
             done.then_some(())
@@ -354,7 +376,7 @@ impl InProcessCluster {
 
     /// Shuts every node down.
     pub async fn shutdown(mut self) {
-        for id in 1..=3 {
+        for id in 1..=self.size() {
             self.stop(id).await;
         }
     }

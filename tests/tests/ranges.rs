@@ -295,9 +295,21 @@ async fn r03_killing_the_leader_in_the_middle_of_a_split_converges_with_nothing_
     }
     let all: Vec<_> = t.query(QueryBuilder::new()).collect().await;
     assert_eq!(all.len(), 61, "every acknowledged write is there, once");
-    // And a split after the crash works wherever the leaders now are.
+    // And a split after the crash works wherever the leaders now are. (The new range elects its
+    // leader while the scan runs: the scan's client waits longer than the test clients' 5 s.)
     split_at(&c, leader, "kay", "p05").await;
+    let patient = trestle_client::TableClient::connect_with(
+        c.grpc_endpoints(),
+        trestle_client::ClientConfig::default()
+            .with_credentials(trestle_client::Credentials::development())
+            .with_deadline(Duration::from_secs(20)),
+    )
+    .await
+    .unwrap();
+    let t = patient.table("kay");
     let all: Vec<_> = t.query(QueryBuilder::new().page_size(7)).collect().await;
+    let failed: Vec<_> = all.iter().filter_map(|e| e.as_ref().err()).collect();
+    assert!(failed.is_empty(), "{failed:?}");
     assert_eq!(all.len(), 61);
     c.shutdown().await;
 }
@@ -397,5 +409,128 @@ async fn r05_the_scheduler_splits_a_hot_range_where_its_load_divides() {
     assert!(cut.as_slice() <= keys::partition_prefix(table_id, "p19").as_slice());
     let all: Vec<_> = t.query(QueryBuilder::new()).collect().await;
     assert_eq!(all.len(), 20);
+    c.shutdown().await;
+}
+
+/// Which nodes host an initialized replica of `range`.
+fn hosts(c: &InProcessCluster, range: u64) -> Vec<u64> {
+    (1..=c.size())
+        .filter(|&id| c.is_running(id))
+        .filter(|&id| {
+            c.node(id)
+                .raft()
+                .group_status(range)
+                .is_some_and(|s| s.desc.is_some())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r06_a_range_moves_from_node_1_to_node_4_under_load_and_node_2_is_decommissioned() {
+    let c = InProcessCluster::start_nodes(5, 1, |_| {}).await.unwrap();
+    let client = c.client().await.unwrap();
+    client.create_table("moving").await.unwrap();
+    let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..3 {
+        let (client, acked, stop) = (client.clone(), acked.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let t = client.table("moving");
+            let mut i = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let (pk, rk) = (format!("p{}", i % 17), format!("w{w}-{i:06}"));
+                if t.insert(entity(&pk, &rk, i)).await.is_ok() {
+                    acked.lock().unwrap().insert(format!("{pk}/{rk}"));
+                }
+                i += 1;
+            }
+        }));
+    }
+    let range = ranges_of(&c, 1, "moving").await[0].id;
+    assert_eq!(hosts(&c, range), vec![1, 2, 3]);
+    let grown = eventually(Duration::from_secs(30), || async {
+        (acked.lock().unwrap().len() > 200).then_some(())
+    })
+    .await;
+    assert!(grown.is_some());
+    // Move the table's range from node 1 to node 4, asking node 5 (which hosts none of it).
+    let desc = c
+        .node(5)
+        .tables()
+        .move_replica(range, 1, 4, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let mut voters = desc.voters.clone();
+    voters.sort_unstable();
+    assert_eq!(voters, vec![2, 3, 4]);
+    let moved = eventually(Duration::from_secs(10), || async {
+        (hosts(&c, range) == vec![2, 3, 4]).then_some(())
+    })
+    .await;
+    assert!(moved.is_some(), "hosts: {:?}", hosts(&c, range));
+    // Decommission node 2: every replica it holds (the data ranges and the meta group) leaves it.
+    let zones = (1..=5).map(|n| (n, None)).collect();
+    let moves = c.node(3).tables().decommission(2, &zones).await.unwrap();
+    assert!(moves.len() >= 2, "{moves:?}");
+    let emptied = eventually(Duration::from_secs(20), || async {
+        c.node(2).raft().status().is_empty().then_some(())
+    })
+    .await;
+    assert!(
+        emptied.is_some(),
+        "node 2 still holds {:?}",
+        c.node(2).raft().status()
+    );
+    let written = acked.lock().unwrap().len();
+    let more = eventually(Duration::from_secs(30), || async {
+        (acked.lock().unwrap().len() > written + 100).then_some(())
+    })
+    .await;
+    assert!(more.is_some(), "writes go on after the moves");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for w in writers {
+        w.await.unwrap();
+    }
+    // Nothing acknowledged is lost, and node 5's client path (no local replica) reads it all.
+    let acked = acked.lock().unwrap().clone();
+    let seen: BTreeSet<String> = scan(&client, "moving", 500).await.into_iter().collect();
+    let lost: Vec<_> = acked.difference(&seen).take(5).collect();
+    assert!(lost.is_empty(), "lost acknowledged writes: {lost:?}");
+    let via5 = c.client_of(5).await.unwrap();
+    assert_eq!(scan(&via5, "moving", 1000).await.len(), seen.len());
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r07_a_wiped_node_bootstraps_nothing_and_gets_its_replicas_back_by_snapshot() {
+    let mut c = InProcessCluster::start(2).await.unwrap();
+    let client = c.client().await.unwrap();
+    client.create_table("wiped").await.unwrap();
+    let t = client.table("wiped");
+    for i in 0..50 {
+        t.insert(entity(&format!("p{}", i % 5), &format!("r{i}"), i))
+            .await
+            .unwrap();
+    }
+    let range = ranges_of(&c, 1, "wiped").await[0].id;
+    c.wipe(3).await.unwrap();
+    c.restart(3).await.unwrap();
+    // Node 3 comes back hosting only what the leaders send it, by snapshot, and with all the data.
+    let back = eventually(Duration::from_secs(30), || async {
+        c.read_replica(3, ACCOUNT, "wiped", "p4", "r49")
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    assert!(back.is_some(), "node 3 got the range back");
+    assert!(hosts(&c, range).contains(&3));
+    assert!(hosts(&c, 1).contains(&3), "and the meta group");
+    t.insert(entity("p0", "after", 1)).await.unwrap();
+    assert_eq!(
+        t.query(QueryBuilder::new()).collect::<Vec<_>>().await.len(),
+        51
+    );
     c.shutdown().await;
 }

@@ -382,4 +382,18 @@ impl Admin for FakeAdmin {
     ) -> Result<Response<apb::SplitRangeResponse>, Status> {
         Err(Status::unimplemented("split"))
     }
+
+    async fn move_replica(
+        &self,
+        _: Request<apb::MoveReplicaRequest>,
+    ) -> Result<Response<apb::MoveReplicaResponse>, Status> {
+        Err(Status::unimplemented("move"))
+    }
+
+    async fn decommission(
+        &self,
+        _: Request<apb::DecommissionRequest>,
+    ) -> Result<Response<apb::DecommissionResponse>, Status> {
+        Err(Status::unimplemented("decommission"))
+    }
 }
