@@ -22,6 +22,7 @@ pub mod grpc;
 pub mod memory;
 mod peer;
 pub mod planted;
+mod snapshot;
 mod storage;
 #[cfg(test)]
 mod tests;
@@ -32,6 +33,9 @@ use trestle_engine::{Cf, Engine, WriteBatch};
 
 pub use desc::{SplitRefused, SplitRequest};
 pub use driver::{Config, GroupStatus, RaftNode, Role};
+pub use snapshot::{
+    MAX_CHUNK_BYTES, SnapshotAck, SnapshotChunk, SnapshotError, SnapshotSink, StreamControl,
+};
 
 /// A Raft group's replicated keyspace: the keys in `[start, end)` of `cf`. Snapshots copy exactly these
 /// keys, and a restored snapshot replaces exactly these keys.
@@ -206,9 +210,20 @@ impl fmt::Debug for Envelope {
     }
 }
 
-/// Carries envelopes to other nodes. Sending is best effort and never blocks the driver: Raft retries
-/// whatever is lost.
+/// Carries envelopes and snapshot streams to other nodes. Sending is best effort and never blocks the
+/// driver: Raft retries whatever is lost.
 pub trait Transport: Send + Sync + 'static {
     /// Sends a batch of envelopes, all addressed to replicas on node `to_node`.
     fn send(&self, to_node: u64, batch: Vec<Envelope>);
+
+    /// Opens a stream that carries one Raft snapshot to node `to_node`: `first` is the `MsgSnapshot`
+    /// (metadata and header, no records), the chunks follow through the returned sink, and the
+    /// receiver's acknowledgement ends it. Blocking: called on the snapshot's sender thread, never on the
+    /// driver; the transport gives up when `ctl` says so.
+    fn open_snapshot(
+        &self,
+        to_node: u64,
+        first: Envelope,
+        ctl: &StreamControl,
+    ) -> Result<Box<dyn SnapshotSink>, SnapshotError>;
 }
