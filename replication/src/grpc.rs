@@ -303,7 +303,7 @@ fn status_error(status: Status) -> SnapshotError {
             SnapshotError::Refused(message)
         }
         tonic::Code::DataLoss | tonic::Code::InvalidArgument => SnapshotError::Corrupt(message),
-        _ => SnapshotError::Transport(format!("{}: {message}", status.code())),
+        code => SnapshotError::Transport(format!("{code:?}: {message}")),
     }
 }
 
@@ -526,5 +526,171 @@ impl RaftTransport for RaftService {
             chunks: ack.chunks,
             bytes: ack.bytes,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use protobuf::Message as _;
+    use raft::eraftpb::{Message, MessageType, Snapshot};
+    use trestle_engine::{Cf, Engine, MemoryEngine, WriteBatch};
+
+    use super::*;
+    use crate::desc::RangeState;
+    use crate::memory::MemoryNetwork;
+    use crate::snapshot::Header;
+    use crate::snapshot::chunk::ChunkBuilder;
+    use crate::{ApplyError, Config, Epoch, GroupDesc, GroupHost, RaftNode, Span, StateMachine};
+
+    struct Nothing;
+
+    impl StateMachine for Nothing {
+        fn apply(
+            &mut self,
+            _engine: &dyn Engine,
+            _batch: &mut WriteBatch,
+            _index: u64,
+            _command: &[u8],
+        ) -> Result<Vec<u8>, ApplyError> {
+            Ok(Vec::new())
+        }
+    }
+
+    struct Host;
+
+    impl GroupHost for Host {
+        fn state_machine(&self, _desc: &GroupDesc) -> Box<dyn StateMachine> {
+            Box::new(Nothing)
+        }
+    }
+
+    const TOKEN: &str = "cluster-secret";
+
+    fn span() -> Span {
+        Span {
+            cf: Cf::Data,
+            start: vec![],
+            end: None,
+        }
+    }
+
+    /// Node 2, hosting a fresh replica of group 7 (voters 1, 2, 3), served over gRPC on loopback.
+    async fn receiver() -> (Arc<RaftNode>, Arc<MemoryEngine>, String) {
+        let engine = Arc::new(MemoryEngine::new());
+        let net = Arc::new(MemoryNetwork::new());
+        let node = Arc::new(
+            RaftNode::start(
+                2,
+                engine.clone(),
+                net.transport(2),
+                Config::for_test(),
+                Arc::new(Host),
+            )
+            .unwrap(),
+        );
+        node.create_group(GroupDesc {
+            id: 7,
+            voters: vec![1, 2, 3],
+            learners: vec![],
+            span: span(),
+            epoch: Epoch::INITIAL,
+        })
+        .await
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let service = RaftService::new(2, TOKEN.into(), node.mailbox());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        (node, engine, addr)
+    }
+
+    /// Node 1's `MsgSnapshot` of group 7 at index 10, term 2, for a streamed snapshot.
+    fn first() -> Envelope {
+        let mut snap = Snapshot::default();
+        let range = RangeState {
+            span: span(),
+            epoch: Epoch::INITIAL,
+        };
+        snap.set_data(Header { range, id: 1 }.encode().into());
+        snap.mut_metadata().index = 10;
+        snap.mut_metadata().term = 2;
+        snap.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
+        let mut msg = Message::default();
+        msg.set_msg_type(MessageType::MsgSnapshot);
+        (msg.from, msg.to, msg.term) = (1, 2, 2);
+        msg.set_snapshot(snap);
+        Envelope {
+            group: 7,
+            from: 1,
+            to: 2,
+            message: msg.write_to_bytes().unwrap().into(),
+        }
+    }
+
+    /// Streams 200 records in chunks of 512 bytes through `transport` to node 2.
+    fn stream(transport: Arc<GrpcTransport>) -> Result<SnapshotAck, SnapshotError> {
+        let ctl = StreamControl::new(Duration::from_secs(20));
+        let mut sink = transport.open_snapshot(2, first(), &ctl)?;
+        let mut chunks = ChunkBuilder::new(512);
+        for i in 0..200 {
+            chunks.push(format!("k{i:03}").as_bytes(), &[b'v'; 40]);
+            if chunks.is_full() {
+                sink.send(chunks.take(false))?;
+            }
+        }
+        sink.send(chunks.take(true))?;
+        sink.finish()
+    }
+
+    fn transport(addr: &str, token: &str) -> Arc<GrpcTransport> {
+        GrpcTransport::new(
+            1,
+            token.into(),
+            PeerTls::plaintext(),
+            HashMap::from([(2, addr.to_string())]),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_streams_over_grpc_into_the_replica() {
+        let (node, engine, addr) = receiver().await;
+        let transport = transport(&addr, TOKEN);
+        let ack = tokio::task::spawn_blocking(move || stream(transport))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(ack.chunks > 10, "{ack:?}");
+        let restored = tokio::time::timeout(Duration::from_secs(10), async {
+            while node.group_status(7).is_none_or(|s| s.applied_index < 10) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(restored.is_ok(), "{:?}", node.group_status(7));
+        let records = engine.scan(Cf::Data, &[], None).unwrap().count();
+        assert_eq!(records, 200);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_stream_without_the_cluster_token_is_refused_and_writes_nothing() {
+        let (node, engine, addr) = receiver().await;
+        let transport = transport(&addr, "a-guess");
+        let result = tokio::task::spawn_blocking(move || stream(transport))
+            .await
+            .unwrap();
+        match result {
+            Err(SnapshotError::Transport(m)) => assert!(m.contains("Unauthenticated"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(engine.scan(Cf::Data, &[], None).unwrap().count(), 0);
+        assert_eq!(node.group_status(7).unwrap().applied_index, 0);
+        assert!(node.group_status(7).unwrap().desc.is_some(), "not fenced");
     }
 }

@@ -966,6 +966,13 @@ mod tests {
         let mut t = open(&other);
         let mut batch = WriteBatch::new();
         batch.put(Cf::Data, b"stale".to_vec(), b"x".to_vec());
+        let voted = HardState {
+            term: 2,
+            vote: 1,
+            commit: 0,
+            ..Default::default()
+        };
+        t.set_hard_state(&voted, &mut batch).unwrap();
         other.write(&batch, true).unwrap();
         let marker = Marker {
             from: 1,
@@ -983,6 +990,8 @@ mod tests {
         assert!(!t.is_initialized());
         assert_eq!(t.receiving(), Some(&marker));
         assert_eq!(t.last_index().unwrap(), 0);
+        // Its vote survives the fence: it can never vote twice in term 2.
+        assert_eq!(t.initial_state().unwrap().hard_state, voted);
         let mut batch = WriteBatch::new();
         batch.put(Cf::Data, b"k1".to_vec(), b"v1".to_vec());
         other.write(&batch, false).unwrap();
