@@ -13,7 +13,8 @@
 //! connection, authenticated by the same token check. The sender's thread feeds a channel of
 //! [`SNAPSHOT_WINDOW`] chunks, so at most that many are queued ahead of the network; the receiver hands
 //! each chunk to a blocking task through a channel of one, and that task checks and writes it before
-//! the next is read (see [`crate::snapshot::recv`]). The first message carries the `MsgSnapshot`.
+//! the next is read (see [`crate::snapshot::recv`]). The first message carries the `MsgSnapshot`. A
+//! stream that stays silent for `SNAPSHOT_IDLE` is abandoned by the receiver.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -47,6 +48,8 @@ pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 pub const SNAPSHOT_WINDOW: usize = 2;
 /// How often a blocked snapshot sender looks at its deadline and cancellation.
 const SNAPSHOT_POLL: Duration = Duration::from_millis(100);
+/// Longest a receiver waits for the next chunk before it abandons the stream (and frees its slot).
+const SNAPSHOT_IDLE: Duration = Duration::from_secs(60);
 /// Queued batches per peer before new ones are dropped.
 const QUEUE_DEPTH: usize = 4096;
 
@@ -508,13 +511,17 @@ impl RaftTransport for RaftService {
             if tx.send(chunk).await.is_err() || last {
                 break; // the receiver stopped (its answer says why), or the stream is complete
             }
-            next = match stream.next().await {
-                Some(Ok(m)) => Some(m),
-                Some(Err(status)) => {
+            next = match tokio::time::timeout(SNAPSHOT_IDLE, stream.next()).await {
+                Ok(Some(Ok(m))) => Some(m),
+                Ok(Some(Err(status))) => {
                     tracing::debug!(%status, "snapshot stream broke");
                     None
                 }
-                None => None,
+                Ok(None) => None,
+                Err(_) => {
+                    tracing::info!("snapshot stream idle too long; abandoned");
+                    None
+                }
             };
         }
         drop(tx);

@@ -9,8 +9,12 @@
 //!   persistence go out after the fsync, committed entries are applied with their apply state in the same
 //!   write batch as the data they produce;
 //! - proposals and linearizable reads (ReadIndex), leader transfer, log compaction, snapshots;
+//! - snapshots as streams of bounded chunks (`snapshot`): the leader streams its span from a
+//!   point-in-time engine view, the receiver writes the chunks into its span as they arrive under a
+//!   synced marker that keeps the replica uninitialized — serving and applying nothing, across crashes
+//!   too — until the snapshot is restored; memory on both ends is bounded by the chunk size;
 //! - the transports: [`Transport`] with a batched gRPC implementation ([`grpc`]) and an in-memory one
-//!   with partition/drop/delay filters for tests ([`memory`]).
+//!   with partition/drop/delay filters for tests ([`memory`]), each carrying snapshot streams too.
 //!
 //! What it does not know: tables, entities or locks. Those are [`StateMachine`]s: deterministic functions
 //! from committed commands to writes in the group's own keyspace ([`Span`]). raft-rs types never leave
