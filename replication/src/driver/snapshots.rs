@@ -106,6 +106,8 @@ impl Driver {
         peer.on_lost_leadership();
         let recovery = peer.recovery.take();
         self.peers.remove(&group);
+        // A leader of an older term being replaced: its own streams of the group are moot.
+        self.outgoing.cancel_group(group);
         self.create_group(group, None)
             .map_err(|e| format!("group {group}: reopening the fenced replica: {e}"))?;
         if let Some(peer) = self.peers.get_mut(&group) {
