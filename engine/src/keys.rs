@@ -5,7 +5,8 @@
 //!   `0x01 g 0x01` hard state, `0x01 g 0x02` raft-local state (truncated index/term, conf state),
 //!   `0x01 g 0x03` apply state, `0x01 g 0x04 index` log entries (index big-endian, so the log is ordered),
 //!   `0x01 g 0x05` range state (the group's span and epoch), `0x01 g 0x06` the tombstone of a destroyed
-//!   replica.
+//!   replica, `0x01 g 0x07` snapshot marker (a snapshot is being written into the group's span: the
+//!   replica is uninitialized until it completes).
 //! - `Cf::Data`: `table_id (u64 BE) ‖ esc(PartitionKey) ‖ esc(RowKey)`, where `esc` escapes `0x00` as
 //!   `0x00 0xFF` and terminates with `0x00 0x01`. The encoding is order-preserving (tables in id order,
 //!   then keys in byte order of their UTF-8, which is code-point order) and injective, and no encoded
@@ -20,6 +21,7 @@ const APPLY_STATE_SUFFIX: u8 = 0x03;
 const LOG_SUFFIX: u8 = 0x04;
 const RANGE_STATE_SUFFIX: u8 = 0x05;
 const TOMBSTONE_SUFFIX: u8 = 0x06;
+const SNAPSHOT_MARKER_SUFFIX: u8 = 0x07;
 
 /// Node-local metadata prefix in `Cf::Meta`.
 pub const LOCAL_PREFIX: u8 = 0x00;
@@ -57,6 +59,11 @@ pub fn tombstone_key(group: u64) -> Vec<u8> {
     group_key(group, TOMBSTONE_SUFFIX)
 }
 
+/// Set while a streamed snapshot is being written into the group's span (see `trestle_replication`).
+pub fn snapshot_marker_key(group: u64) -> Vec<u8> {
+    group_key(group, SNAPSHOT_MARKER_SUFFIX)
+}
+
 /// The group a raft-local state key (made by [`raft_local_key`]) or hard state key belongs to, with the
 /// key's suffix; `None` for log entries and anything else.
 pub fn group_of_state_key(key: &[u8]) -> Option<(u64, u8)> {
@@ -71,6 +78,7 @@ pub fn group_of_state_key(key: &[u8]) -> Option<(u64, u8)> {
 pub const HARD_STATE_KEY_SUFFIX: u8 = HARD_STATE_SUFFIX;
 pub const RAFT_LOCAL_KEY_SUFFIX: u8 = RAFT_LOCAL_SUFFIX;
 pub const RANGE_STATE_KEY_SUFFIX: u8 = RANGE_STATE_SUFFIX;
+pub const SNAPSHOT_MARKER_KEY_SUFFIX: u8 = SNAPSHOT_MARKER_SUFFIX;
 
 pub fn log_key(group: u64, index: u64) -> Vec<u8> {
     let mut k = group_key(group, LOG_SUFFIX);

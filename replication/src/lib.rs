@@ -9,8 +9,12 @@
 //!   persistence go out after the fsync, committed entries are applied with their apply state in the same
 //!   write batch as the data they produce;
 //! - proposals and linearizable reads (ReadIndex), leader transfer, log compaction, snapshots;
+//! - snapshots as streams of bounded chunks (`snapshot`): the leader streams its span from a
+//!   point-in-time engine view, the receiver writes the chunks into its span as they arrive under a
+//!   synced marker that keeps the replica uninitialized — serving and applying nothing, across crashes
+//!   too — until the snapshot is restored; memory on both ends is bounded by the chunk size;
 //! - the transports: [`Transport`] with a batched gRPC implementation ([`grpc`]) and an in-memory one
-//!   with partition/drop/delay filters for tests ([`memory`]).
+//!   with partition/drop/delay filters for tests ([`memory`]), each carrying snapshot streams too.
 //!
 //! What it does not know: tables, entities or locks. Those are [`StateMachine`]s: deterministic functions
 //! from committed commands to writes in the group's own keyspace ([`Span`]). raft-rs types never leave
@@ -22,6 +26,7 @@ pub mod grpc;
 pub mod memory;
 mod peer;
 pub mod planted;
+mod snapshot;
 mod storage;
 #[cfg(test)]
 mod tests;
@@ -33,6 +38,9 @@ use trestle_engine::{Cf, Engine, WriteBatch};
 pub use desc::{SplitRefused, SplitRequest};
 pub use driver::{Config, GroupStatus, RaftNode, Role};
 pub use peer::MembershipChange;
+pub use snapshot::{
+    MAX_CHUNK_BYTES, SnapshotAck, SnapshotChunk, SnapshotError, SnapshotSink, StreamControl,
+};
 
 /// A Raft group's replicated keyspace: the keys in `[start, end)` of `cf`. Snapshots copy exactly these
 /// keys, and a restored snapshot replaces exactly these keys.
@@ -217,9 +225,20 @@ impl fmt::Debug for Envelope {
     }
 }
 
-/// Carries envelopes to other nodes. Sending is best effort and never blocks the driver: Raft retries
-/// whatever is lost.
+/// Carries envelopes and snapshot streams to other nodes. Sending is best effort and never blocks the
+/// driver: Raft retries whatever is lost.
 pub trait Transport: Send + Sync + 'static {
     /// Sends a batch of envelopes, all addressed to replicas on node `to_node`.
     fn send(&self, to_node: u64, batch: Vec<Envelope>);
+
+    /// Opens a stream that carries one Raft snapshot to node `to_node`: `first` is the `MsgSnapshot`
+    /// (metadata and header, no records), the chunks follow through the returned sink, and the
+    /// receiver's acknowledgement ends it. Blocking: called on the snapshot's sender thread, never on the
+    /// driver; the transport gives up when `ctl` says so.
+    fn open_snapshot(
+        &self,
+        to_node: u64,
+        first: Envelope,
+        ctl: &StreamControl,
+    ) -> Result<Box<dyn SnapshotSink>, SnapshotError>;
 }

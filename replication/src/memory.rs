@@ -3,6 +3,11 @@
 //! Every node's transport sends into one shared [`MemoryNetwork`], which applies its filters — partitions,
 //! one-way link cuts, random drops, delays, paused nodes — and delivers surviving batches to the
 //! destination node's mailbox from a single delivery thread, in order of their due time.
+//!
+//! Snapshot streams run the receiver's side ([`crate::snapshot::recv`]) on the sender's thread, chunk by
+//! chunk, so a test exercises the same chunking, checks, fencing and reassembly as the gRPC transport.
+//! The same filters apply to every chunk (a dropped chunk breaks the stream, as a reset connection
+//! would), plus two of their own: cutting streams after some chunks, and corrupting a chunk.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -12,7 +17,10 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 use crate::driver::Mailbox;
-use crate::{Envelope, Transport};
+use crate::snapshot::recv::{DRIVER_WAIT, IncomingSnapshot};
+use crate::{
+    Envelope, SnapshotAck, SnapshotChunk, SnapshotError, SnapshotSink, StreamControl, Transport,
+};
 
 #[derive(Default)]
 struct Filters {
@@ -24,6 +32,35 @@ struct Filters {
     paused: HashSet<u64>,
     drop_rate: f64,
     delay: Duration,
+    /// The next `streams` snapshot streams break after `after` chunks each.
+    snapshot_cut: Option<SnapshotCut>,
+    /// Flip a bit in the next snapshot chunk.
+    corrupt_next_chunk: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SnapshotCut {
+    after: u64,
+    streams: u64,
+}
+
+/// What happened to snapshot streams on the network, for tests that must prove a path was taken.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SnapshotCounters {
+    /// Streams the receiver admitted.
+    pub opened: u64,
+    /// Chunks delivered (and written by the receiver).
+    pub chunks: u64,
+    /// Record bytes delivered.
+    pub bytes: u64,
+    /// Bytes of the largest chunk delivered.
+    pub largest_chunk: u64,
+    /// Streams broken by a filter.
+    pub cut: u64,
+    /// Chunks corrupted by a filter.
+    pub corrupted: u64,
+    /// Streams the receiver acknowledged.
+    pub completed: u64,
 }
 
 impl Filters {
@@ -74,6 +111,7 @@ struct State {
     shutdown: bool,
     delivered: u64,
     dropped: u64,
+    snapshots: SnapshotCounters,
 }
 
 /// The shared network of an in-process cluster.
@@ -157,6 +195,26 @@ impl MemoryNetwork {
     /// Delays every batch by `delay`.
     pub fn set_delay(&self, delay: Duration) {
         self.with(|s| s.filters.delay = delay);
+    }
+
+    /// Breaks the next `streams` snapshot streams after `chunks` chunks each (`u64::MAX` streams: every
+    /// stream until [`MemoryNetwork::heal`]).
+    pub fn cut_snapshots_after(&self, chunks: u64, streams: u64) {
+        self.with(|s| {
+            s.filters.snapshot_cut = Some(SnapshotCut {
+                after: chunks,
+                streams,
+            })
+        });
+    }
+
+    /// Flips one bit in the data of the next snapshot chunk sent.
+    pub fn corrupt_next_snapshot_chunk(&self) {
+        self.with(|s| s.filters.corrupt_next_chunk = true);
+    }
+
+    pub fn snapshot_counters(&self) -> SnapshotCounters {
+        self.with(|s| s.snapshots)
     }
 
     /// Removes every filter.
@@ -244,5 +302,109 @@ struct MemoryTransport {
 impl Transport for MemoryTransport {
     fn send(&self, to_node: u64, batch: Vec<Envelope>) {
         self.network.send(self.from, to_node, batch);
+    }
+
+    fn open_snapshot(
+        &self,
+        to_node: u64,
+        first: Envelope,
+        ctl: &StreamControl,
+    ) -> Result<Box<dyn SnapshotSink>, SnapshotError> {
+        let (from, to) = (self.from, to_node);
+        let (mailbox, cut_after) = self.network.with(|s| {
+            if !s.filters.allows(from, to) {
+                return Err(SnapshotError::Transport(format!(
+                    "node {to} is unreachable"
+                )));
+            }
+            let mailbox = s
+                .mailboxes
+                .get(&to)
+                .cloned()
+                .ok_or_else(|| SnapshotError::Transport(format!("node {to} is down")))?;
+            let cut_after = match &mut s.filters.snapshot_cut {
+                Some(cut) if cut.streams > 0 => {
+                    cut.streams -= 1;
+                    Some(cut.after)
+                }
+                _ => None,
+            };
+            Ok((mailbox, cut_after))
+        })?;
+        // The network's lock is not held: the receiving driver answers meanwhile.
+        let incoming = IncomingSnapshot::begin(&mailbox, first, ctl.remaining().min(DRIVER_WAIT))?;
+        self.network.with(|s| s.snapshots.opened += 1);
+        Ok(Box::new(MemorySink {
+            network: self.network.clone(),
+            from,
+            to,
+            incoming: Some(incoming),
+            sent: 0,
+            cut_after,
+            ctl: ctl.clone(),
+        }))
+    }
+}
+
+/// A snapshot stream on the memory network: each chunk is written by the receiver before `send`
+/// returns.
+struct MemorySink {
+    network: Arc<MemoryNetwork>,
+    from: u64,
+    to: u64,
+    /// `None` once the stream broke (dropping it told the receiving driver).
+    incoming: Option<IncomingSnapshot>,
+    sent: u64,
+    cut_after: Option<u64>,
+    ctl: StreamControl,
+}
+
+impl SnapshotSink for MemorySink {
+    fn send(&mut self, mut chunk: SnapshotChunk) -> Result<(), SnapshotError> {
+        self.ctl.check()?;
+        let (from, to, sent, cut_after) = (self.from, self.to, self.sent, self.cut_after);
+        let passes = self.network.with(|s| {
+            let lost = !s.filters.allows(from, to)
+                || (s.filters.drop_rate > 0.0 && rand::thread_rng().gen_bool(s.filters.drop_rate))
+                || cut_after.is_some_and(|after| sent >= after);
+            if lost {
+                s.snapshots.cut += 1;
+                return false;
+            }
+            if std::mem::take(&mut s.filters.corrupt_next_chunk) && !chunk.data.is_empty() {
+                let mut data = chunk.data.to_vec();
+                let mid = data.len() / 2;
+                data[mid] ^= 0x01;
+                chunk.data = data.into();
+                s.snapshots.corrupted += 1;
+            }
+            true
+        });
+        let Some(incoming) = self.incoming.as_mut().filter(|_| passes) else {
+            self.incoming = None;
+            return Err(SnapshotError::Transport("the stream was cut".into()));
+        };
+        if let Err(e) = incoming.write(&chunk) {
+            self.incoming = None;
+            return Err(e);
+        }
+        self.sent += 1;
+        let len = chunk.data.len() as u64;
+        self.network.with(|s| {
+            s.snapshots.chunks += 1;
+            s.snapshots.bytes += len;
+            s.snapshots.largest_chunk = s.snapshots.largest_chunk.max(len);
+        });
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<SnapshotAck, SnapshotError> {
+        let incoming = self
+            .incoming
+            .take()
+            .ok_or_else(|| SnapshotError::Transport("the stream was cut".into()))?;
+        let ack = incoming.finish(self.ctl.remaining().min(DRIVER_WAIT))?;
+        self.network.with(|s| s.snapshots.completed += 1);
+        Ok(ack)
     }
 }

@@ -531,8 +531,21 @@ impl Peer {
         Ok(())
     }
 
-    /// Filters an inbound message for a recovering replica; returns false to drop it.
+    /// Filters an inbound message for a recovering or fenced replica; returns false to drop it.
+    ///
+    /// A replica fenced for a snapshot (its log emptied, see `crate::snapshot`) still refuses to vote
+    /// for a candidate whose log is behind the log it had: it may have acknowledged those entries.
     pub(crate) fn admit(&mut self, msg: &Message) -> bool {
+        let is_vote = matches!(
+            msg.get_msg_type(),
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+        );
+        if is_vote
+            && let Some(marker) = self.raw.store().receiving()
+            && !marker.admits_candidate(msg.index, msg.log_term)
+        {
+            return false;
+        }
         let Some(rec) = self.recovery.as_mut() else {
             return true;
         };
@@ -549,10 +562,6 @@ impl Peer {
         {
             rec.floor = rec.heard.values().copied().max();
         }
-        let is_vote = matches!(
-            msg.get_msg_type(),
-            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
-        );
         if !is_vote {
             return true;
         }

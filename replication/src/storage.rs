@@ -10,11 +10,17 @@
 //! - The apply state (applied index and term) is written in the same batch as the data the applied
 //!   entries produce, so after a crash a replica resumes applying exactly where its data stops.
 //! - A snapshot is the group's [`Span`] read at the applied index plus the apply state and the group's
-//!   range state (span and epoch); restoring one replaces the snapshot's span's keys, the range state
-//!   and the whole log in one batch.
+//!   range state (span and epoch). It is streamed (see [`crate::snapshot`]): [`raft::Storage::snapshot`]
+//!   returns only the metadata and a header, having registered a point-in-time engine view with the
+//!   node's outgoing snapshots; the receiver writes the records into its span as they arrive, under a
+//!   marker, and [`PeerStorage::apply_snapshot`] then replaces the range state, the whole log and the
+//!   apply state and deletes the marker in one batch. Snapshots of the older formats (records inline)
+//!   are still restored in one batch.
 //! - An *uninitialized* replica (created when a leader first contacts a node that has no replica of
-//!   the group) has no range state and an empty configuration: it holds no keys and cannot campaign
-//!   until a snapshot initializes it. Its hard state (a vote it granted) is persisted like any other.
+//!   the group, or fenced while a snapshot is written into its span) has no range state, an empty log
+//!   and an empty configuration: it applies nothing and cannot campaign until a snapshot initializes
+//!   it. Its hard state (a vote it granted) is persisted like any other. A replica whose snapshot
+//!   marker is set opens uninitialized whatever else the engine holds for it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -25,6 +31,9 @@ use raft::{GetEntriesContext, RaftState, StorageError};
 use trestle_engine::{Cf, Engine, WriteBatch, keys};
 
 use crate::desc::{RangeState, Reader, SPLIT_INIT_INDEX, SPLIT_INIT_TERM};
+use crate::snapshot::recv::Marker;
+use crate::snapshot::send::Outgoing;
+use crate::snapshot::{Header, STREAMED_FORMAT};
 use crate::{Epoch, GroupDesc, Span};
 
 /// Entries kept in memory after they are persisted, so the leader can feed followers without reads: at
@@ -87,9 +96,10 @@ impl EntryCache {
         }
     }
 }
-/// Snapshot data: `[1] kvs` (the span is the receiver's own) or `[2] range state, kvs`.
+/// Snapshot data of the inline formats: `[1] kvs` (the span is the receiver's own) or
+/// `[2] range state, kvs`. Streamed snapshots carry a [`Header`] (format 3) instead.
 const SNAPSHOT_FORMAT_V1: u8 = 1;
-const SNAPSHOT_FORMAT: u8 = 2;
+const SNAPSHOT_FORMAT_V2: u8 = 2;
 
 /// Raft-local state: what the log looks like (persisted at `keys::raft_local_key`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -160,6 +170,10 @@ pub(crate) struct PeerStorage {
     applied_term: u64,
     /// Contiguous persisted-or-staged entries ending at `last_index`.
     cache: EntryCache,
+    /// Where snapshots this replica sends are registered.
+    outgoing: Arc<Outgoing>,
+    /// Set while a streamed snapshot is being written into this replica's span (it is uninitialized).
+    receiving: Option<Marker>,
 }
 
 impl PeerStorage {
@@ -170,7 +184,15 @@ impl PeerStorage {
         group: u64,
         engine: Arc<dyn Engine>,
         desc: Option<&GroupDesc>,
+        outgoing: Arc<Outgoing>,
     ) -> Result<(PeerStorage, bool), raft::Error> {
+        if let Some(b) = engine
+            .get(Cf::Raft, &keys::snapshot_marker_key(group))
+            .map_err(engine_err)?
+        {
+            let marker = Marker::decode(&b).ok_or_else(|| corrupt("bad snapshot marker"))?;
+            return PeerStorage::open_fenced(group, engine, marker, outgoing).map(|s| (s, false));
+        }
         let local_bytes = engine
             .get(Cf::Raft, &keys::raft_local_key(group))
             .map_err(engine_err)?;
@@ -228,6 +250,8 @@ impl PeerStorage {
             applied_index,
             applied_term,
             cache: EntryCache::default(),
+            outgoing,
+            receiving: None,
         };
         storage.last_term = if storage.local.last_index == storage.local.truncated_index {
             storage.local.truncated_term
@@ -243,6 +267,74 @@ impl PeerStorage {
             storage.engine.write(&batch, true).map_err(engine_err)?;
         }
         Ok((storage, created))
+    }
+
+    /// A replica whose span a snapshot is being written into: uninitialized, with only its hard state
+    /// (commit 0: its log is empty).
+    fn open_fenced(
+        group: u64,
+        engine: Arc<dyn Engine>,
+        marker: Marker,
+        outgoing: Arc<Outgoing>,
+    ) -> Result<PeerStorage, raft::Error> {
+        let mut hard_state = match engine
+            .get(Cf::Raft, &keys::hard_state_key(group))
+            .map_err(engine_err)?
+        {
+            Some(b) => HardState::parse_from_bytes(&b)?,
+            None => HardState::default(),
+        };
+        hard_state.commit = 0;
+        Ok(PeerStorage {
+            group,
+            engine,
+            range: None,
+            hard_state,
+            local: LocalState::default(),
+            last_term: 0,
+            applied_index: 0,
+            applied_term: 0,
+            cache: EntryCache::default(),
+            outgoing,
+            receiving: Some(marker),
+        })
+    }
+
+    /// Stages fencing replica `group` for a streamed snapshot (see [`crate::snapshot`]): the marker, its
+    /// hard state with commit 0, the deletion of its log, raft-local, apply and range states, and the
+    /// deletion of `span`, where the snapshot's records will go. The caller writes it synced, then
+    /// reopens the replica (which comes back uninitialized).
+    pub(crate) fn stage_fence(
+        group: u64,
+        marker: &Marker,
+        hard_state: &HardState,
+        span: &Span,
+        batch: &mut WriteBatch,
+    ) -> Result<(), raft::Error> {
+        batch.put(Cf::Raft, keys::snapshot_marker_key(group), marker.encode());
+        let mut hs = hard_state.clone();
+        hs.commit = 0;
+        batch.put(Cf::Raft, keys::hard_state_key(group), hs.write_to_bytes()?);
+        batch.delete_range(
+            Cf::Raft,
+            keys::log_prefix(group),
+            keys::log_key(group, u64::MAX),
+        );
+        batch.delete(Cf::Raft, keys::raft_local_key(group));
+        batch.delete(Cf::Raft, keys::apply_state_key(group));
+        batch.delete(Cf::Raft, keys::range_state_key(group));
+        delete_span(span, batch);
+        Ok(())
+    }
+
+    /// The snapshot being written into this replica's span, if any.
+    pub(crate) fn receiving(&self) -> Option<&Marker> {
+        self.receiving.as_ref()
+    }
+
+    /// The hard state as last staged.
+    pub(crate) fn hard_state(&self) -> &HardState {
+        &self.hard_state
     }
 
     /// Stages the state of group `desc.id` as a split creates it on every replica: an empty log at
@@ -282,6 +374,9 @@ impl PeerStorage {
             epoch: desc.epoch,
         };
         batch.put(Cf::Raft, keys::range_state_key(group), range.encode());
+        // A replica fenced by a snapshot that never completed: its span is now the parent's (a parent
+        // initialized over that span deleted it first, see `crate::snapshot`).
+        batch.delete(Cf::Raft, keys::snapshot_marker_key(group));
         Ok(())
     }
 
@@ -450,26 +545,40 @@ impl PeerStorage {
         self.stage_local(batch)
     }
 
-    /// Stages restoring `snap` (sent by the leader): the snapshot's span's keys are replaced by the
-    /// snapshot's, the range state becomes the snapshot's, the log is emptied, and the apply state jumps
-    /// to the snapshot index.
+    /// Stages restoring `snap` (sent by the leader): the range state becomes the snapshot's, the log is
+    /// emptied, the apply state jumps to the snapshot index, and the snapshot marker is deleted. A
+    /// streamed snapshot's records are already in the span (written under the marker, which must name
+    /// this snapshot); an inline one's replace the span's keys here.
     pub(crate) fn apply_snapshot(
         &mut self,
         snap: &Snapshot,
         batch: &mut WriteBatch,
     ) -> Result<(), raft::Error> {
         let meta = snap.get_metadata();
-        let (range, pairs) = decode_snapshot_data(snap.get_data(), self.range.as_ref())?;
-        let span = &range.span;
-        match &span.end {
-            Some(end) => batch.delete_range(span.cf, span.start.clone(), end.clone()),
-            // No Trestle key starts with 0xFF (data keys start with a table id whose escaped UTF-8 keys
-            // never contain 0xFF; meta keys start with 0x01), so 32 0xFF bytes bound every key.
-            None => batch.delete_range(span.cf, span.start.clone(), vec![0xFF; 32]),
-        }
-        for (key, value) in pairs {
-            batch.put(span.cf, key, value);
-        }
+        let range = match Header::decode(snap.get_data()) {
+            Some(header) => {
+                let received = self
+                    .receiving
+                    .is_some_and(|m| (m.id, m.index, m.term) == (header.id, meta.index, meta.term));
+                if !received {
+                    // The driver steps a streamed snapshot only after its stream completed.
+                    return Err(corrupt(
+                        "a streamed snapshot whose records were not received",
+                    ));
+                }
+                header.range
+            }
+            None => {
+                let (range, pairs) = decode_inline_snapshot(snap.get_data(), self.range.as_ref())?;
+                delete_span(&range.span, batch);
+                for (key, value) in pairs {
+                    batch.put(range.span.cf, key, value);
+                }
+                range
+            }
+        };
+        batch.delete(Cf::Raft, keys::snapshot_marker_key(self.group));
+        self.receiving = None;
         batch.delete_range(
             Cf::Raft,
             keys::log_prefix(self.group),
@@ -519,32 +628,23 @@ impl PeerStorage {
         Ok(self.read_entry(index)?.term)
     }
 
-    /// The group's keyspace, range state and apply state as a Raft snapshot (built from one engine
-    /// snapshot).
-    fn build_snapshot(&self) -> Result<Snapshot, raft::Error> {
-        let Some(range) = &self.range else {
-            return Err(raft::Error::Store(
-                StorageError::SnapshotTemporarilyUnavailable,
-            ));
+    /// The snapshot raft-rs sends: the metadata at the applied index and a [`Header`] naming the view
+    /// registered with the node's outgoing snapshots, which streams the records (see
+    /// [`crate::snapshot`]). Temporarily unavailable while uninitialized or when the node is already
+    /// sending its maximum of snapshots: raft-rs asks again later.
+    fn streamed_snapshot(&self, to: u64) -> Result<Snapshot, raft::Error> {
+        let unavailable = || raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable);
+        let range = self.range.as_ref().ok_or_else(unavailable)?;
+        let id = self
+            .outgoing
+            .prepare(self.group, to, self.engine.clone(), range.span.clone())
+            .ok_or_else(unavailable)?;
+        let header = Header {
+            range: range.clone(),
+            id,
         };
-        let view = self.engine.snapshot();
-        let mut data = vec![SNAPSHOT_FORMAT];
-        let state = range.encode();
-        data.extend_from_slice(&(state.len() as u32).to_le_bytes());
-        data.extend_from_slice(&state);
-        let span = &range.span;
-        let iter = view
-            .scan(span.cf, &span.start, span.end.as_deref())
-            .map_err(engine_err)?;
-        for kv in iter {
-            let (k, v) = kv.map_err(engine_err)?;
-            data.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            data.extend_from_slice(&k);
-            data.extend_from_slice(&(v.len() as u32).to_le_bytes());
-            data.extend_from_slice(&v);
-        }
         let mut snap = Snapshot::default();
-        snap.set_data(data.into());
+        snap.set_data(header.encode().into());
         let meta = snap.mut_metadata();
         meta.index = self.applied_index;
         meta.term = self.applied_term;
@@ -553,18 +653,29 @@ impl PeerStorage {
     }
 }
 
-/// The range state a snapshot carries (`None` for the old format, which carries none, or bad data).
-pub(crate) fn snapshot_range(data: &[u8]) -> Option<RangeState> {
-    let (&format, rest) = data.split_first()?;
-    if format != SNAPSHOT_FORMAT {
-        return None;
+/// Stages deleting every key of `span`.
+fn delete_span(span: &Span, batch: &mut WriteBatch) {
+    match &span.end {
+        Some(end) => batch.delete_range(span.cf, span.start.clone(), end.clone()),
+        // No Trestle key starts with 0xFF (data keys start with a table id whose escaped UTF-8 keys
+        // never contain 0xFF; meta keys start with 0x01), so 32 0xFF bytes bound every key.
+        None => batch.delete_range(span.cf, span.start.clone(), vec![0xFF; 32]),
     }
-    RangeState::decode(Reader(rest).bytes()?)
 }
 
-/// Decodes a snapshot's range state and key-value records. A snapshot in the old format carries no
+/// The range state a snapshot carries (`None` for format 1, which carries none, or bad data).
+pub(crate) fn snapshot_range(data: &[u8]) -> Option<RangeState> {
+    let (&format, rest) = data.split_first()?;
+    match format {
+        SNAPSHOT_FORMAT_V2 => RangeState::decode(Reader(rest).bytes()?),
+        STREAMED_FORMAT => Header::decode(data).map(|h| h.range),
+        _ => None,
+    }
+}
+
+/// Decodes an inline snapshot's range state and key-value records. A snapshot in format 1 carries no
 /// range state: it covers the receiver's own span (`own`).
-fn decode_snapshot_data(
+fn decode_inline_snapshot(
     data: &[u8],
     own: Option<&RangeState>,
 ) -> Result<(RangeState, Vec<trestle_engine::KvPair>), raft::Error> {
@@ -575,7 +686,7 @@ fn decode_snapshot_data(
         SNAPSHOT_FORMAT_V1 => own
             .cloned()
             .ok_or_else(|| corrupt("an old-format snapshot for an uninitialized replica"))?,
-        SNAPSHOT_FORMAT => {
+        SNAPSHOT_FORMAT_V2 => {
             let mut r = Reader(rest);
             let state = r
                 .bytes()
@@ -664,13 +775,13 @@ impl raft::Storage for PeerStorage {
         Ok(self.local.last_index)
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         if self.applied_index < request_index {
             return Err(raft::Error::Store(
                 StorageError::SnapshotTemporarilyUnavailable,
             ));
         }
-        self.build_snapshot()
+        self.streamed_snapshot(to)
     }
 }
 
@@ -697,7 +808,23 @@ mod tests {
         }
     }
 
+    /// A node's outgoing snapshots whose outcomes nobody reads (these tests never emit the message).
+    fn outgoing() -> Arc<Outgoing> {
+        let (tx, _rx) = std::sync::mpsc::channel();
+        let config = crate::snapshot::send::SendConfig {
+            chunk_bytes: 1024,
+            max_sending: 1,
+            timeout: std::time::Duration::from_secs(5),
+        };
+        let net = Arc::new(crate::memory::MemoryNetwork::new());
+        Outgoing::new(1, config, net.transport(1), tx)
+    }
+
     fn open(engine: &Arc<dyn Engine>) -> PeerStorage {
+        open_with(engine, outgoing())
+    }
+
+    fn open_with(engine: &Arc<dyn Engine>, outgoing: Arc<Outgoing>) -> PeerStorage {
         let desc = GroupDesc {
             id: 7,
             voters: vec![1, 2, 3],
@@ -706,7 +833,9 @@ mod tests {
             span: span(),
             epoch: Epoch::INITIAL,
         };
-        PeerStorage::open(7, engine.clone(), Some(&desc)).unwrap().0
+        PeerStorage::open(7, engine.clone(), Some(&desc), outgoing)
+            .unwrap()
+            .0
     }
 
     #[test]
@@ -798,9 +927,10 @@ mod tests {
     }
 
     #[test]
-    fn compaction_keeps_the_truncated_term_and_snapshot_restores_the_span() {
+    fn compaction_keeps_the_truncated_term_and_a_streamed_snapshot_restores_the_span() {
         let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
-        let mut s = open(&engine);
+        let sending = outgoing();
+        let mut s = open_with(&engine, sending.clone());
         let mut batch = WriteBatch::new();
         s.append(&[entry(1, 1), entry(2, 1), entry(3, 2)], &mut batch)
             .unwrap();
@@ -816,22 +946,85 @@ mod tests {
             Err(raft::Error::Store(StorageError::Compacted))
         ));
 
+        // The snapshot carries metadata and a header, not the records; its view is registered, and
+        // while the node sends its maximum (one here) raft-rs must wait.
         let snap = s.snapshot(3, 2).unwrap();
         assert_eq!(snap.get_metadata().index, 3);
+        let header = Header::decode(snap.get_data()).expect("a streamed header");
+        assert_eq!(header.range.span, span());
+        assert_eq!(sending.in_flight(), 1);
+        assert!(matches!(
+            s.snapshot(3, 3),
+            Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable
+            ))
+        ));
+        sending.shutdown();
+        assert_eq!(sending.in_flight(), 0);
 
+        // The receiver: fenced (stale key deleted, reopened uninitialized), records written, then the
+        // snapshot applied without touching the data again.
         let other: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
         let mut t = open(&other);
         let mut batch = WriteBatch::new();
         batch.put(Cf::Data, b"stale".to_vec(), b"x".to_vec());
+        let voted = HardState {
+            term: 2,
+            vote: 1,
+            commit: 0,
+            ..Default::default()
+        };
+        t.set_hard_state(&voted, &mut batch).unwrap();
         other.write(&batch, true).unwrap();
+        let marker = Marker {
+            from: 1,
+            id: header.id,
+            index: 3,
+            term: 2,
+            floor_index: 0,
+            floor_term: 0,
+        };
+        let mut batch = WriteBatch::new();
+        PeerStorage::stage_fence(7, &marker, t.hard_state(), &span(), &mut batch).unwrap();
+        other.write(&batch, true).unwrap();
+        assert_eq!(other.get(Cf::Data, b"stale").unwrap(), None);
+        t = open(&other);
+        assert!(!t.is_initialized());
+        assert_eq!(t.receiving(), Some(&marker));
+        assert_eq!(t.last_index().unwrap(), 0);
+        // Its vote survives the fence: it can never vote twice in term 2.
+        assert_eq!(t.initial_state().unwrap().hard_state, voted);
+        let mut batch = WriteBatch::new();
+        batch.put(Cf::Data, b"k1".to_vec(), b"v1".to_vec());
+        other.write(&batch, false).unwrap();
         let mut batch = WriteBatch::new();
         t.apply_snapshot(&snap, &mut batch).unwrap();
         other.write(&batch, true).unwrap();
         assert_eq!(other.get(Cf::Data, b"k1").unwrap(), Some(b"v1".to_vec()));
-        assert_eq!(other.get(Cf::Data, b"stale").unwrap(), None);
         let t2 = open(&other);
+        assert!(t2.is_initialized());
+        assert_eq!(t2.receiving(), None);
         assert_eq!(t2.applied(), (3, 2));
         assert_eq!(t2.first_index().unwrap(), 4);
         assert_eq!(t2.last_index().unwrap(), 3);
+    }
+
+    #[test]
+    fn a_streamed_snapshot_is_refused_unless_its_records_were_received_under_its_marker() {
+        let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
+        let mut s = open(&engine);
+        let mut snap = Snapshot::default();
+        let header = Header {
+            range: RangeState {
+                span: span(),
+                epoch: Epoch::INITIAL,
+            },
+            id: 5,
+        };
+        snap.set_data(header.encode().into());
+        snap.mut_metadata().index = 9;
+        snap.mut_metadata().term = 2;
+        let mut batch = WriteBatch::new();
+        assert!(s.apply_snapshot(&snap, &mut batch).is_err());
     }
 }

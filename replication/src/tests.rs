@@ -13,6 +13,8 @@ use crate::{
     ApplyError, Config, Epoch, GroupDesc, GroupHost, ProposeError, RaftNode, Span, StateMachine,
 };
 
+mod snapshots;
+
 const GROUP: u64 = 7;
 
 /// `key=value` puts `value` at `key` in `Cf::Data`; the response is the applied index, or `outside`

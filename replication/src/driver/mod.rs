@@ -17,6 +17,13 @@
 //! The thread blocks on RocksDB's fsync, which is why it is a plain thread and not a tokio task. Callers
 //! talk to it through [`RaftNode`], whose async methods resolve through oneshot channels.
 //!
+//! Snapshots are streamed beside the loop, never through it (see [`crate::snapshot`]): a leader's
+//! `MsgSnapshot` goes to the snapshot's sender thread instead of the transport, and the thread's
+//! outcome comes back as a command, so raft-rs's `report_snapshot` runs here. On the receiving node
+//! the stream's transport asks the driver (commands again, [`snapshots`]) to check and fence the
+//! replica before it writes the records, and to step the snapshot after the last chunk; the records
+//! themselves are written on the transport's thread.
+//!
 //! Failure policy: an apply or storage error stops the node (every waiting request gets `Stopped`); Raft
 //! rather than a half-written replica.
 
@@ -30,108 +37,21 @@ use std::time::{Duration, Instant};
 use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use raft::{RawNode, SnapshotStatus, StateRole};
-use serde::Deserialize;
 use tokio::sync::oneshot;
 use trestle_engine::{Engine, WriteBatch};
 
 use crate::desc::{self, ADMIN_SPLIT, SplitRequest};
 use crate::peer::{Effect, MembershipChange, Peer, Reply};
+use crate::snapshot::recv::Ticket;
+use crate::snapshot::send::Outgoing;
+use crate::snapshot::{Header, SnapshotError};
 use crate::storage::{self, PeerStorage};
 use crate::{Envelope, GroupDesc, GroupHost, ProposeError, Transport};
 
-/// Raft settings for every group on a node.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Config {
-    /// Length of one Raft tick.
-    pub tick_ms: u64,
-    /// Ticks without a leader before a follower campaigns (randomized up to twice this).
-    pub election_ticks: usize,
-    pub heartbeat_ticks: usize,
-    /// For deterministic simulations: this node's election timeout is exactly this many ticks (raft-rs
-    /// randomizes in `[min, max)`, so `max = min + 1` makes it fixed). Unset: randomized.
-    pub fixed_election_ticks: Option<usize>,
-    pub max_size_per_msg: u64,
-    pub max_inflight_msgs: usize,
-    /// Compact a group's log once this many applied entries sit before the truncation point.
-    pub log_compact_threshold: u64,
-    pub max_proposal_bytes: usize,
-    /// How long a proposal may wait to be applied before the caller gets `ProposeError::Timeout` (its
-    /// outcome is then unknown: it may still be applied).
-    pub propose_timeout_ms: u64,
-}
+mod config;
+mod snapshots;
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            tick_ms: 100,
-            election_ticks: 10,
-            heartbeat_ticks: 2,
-            fixed_election_ticks: None,
-            max_size_per_msg: 1024 * 1024,
-            max_inflight_msgs: 256,
-            log_compact_threshold: 10_000,
-            max_proposal_bytes: 8 * 1024 * 1024,
-            propose_timeout_ms: 10_000,
-        }
-    }
-}
-
-impl Config {
-    /// Fast elections for tests.
-    pub fn for_test() -> Self {
-        Config {
-            tick_ms: 20,
-            election_ticks: 10,
-            heartbeat_ticks: 2,
-            ..Config::default()
-        }
-    }
-
-    pub fn validate(&self) -> Result<(), String> {
-        if self.tick_ms == 0 {
-            return Err("raft.tick-ms must be positive".into());
-        }
-        if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
-            return Err("raft.election-ticks must exceed raft.heartbeat-ticks (> 0)".into());
-        }
-        if self
-            .fixed_election_ticks
-            .is_some_and(|t| t < self.election_ticks)
-        {
-            return Err("raft.fixed-election-ticks must be at least raft.election-ticks".into());
-        }
-        if self.log_compact_threshold == 0
-            || self.max_proposal_bytes == 0
-            || self.propose_timeout_ms == 0
-        {
-            return Err(
-                "raft.log-compact-threshold and raft.max-proposal-bytes must be positive".into(),
-            );
-        }
-        Ok(())
-    }
-
-    fn raft_config(&self, id: u64, applied: u64) -> raft::Config {
-        let mut c = raft::Config {
-            id,
-            election_tick: self.election_ticks,
-            heartbeat_tick: self.heartbeat_ticks,
-            applied,
-            max_size_per_msg: self.max_size_per_msg,
-            max_inflight_msgs: self.max_inflight_msgs,
-            check_quorum: true,
-            pre_vote: true,
-            read_only_option: raft::ReadOnlyOption::Safe,
-            ..Default::default()
-        };
-        if let Some(t) = self.fixed_election_ticks {
-            c.min_election_tick = t;
-            c.max_election_tick = t + 1;
-        }
-        c
-    }
-}
+pub use config::Config;
 
 /// A replica's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,8 +100,30 @@ pub struct GroupStatus {
     pub desc: Option<GroupDesc>,
 }
 
-enum Cmd {
+pub(crate) enum Cmd {
     Messages(Vec<Envelope>),
+    /// A snapshot stream opened: check and fence the replica (see [`crate::snapshot`]).
+    SnapshotBegin {
+        env: Envelope,
+        reply: mpsc::SyncSender<Result<Ticket, SnapshotError>>,
+    },
+    /// A snapshot stream's last chunk is written: step its `MsgSnapshot`.
+    SnapshotFinish {
+        group: u64,
+        id: u64,
+        reply: mpsc::SyncSender<Result<(), SnapshotError>>,
+    },
+    /// A snapshot stream broke off before its end.
+    SnapshotAbort {
+        group: u64,
+        id: u64,
+    },
+    /// A snapshot this node sent was acknowledged (`ok`) or not: tell raft-rs.
+    SnapshotSent {
+        group: u64,
+        to: u64,
+        ok: bool,
+    },
     Propose {
         group: u64,
         data: Vec<u8>,
@@ -235,6 +177,11 @@ impl Mailbox {
     pub fn deliver(&self, batch: Vec<Envelope>) {
         let _ = self.tx.send(Cmd::Messages(batch));
     }
+
+    /// Sends `cmd` to the driver; false once the driver is gone.
+    pub(crate) fn command(&self, cmd: Cmd) -> bool {
+        self.tx.send(cmd).is_ok()
+    }
 }
 
 type StatusMap = Arc<RwLock<HashMap<u64, GroupStatus>>>;
@@ -243,6 +190,7 @@ type StatusMap = Arc<RwLock<HashMap<u64, GroupStatus>>>;
 pub struct RaftNode {
     id: u64,
     tx: mpsc::Sender<Cmd>,
+    outgoing: Arc<Outgoing>,
     engine: Arc<dyn Engine>,
     status: StatusMap,
     stopped: Arc<AtomicBool>,
@@ -271,6 +219,7 @@ impl RaftNode {
         let propose_timeout = Duration::from_millis(config.propose_timeout_ms);
         let status: StatusMap = Arc::default();
         let stopped = Arc::new(AtomicBool::new(false));
+        let outgoing = Outgoing::new(id, config.send_config(), transport.clone(), tx.clone());
         let driver = Driver {
             id,
             engine: engine.clone(),
@@ -280,6 +229,8 @@ impl RaftNode {
             peers: HashMap::new(),
             status: status.clone(),
             stopped: stopped.clone(),
+            outgoing: outgoing.clone(),
+            incoming: HashMap::new(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("raft-driver-{id}"))
@@ -287,6 +238,7 @@ impl RaftNode {
         Ok(RaftNode {
             id,
             tx,
+            outgoing,
             engine,
             status,
             stopped,
@@ -308,6 +260,11 @@ impl RaftNode {
         Mailbox {
             tx: self.tx.clone(),
         }
+    }
+
+    /// Snapshots this node is sending now (each holds an engine view until its stream ends).
+    pub fn snapshots_in_flight(&self) -> usize {
+        self.outgoing.in_flight()
     }
 
     /// Whether the driver has stopped (shutdown or a fatal storage error).
@@ -476,6 +433,10 @@ struct Driver {
     peers: HashMap<u64, Peer>,
     status: StatusMap,
     stopped: Arc<AtomicBool>,
+    /// Snapshots this node is sending.
+    outgoing: Arc<Outgoing>,
+    /// Snapshots this node is receiving, by group (one per group at a time).
+    incoming: HashMap<u64, snapshots::Incoming>,
 }
 
 /// Most mailbox messages handled before the replicas' Ready is processed, so a flood of inbound
@@ -532,6 +493,7 @@ impl Driver {
             self.publish_status(&touched);
         }
         self.stopped.store(true, Ordering::SeqCst);
+        self.outgoing.shutdown();
         // Dropping the peers drops every waiting reply: callers see `Stopped`.
         self.peers.clear();
     }
@@ -542,6 +504,30 @@ impl Driver {
             Cmd::Messages(batch) => {
                 for env in batch {
                     self.step(env, touched);
+                }
+            }
+            Cmd::SnapshotBegin { env, reply } => match self.begin_snapshot(env, touched) {
+                Ok(answer) => {
+                    let _ = reply.send(answer);
+                }
+                Err(e) => {
+                    tracing::error!(node = self.id, error = %e, "stopping node after a storage failure");
+                    return false;
+                }
+            },
+            Cmd::SnapshotFinish { group, id, reply } => {
+                let _ = reply.send(self.finish_snapshot(group, id, touched));
+            }
+            Cmd::SnapshotAbort { group, id } => self.abort_snapshot(group, id),
+            Cmd::SnapshotSent { group, to, ok } => {
+                if let Some(peer) = self.peers.get_mut(&group) {
+                    let status = if ok {
+                        SnapshotStatus::Finish
+                    } else {
+                        SnapshotStatus::Failure
+                    };
+                    peer.raw.report_snapshot(to, status);
+                    touched.insert(group);
                 }
             }
             Cmd::Propose { group, data, reply } => {
@@ -673,8 +659,9 @@ impl Driver {
             tracing::error!(node = self.id, group, error = %e, "{what}");
             ProposeError::Stopped
         };
-        let (storage, created) = PeerStorage::open(group, self.engine.clone(), desc)
-            .map_err(|e| fail("opening raft storage", &e))?;
+        let (storage, created) =
+            PeerStorage::open(group, self.engine.clone(), desc, self.outgoing.clone())
+                .map_err(|e| fail("opening raft storage", &e))?;
         let applied = storage.applied().0;
         let initialized = storage.is_initialized();
         let logger = slog::Logger::root(
@@ -740,7 +727,8 @@ impl Driver {
             let has_range = suffixes.contains(&trestle_engine::keys::RANGE_STATE_KEY_SUFFIX);
             let has_local = suffixes.contains(&trestle_engine::keys::RAFT_LOCAL_KEY_SUFFIX);
             let voted = suffixes.contains(&trestle_engine::keys::HARD_STATE_KEY_SUFFIX);
-            if has_range || (!has_local && voted) {
+            let fenced = suffixes.contains(&trestle_engine::keys::SNAPSHOT_MARKER_KEY_SUFFIX);
+            if has_range || fenced || (!has_local && voted) {
                 self.create_group(group, None)?;
                 started.push(group);
             }
@@ -823,19 +811,25 @@ impl Driver {
     }
 
     /// Whether a snapshot for `group` would overlap the span of another initialized replica on this
-    /// node (a split this node has not applied yet): such a snapshot waits until the split applies.
+    /// node (a split this node has not applied yet), or of a snapshot being received for another
+    /// group: such a snapshot waits until the split applies or the other snapshot is done.
     fn snapshot_overlaps(&self, group: u64, msg: &Message) -> bool {
         let Some(range) = storage::snapshot_range(msg.get_snapshot().get_data()) else {
             return false;
         };
-        self.peers.iter().any(|(&id, peer)| {
+        let initialized = self.peers.iter().any(|(&id, peer)| {
             id != group
                 && peer
                     .raw
                     .store()
                     .range()
                     .is_some_and(|r| r.span.overlaps(&range.span))
-        })
+        });
+        let receiving = self
+            .incoming
+            .iter()
+            .any(|(&id, inc)| id != group && inc.span.overlaps(&range.span));
+        initialized || receiving
     }
 
     fn step(&mut self, env: Envelope, touched: &mut HashSet<u64>) {
@@ -868,6 +862,18 @@ impl Driver {
             if self.create_group(env.group, None).is_err() {
                 return;
             }
+        }
+        if msg.get_msg_type() == MessageType::MsgSnapshot
+            && Header::decode(msg.get_snapshot().get_data()).is_some()
+        {
+            // A streamed snapshot's message is stepped by its stream's end, never on its own: its
+            // records are not here.
+            tracing::debug!(
+                node = self.id,
+                group = env.group,
+                "streamed snapshot header outside its stream; dropped"
+            );
+            return;
         }
         if msg.get_msg_type() == MessageType::MsgSnapshot
             && (self.snapshot_overlaps(env.group, &msg) || self.snapshot_buried(env.group, &msg))
@@ -931,7 +937,7 @@ impl Driver {
                 "replica is behind its leader's view; asking for a snapshot"
             );
             let mut outbox = HashMap::new();
-            collect_messages(peer, env.group, vec![ask], &mut outbox);
+            collect_messages(peer, env.group, vec![ask], &mut outbox, &self.outgoing);
             self.flush(&mut outbox);
         }
         touched.insert(env.group);
@@ -949,7 +955,7 @@ impl Driver {
             }
             touched.insert(group);
             let mut rd = peer.raw.ready();
-            collect_messages(peer, group, rd.take_messages(), &mut outbox);
+            collect_messages(peer, group, rd.take_messages(), &mut outbox, &self.outgoing);
             if !rd.snapshot().is_empty() {
                 peer.raw
                     .mut_store()
@@ -972,6 +978,7 @@ impl Driver {
             let is_leader = peer.is_leader();
             if peer.was_leader && !is_leader {
                 peer.on_lost_leadership();
+                self.outgoing.cancel_group(group);
             }
             peer.was_leader = is_leader;
             readies.push((group, rd));
@@ -1000,9 +1007,16 @@ impl Driver {
             let mut effects = peer
                 .apply_committed(rd.take_committed_entries())
                 .map_err(|e| format!("group {group}: {e}"))?;
-            collect_messages(peer, group, rd.take_persisted_messages(), &mut outbox);
+            let outgoing = &self.outgoing;
+            collect_messages(
+                peer,
+                group,
+                rd.take_persisted_messages(),
+                &mut outbox,
+                outgoing,
+            );
             let mut light = peer.raw.advance(rd);
-            collect_messages(peer, group, light.take_messages(), &mut outbox);
+            collect_messages(peer, group, light.take_messages(), &mut outbox, outgoing);
             effects.extend(
                 peer.apply_committed(light.take_committed_entries())
                     .map_err(|e| format!("group {group}: {e}"))?,
@@ -1065,31 +1079,48 @@ impl Driver {
     }
 }
 
+/// Sorts a replica's outgoing messages into `outbox` by node; a `MsgSnapshot` goes to its snapshot's
+/// sender thread instead, which reports the outcome back (a snapshot that cannot go is a `Failure` at
+/// once, so raft-rs retries).
 fn collect_messages(
     peer: &mut Peer,
     group: u64,
     msgs: Vec<Message>,
     outbox: &mut HashMap<u64, Vec<Envelope>>,
+    outgoing: &Outgoing,
 ) {
     for msg in msgs {
+        let is_snapshot = msg.get_msg_type() == MessageType::MsgSnapshot;
         let bytes = match msg.write_to_bytes() {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(group, error = %e, "unencodable raft message");
+                if is_snapshot {
+                    peer.raw.report_snapshot(msg.to, SnapshotStatus::Failure);
+                }
                 continue;
             }
         };
-        if msg.get_msg_type() == MessageType::MsgSnapshot {
-            // The transport delivers best effort; if the snapshot is lost the follower rejects the next
-            // append and the leader sends a new snapshot.
-            peer.raw.report_snapshot(msg.to, SnapshotStatus::Finish);
-        }
-        outbox.entry(msg.to).or_default().push(Envelope {
+        let env = Envelope {
             group,
             from: msg.from,
             to: msg.to,
             message: bytes.into(),
-        });
+        };
+        if is_snapshot {
+            let started = Header::decode(msg.get_snapshot().get_data())
+                .is_some_and(|h| outgoing.start(h.id, env));
+            if !started {
+                tracing::debug!(
+                    group,
+                    to = msg.to,
+                    "snapshot view expired before its message"
+                );
+                peer.raw.report_snapshot(msg.to, SnapshotStatus::Failure);
+            }
+            continue;
+        }
+        outbox.entry(msg.to).or_default().push(env);
     }
 }
 
