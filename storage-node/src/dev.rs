@@ -24,13 +24,17 @@ use crate::node::{Listeners, Node};
 
 #[derive(Args, Debug, Clone)]
 pub struct DevArgs {
-    /// Where the three nodes keep their data (node1/, node2/, node3/).
+    /// Where the nodes keep their data (node1/, node2/, ...).
     #[arg(long, default_value = "./trestle-data")]
     pub data: PathBuf,
+    /// How many nodes to run (at least 3). The first three hold every range at bootstrap; the others
+    /// start empty and take replicas as ranges move (`trestle ctl range move`, `node decommission`).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(3..=64))]
+    pub nodes: u16,
     /// Address for the REST API (node 1). Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:10002")]
     pub rest_addr: SocketAddr,
-    /// First gRPC port; nodes use this port and the next two. 0 picks free ports.
+    /// First gRPC port; node i uses this port + i - 1. 0 picks free ports.
     #[arg(long, default_value_t = 10101)]
     pub grpc_port: u16,
     /// Number of data ranges (Raft groups besides the meta group) at bootstrap.
@@ -64,7 +68,7 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<(Vec<Node>, DevAddrs)> {
         )
     })?;
     let mut grpc = Vec::new();
-    for i in 0..3u16 {
+    for i in 0..args.nodes {
         let port = if args.grpc_port == 0 {
             0
         } else {
@@ -80,7 +84,7 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<(Vec<Node>, DevAddrs)> {
         .map(|l| l.local_addr())
         .collect::<Result<_, _>>()?;
     let rest_addr = rest.local_addr()?;
-    let peers: Vec<PeerConfig> = (0..3)
+    let peers: Vec<PeerConfig> = (0..args.nodes as usize)
         .map(|i| PeerConfig {
             id: i as u64 + 1,
             zone: None,

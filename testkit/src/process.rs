@@ -62,6 +62,8 @@ pub fn free_port() -> anyhow::Result<u16> {
 /// How a [`ProcessCluster`] runs its nodes.
 #[derive(Clone, Debug)]
 pub struct ProcessOptions {
+    /// How many nodes (at least 3; the first three hold every range at bootstrap).
+    pub nodes: usize,
     /// Data ranges at bootstrap.
     pub ranges: usize,
     /// Each node in its own network namespace on a bridge ([`crate::netns`]), so the nemesis can cut
@@ -82,6 +84,7 @@ pub struct ProcessOptions {
 impl Default for ProcessOptions {
     fn default() -> ProcessOptions {
         ProcessOptions {
+            nodes: 3,
             ranges: 1,
             namespaces: false,
             faketime: false,
@@ -136,11 +139,11 @@ impl ProcessCluster {
         }
         let dir = tempfile::tempdir()?;
         let network = if options.namespaces {
-            Some(crate::netns::Network::create(3)?)
+            Some(crate::netns::Network::create(options.nodes)?)
         } else {
             None
         };
-        let addrs = (1..=3u64)
+        let addrs = (1..=options.nodes as u64)
             .map(|id| match &network {
                 Some(net) => Ok((IpAddr::V4(net.ip(id)), NS_GRPC_PORT, NS_REST_PORT)),
                 None => Ok((IpAddr::V4(Ipv4Addr::LOCALHOST), free_port()?, free_port()?)),
@@ -155,7 +158,7 @@ impl ProcessCluster {
         }
         let ranges = options.ranges;
         // Mounted before any node starts (and before `ip netns exec`, whose mount namespace copies them).
-        let disks = (0..3)
+        let disks = (0..options.nodes)
             .map(|_| {
                 options
                     .lossy_disks
@@ -183,12 +186,12 @@ impl ProcessCluster {
             dir,
             bin,
             options,
-            children: vec![None, None, None],
+            children: (0..addrs.len()).map(|_| None).collect(),
             addrs,
             network,
             disks,
         };
-        for id in 1..=3 {
+        for id in c.ids() {
             c.spawn(id)?;
         }
         c.wait_ready().await?;
@@ -264,7 +267,7 @@ impl ProcessCluster {
         self.network.as_ref()
     }
 
-    /// The node ids (1..=3).
+    /// The node ids (1..=n).
     pub fn ids(&self) -> std::ops::RangeInclusive<u64> {
         1..=self.children.len() as u64
     }
@@ -302,7 +305,7 @@ impl ProcessCluster {
     pub async fn wait_ready(&self) -> anyhow::Result<()> {
         let ok = eventually(Duration::from_secs(60), || async {
             let mut leaders = std::collections::BTreeMap::new();
-            for id in 1..=3u64 {
+            for id in self.ids() {
                 if self.children[(id - 1) as usize].is_none() {
                     continue;
                 }
@@ -322,21 +325,22 @@ impl ProcessCluster {
         Ok(())
     }
 
+    /// How many ranges the running nodes host between them.
     async fn range_count(&self) -> Option<usize> {
-        for id in 1..=3u64 {
-            if self.children[(id - 1) as usize].is_some()
-                && let Some(s) = admin_status(&self.grpc_endpoint(id), PROCESS_CLUSTER_TOKEN).await
-            {
-                return Some(s.ranges.len());
+        let mut ranges = std::collections::BTreeSet::new();
+        for id in self.ids() {
+            if self.children[(id - 1) as usize].is_some() {
+                let s = admin_status(&self.grpc_endpoint(id), PROCESS_CLUSTER_TOKEN).await?;
+                ranges.extend(s.ranges.iter().map(|r| r.range_id));
             }
         }
-        None
+        (!ranges.is_empty()).then_some(ranges.len())
     }
 
     /// The leader of `range`, as the first reachable node reports it.
     pub async fn leader_of(&self, range: u64) -> Option<u64> {
         eventually(Duration::from_secs(20), || async {
-            for id in 1..=3u64 {
+            for id in self.ids() {
                 if self.children[(id - 1) as usize].is_none() {
                     continue;
                 }

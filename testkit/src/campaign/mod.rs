@@ -265,6 +265,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     let started = Instant::now();
     let steps = schedule::schedule(options.seed, &options.faults, options.duration);
     let mut cluster = ProcessCluster::start_with(ProcessOptions {
+        nodes: 3,
         ranges: 1,
         namespaces: options.faults.contains(&FaultKind::Partition),
         faketime: options.faults.contains(&FaultKind::Clock),
