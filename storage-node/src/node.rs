@@ -243,7 +243,12 @@ impl Node {
         let bootstrap = fresh
             && initial_voter
             && (cfg.bootstrapping || new_cluster(&cfg, &cluster_id, &secrets, &peer_tls).await);
-        if fresh && !bootstrap {
+        if fresh && !initial_voter {
+            tracing::info!(
+                node = cfg.node_id,
+                "a node beyond the initial voters starts empty: it takes replicas as ranges move to it"
+            );
+        } else if fresh && !bootstrap {
             tracing::warn!(
                 node = cfg.node_id,
                 "this node's store is empty and the cluster is not new: its replicas come back from \
