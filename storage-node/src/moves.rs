@@ -84,12 +84,9 @@ impl LocalTables {
                 continue;
             }
             if !has(&desc.voters, from) && !has(&desc.learners, from) {
-                if has(&desc.voters, to) {
-                    return Ok(desc);
-                }
-                return Err(Error::invalid_input(format!(
-                    "Node {from} holds no replica of range {range}."
-                )));
+                // Nothing (left) to move: `from` is not in the group. A replica it still reports is
+                // a removed one that never applied its removal; the caller destroys it.
+                return Ok(desc);
             }
             if from == self.raft().id() {
                 let next = desc
