@@ -170,18 +170,25 @@ pub fn pick_target(
 type NodeView = Vec<(u64, String, Option<trestle_proto::admin::RangeDescriptor>)>;
 
 impl ClusterTableService {
-    /// Every member's replicas (from Admin.Status; unreachable members are missing).
-    async fn views(&self) -> BTreeMap<u64, NodeView> {
-        let mut out = BTreeMap::new();
+    /// Every member's Admin.Status (unreachable members are missing), in node order.
+    pub(crate) async fn member_statuses(&self) -> Vec<(u64, trestle_proto::admin::StatusResponse)> {
+        let mut out = Vec::new();
         for node in self.members() {
             let Ok(link) = self.link(node) else { continue };
             let mut admin = AdminClient::new(link.channel.clone());
             let call = admin.status(link.request(StatusRequest {}, None));
-            let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(2), call).await else {
-                continue;
-            };
+            if let Ok(Ok(status)) = tokio::time::timeout(Duration::from_secs(2), call).await {
+                out.push((node, status.into_inner()));
+            }
+        }
+        out
+    }
+
+    /// Every member's replicas (unreachable members are missing).
+    async fn views(&self) -> BTreeMap<u64, NodeView> {
+        let mut out = BTreeMap::new();
+        for (node, status) in self.member_statuses().await {
             let view = status
-                .into_inner()
                 .ranges
                 .into_iter()
                 .map(|r| {

@@ -18,15 +18,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use trestle_proto::admin::StatusRequest;
-use trestle_proto::admin::admin_client::AdminClient;
 
 use crate::cluster::ClusterTableService;
 use crate::ranges::META_RANGE_ID;
 use crate::splits::SplitAt;
-
-/// How long a status probe may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// When the scheduler splits ranges (part of `[partition-manager]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,16 +183,8 @@ pub async fn run(
 /// not answer is left out this round).
 async fn gather(cluster: &ClusterTableService) -> Vec<RangeLoad> {
     let mut out: HashMap<u64, RangeLoad> = HashMap::new();
-    for node in cluster.members() {
-        let Ok(link) = cluster.link(node) else {
-            continue;
-        };
-        let mut admin = AdminClient::new(link.channel.clone());
-        let call = admin.status(link.request(StatusRequest {}, None));
-        let Ok(Ok(status)) = tokio::time::timeout(CALL_TIMEOUT, call).await else {
-            continue;
-        };
-        for r in status.into_inner().ranges {
+    for (node, status) in cluster.member_statuses().await {
+        for r in status.ranges {
             let leads = r.replicas.iter().any(|rep| {
                 rep.node_id == node && rep.role == trestle_replication::Role::Leader.as_str()
             });
