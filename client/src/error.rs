@@ -199,10 +199,19 @@ pub(crate) fn classify(status: &Status) -> Failure {
 }
 
 /// True when tonic failed to connect (connection refused, connect timeout, DNS failure).
+/// Whether the request never left this process: the connection could not be made, or hyper handed the
+/// request back unsent because its connection had closed or was not ready (hyper's `Canceled` kind is
+/// made only for requests it never wrote — a node that stopped while our pooled connection to it idled).
 fn is_connect_error(status: &Status) -> bool {
     let mut source = status.source();
     while let Some(err) = source {
         if err.is::<tonic::ConnectError>() {
+            return true;
+        }
+        if err
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
             return true;
         }
         source = err.source();
@@ -359,6 +368,27 @@ mod tests {
             classify(&Status::unknown("stream closed")),
             Failure::Transport
         );
+    }
+
+    /// A request on a pooled connection whose peer has gone is handed back unsent by hyper
+    /// ("operation was canceled"): safe to send elsewhere, even for a write.
+    #[tokio::test]
+    async fn a_request_hyper_never_sent_is_not_sent() {
+        let (ours, _theirs) = tokio::io::duplex(1024);
+        let io = hyper_util::rt::TokioIo::new(ours);
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .unwrap();
+        drop(connection);
+        let request = hyper::Request::builder()
+            .uri("http://node/trestle.Table/Insert")
+            .body(String::new())
+            .unwrap();
+        let err = sender.send_request(request).await.unwrap_err();
+        assert!(err.is_canceled(), "{err:?}");
+        let status = Status::from_error(Box::new(err));
+        assert_eq!(classify(&status), Failure::NotSent);
     }
 
     #[test]

@@ -344,6 +344,9 @@ pub async fn get_entity(
     Entity::try_from(entity)
 }
 
+/// One page of a query, from the node that leads the range the page starts in. The remote answers a
+/// forwarded query with that one page and its continuation (see `grpc_api`), never running on into the
+/// next range, which another node may lead.
 pub async fn query(c: Link, account: &str, table: &str, spec: &QuerySpec) -> Result<QueryPage> {
     let top = spec.top.unwrap_or(trestle_types::limits::MAX_PAGE_ENTITIES) as u32;
     let req = pb::QueryRequest {

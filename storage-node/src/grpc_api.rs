@@ -27,7 +27,8 @@
 //!   clips them ([`KeyRange::clip_start`], [`KeyRange::clip_page`]).
 //!
 //! Invariant: the producer task of a query runs inside the caller's `cluster::FORWARDED` scope, so a
-//! query another node forwarded here is served locally only, as every other forwarded call is.
+//! query another node forwarded here is served locally only, as every other forwarded call is; and a
+//! forwarded query is answered with one page (see `forward::query`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -443,9 +444,13 @@ impl GrpcService for GrpcTableService {
         if let Some(range) = &plan.range {
             plan.continuation = range.clip_start(plan.continuation.take());
         }
-        let first = plan.next_page().await.map_err(status)?;
-        let (tx, rx) = mpsc::channel(2);
         let forwarded = crate::cluster::FORWARDED.try_with(|f| *f).unwrap_or(false);
+        let mut first = plan.next_page().await.map_err(status)?;
+        // A forwarded query answers one page, the one range's page the forwarding node asked this
+        // node (its leader) for: the next page may start in a range another node leads, and the
+        // forwarding node routes every page to its own range's leader.
+        first.last |= forwarded;
+        let (tx, rx) = mpsc::channel(2);
         tokio::spawn(crate::cluster::FORWARDED.scope(forwarded, plan.stream(first, tx)));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
