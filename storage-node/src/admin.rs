@@ -76,10 +76,21 @@ impl Admin for AdminService {
                 }];
                 let local = self.tables.local();
                 let stats = local.ranges().stats(g.group);
-                let desc = g
-                    .desc
-                    .as_ref()
-                    .and_then(crate::ranges::RangeDesc::from_group);
+                // The meta group has no span; its descriptor carries its members and epoch.
+                let desc = g.desc.as_ref().map(|d| {
+                    crate::ranges::RangeDesc::from_group(d).map_or_else(
+                        || trestle_proto::admin::RangeDescriptor {
+                            id: d.id,
+                            voters: d.voters.clone(),
+                            learners: d.learners.clone(),
+                            voters_outgoing: d.voters_outgoing.clone(),
+                            version: d.epoch.version,
+                            conf_ver: d.epoch.conf_ver,
+                            ..Default::default()
+                        },
+                        |r| crate::splits::descriptor_to_proto(&r),
+                    )
+                });
                 RangeStatus {
                     range_id: g.group,
                     span: self.tables.describe_range(g.group),
@@ -88,7 +99,7 @@ impl Admin for AdminService {
                     approximate_bytes: stats.bytes(),
                     writes: stats.writes(),
                     reads: stats.reads(),
-                    desc: desc.as_ref().map(crate::splits::descriptor_to_proto),
+                    desc,
                 }
             })
             .collect();
@@ -106,6 +117,7 @@ impl Admin for AdminService {
                 .collect(),
             ranges,
             scheduler: self.scheduler.last().unwrap_or_default(),
+            draining: self.tables.local().draining(),
         }))
     }
 
@@ -286,11 +298,21 @@ impl Admin for AdminService {
         request: Request<trestle_proto::admin::DecommissionRequest>,
     ) -> Result<Response<trestle_proto::admin::DecommissionResponse>, Status> {
         self.secrets.require_admin(request.metadata())?;
-        let node = request.into_inner().node_id;
+        let request = request.into_inner();
+        let node = request.node_id;
         if !self.peers.iter().any(|p| p.id == node) {
             return Err(Status::invalid_argument(format!(
                 "node {node} is not a member"
             )));
+        }
+        if request.cancel {
+            self.tables
+                .set_draining(node, false)
+                .await
+                .map_err(|e| crate::grpc_api::status_from_error(&e))?;
+            return Ok(Response::new(trestle_proto::admin::DecommissionResponse {
+                moves: Vec::new(),
+            }));
         }
         let zones = self.peers.iter().map(|p| (p.id, p.zone.clone())).collect();
         let moves = self

@@ -10,9 +10,13 @@
 //!   at least two ranges, so one of them is a data range — because a new meta leader must wait a
 //!   lease TTL before it may expire a lease. The range scheduler of the scale-out work will grow from
 //!   this function.
-//! - **Healthy** means: every member answered, every member hosts every range, every range has exactly
-//!   one leader, and every replica has applied all but [`MAX_LAG`] entries of what its leader
-//!   committed. A transfer to a replica that is behind would stall the range until it caught up.
+//! - **Healthy** means: every member answered, every range has exactly one leader, and every replica
+//!   has applied all but [`MAX_LAG`] entries of what its leader committed. A transfer to a replica that
+//!   is behind would stall the range until it caught up.
+//! - **Any number of nodes**: a leader can only go to a node that holds a replica of its range, so
+//!   "balanced" means no node leads two ranges more than some other holder of one of them does — the
+//!   busiest node first, each range to its idlest holder. With three replicas on every node this is
+//!   the same as every node within one of every other.
 //! - **One transfer at a time** ([`run`]): a round starts one transfer and the next round, an interval
 //!   later, decides again from fresh reports, which show the transfer's election finished (one leader,
 //!   caught up) before anything else moves. Rounds run only while this node is the partition manager.
@@ -61,7 +65,7 @@ pub struct NodeReport {
 /// What the partition manager should do about the leaders now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Every node leads within one range of every other.
+    /// No range's leader leads two ranges more than another holder of that range does.
     Balanced,
     /// Nothing moves: the reason.
     Unhealthy(String),
@@ -87,17 +91,15 @@ pub fn decide(members: &[u64], reports: &[NodeReport]) -> Decision {
         .values()
         .flat_map(|replicas| replicas.iter().map(|r| r.range))
         .collect();
-    let mut leaders: BTreeMap<u64, u64> = BTreeMap::new();
+    // Each range's leader and the other nodes that hold a replica of it.
+    let mut leaders: BTreeMap<u64, (u64, Vec<u64>)> = BTreeMap::new();
     for &range in &ranges {
-        let mut replicas = Vec::new();
-        for (&node, reported) in &by_node {
-            match reported.iter().find(|r| r.range == range) {
-                Some(r) => replicas.push((node, r)),
-                None => {
-                    return Decision::Unhealthy(format!("node {node} does not host range {range}"));
-                }
-            }
-        }
+        let replicas: Vec<(u64, &ReplicaReport)> = by_node
+            .iter()
+            .filter_map(|(&node, reported)| {
+                Some((node, reported.iter().find(|r| r.range == range)?))
+            })
+            .collect();
         let leading: Vec<&(u64, &ReplicaReport)> =
             replicas.iter().filter(|(_, r)| r.leader).collect();
         let [(leader, lead)] = leading.as_slice() else {
@@ -112,35 +114,32 @@ pub fn decide(members: &[u64], reports: &[NodeReport]) -> Decision {
                 behind.applied, lead.commit
             ));
         }
-        leaders.insert(range, *leader);
+        let others = replicas
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| n != leader)
+            .collect();
+        leaders.insert(range, (*leader, others));
     }
-    let count = |node: u64| leaders.values().filter(|&&l| l == node).count();
-    // Ties go to the lowest id, so the decision is the same whoever computes it.
-    let Some(busiest) = members
-        .iter()
-        .copied()
-        .max_by_key(|&m| (count(m), std::cmp::Reverse(m)))
-    else {
-        return Decision::Balanced;
-    };
-    let Some(idlest) = members.iter().copied().min_by_key(|&m| (count(m), m)) else {
-        return Decision::Balanced;
-    };
-    if count(busiest) <= count(idlest) + 1 {
-        return Decision::Balanced;
+    let count = |node: u64| leaders.values().filter(|(l, _)| *l == node).count();
+    // The busiest node first (ties: lowest id), so the decision is the same whoever computes it. A
+    // leader can only go to a node holding a replica of its range; of those, the idlest (lowest id).
+    let mut by_load: Vec<u64> = members.to_vec();
+    by_load.sort_by_key(|&m| (std::cmp::Reverse(count(m)), m));
+    for from in by_load {
+        let best = leaders
+            .iter()
+            .filter(|&(&r, (l, _))| *l == from && r != META_RANGE_ID)
+            .filter_map(|(&range, (_, others))| {
+                let to = others.iter().copied().min_by_key(|&n| (count(n), n))?;
+                (count(from) > count(to) + 1).then_some((count(to), to, range))
+            })
+            .min();
+        if let Some((_, to, range)) = best {
+            return Decision::Transfer { range, from, to };
+        }
     }
-    let range = leaders
-        .iter()
-        .find(|&(&r, &l)| l == busiest && r != META_RANGE_ID)
-        .map(|(&r, _)| r);
-    match range {
-        Some(range) => Decision::Transfer {
-            range,
-            from: busiest,
-            to: idlest,
-        },
-        None => Decision::Balanced,
-    }
+    Decision::Balanced
 }
 
 /// Runs a balancing round every `every` while this node is the partition manager (`role` holds its

@@ -148,10 +148,82 @@ fn nothing_moves_while_a_replica_is_behind_or_a_range_has_no_single_leader() {
         decide(&MEMBERS, &two),
         Decision::Unhealthy("range 2 has 2 leaders".into())
     );
+    // A node without a replica of a range is no target for its leader (with more nodes than
+    // replicas, most nodes hold none of a given range).
     let mut missing = reports(&all_on_1);
-    missing[1].replicas.as_mut().unwrap().remove(0);
+    missing[1].replicas.as_mut().unwrap().remove(1);
     assert_eq!(
         decide(&MEMBERS, &missing),
-        Decision::Unhealthy("node 2 does not host range 1".into())
+        Decision::Transfer {
+            range: 3,
+            from: 1,
+            to: 2
+        }
     );
+}
+
+/// Five nodes, each range on three of them: a leader only ever goes to a node holding its range, and
+/// repeated decisions end with every node within one of the holders it could hand a range to.
+#[test]
+fn with_more_nodes_than_replicas_leaders_move_only_to_holders_and_converge() {
+    const FIVE: [u64; 5] = [1, 2, 3, 4, 5];
+    // Range r lives on nodes r % 5 + 1 and the next two; every range starts led by node 1 if it holds
+    // it, else by its first holder.
+    let holders = |r: u64| -> Vec<u64> { (0..3).map(|i| (r + i) % 5 + 1).collect() };
+    let mut leaders: BTreeMap<u64, u64> = (2..=16)
+        .map(|r| {
+            let h = holders(r);
+            (r, if h.contains(&1) { 1 } else { h[0] })
+        })
+        .collect();
+    let report = |leaders: &BTreeMap<u64, u64>| -> Vec<NodeReport> {
+        FIVE.iter()
+            .map(|&node| NodeReport {
+                node,
+                replicas: Some(
+                    leaders
+                        .iter()
+                        .filter(|(r, _)| holders(**r).contains(&node))
+                        .map(|(&range, &leader)| ReplicaReport {
+                            range,
+                            leader: leader == node,
+                            commit: 10,
+                            applied: 10,
+                        })
+                        .collect(),
+                ),
+            })
+            .collect()
+    };
+    let mut moves = 0;
+    loop {
+        match decide(&FIVE, &report(&leaders)) {
+            Decision::Transfer { range, from, to } => {
+                assert_eq!(leaders[&range], from);
+                assert!(
+                    holders(range).contains(&to),
+                    "range {range} moved to non-holder {to}"
+                );
+                leaders.insert(range, to);
+                moves += 1;
+                assert!(moves <= 15, "no end");
+            }
+            Decision::Balanced => break,
+            Decision::Unhealthy(why) => panic!("{why}"),
+        }
+    }
+    let count = |n: u64| leaders.values().filter(|&&l| l == n).count();
+    for (&r, &l) in &leaders {
+        for h in holders(r) {
+            assert!(
+                count(l) <= count(h) + 1,
+                "range {r}: leader {l} vs holder {h}"
+            );
+        }
+    }
+    let (max, min) = (
+        FIVE.map(count).into_iter().max(),
+        FIVE.map(count).into_iter().min(),
+    );
+    assert!(max.unwrap() - min.unwrap() <= 1, "{leaders:?}");
 }

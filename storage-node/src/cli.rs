@@ -72,9 +72,15 @@ enum CtlCommand {
 
 #[derive(Debug, clap::Subcommand)]
 enum NodeCommand {
-    /// Move every replica off a node (to the nodes with the fewest, other zones first); answers when
-    /// the node holds none. Run it again to finish a decommission that was cut short.
-    Decommission { id: u64 },
+    /// Mark a node as draining and move every replica off it (to the nodes with the fewest, other
+    /// zones first); answers when the node holds none. The mark stays: the partition manager finishes
+    /// a decommission that was cut short and places no replica there until `--cancel`.
+    Decommission {
+        id: u64,
+        /// Take the node back: clear its draining mark (replicas already moved stay where they are).
+        #[arg(long)]
+        cancel: bool,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -280,16 +286,23 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             Ok(())
         }
         CtlCommand::Node {
-            command: NodeCommand::Decommission { id },
+            command: NodeCommand::Decommission { id, cancel },
         } => {
             let mut client = connector.admin(&args.addr).await?;
             let resp = client
                 .decommission(authorized(
-                    trestle_proto::admin::DecommissionRequest { node_id: id },
+                    trestle_proto::admin::DecommissionRequest {
+                        node_id: id,
+                        cancel,
+                    },
                     &token,
                 )?)
                 .await?
                 .into_inner();
+            if cancel {
+                println!("node {id} is no longer draining");
+                return Ok(());
+            }
             for m in &resp.moves {
                 println!("{m}");
             }
@@ -363,7 +376,10 @@ pub fn render_table(first: &StatusResponse, views: &[(u64, Option<StatusResponse
         first.cluster_id
     );
     for n in &first.nodes {
-        let up = views.iter().any(|(id, v)| *id == n.id && v.is_some());
+        let view = views
+            .iter()
+            .find(|(id, _)| *id == n.id)
+            .and_then(|(_, v)| v.as_ref());
         out += &format!(
             "{:<5} {:<22} {:<22} {}\n",
             n.id,
@@ -373,7 +389,11 @@ pub fn render_table(first: &StatusResponse, views: &[(u64, Option<StatusResponse
             } else {
                 &n.rest_addr
             },
-            if up { "up" } else { "unreachable" }
+            match view {
+                Some(v) if v.draining => "up, draining",
+                Some(_) => "up",
+                None => "unreachable",
+            }
         );
     }
     out += "\nRANGE SPAN                          NODE  ROLE        TERM   COMMIT   APPLIED  LAST     LAG    SIZE       OPS\n";

@@ -28,7 +28,8 @@ pub struct DevArgs {
     #[arg(long, default_value = "./trestle-data")]
     pub data: PathBuf,
     /// How many nodes to run (at least 3). The first three hold every range at bootstrap; the others
-    /// start empty and take replicas as ranges move (`trestle ctl range move`, `node decommission`).
+    /// start empty and the partition manager moves replicas onto them until every node holds about
+    /// as many (also `trestle ctl range move`, `node decommission`).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(3..=64))]
     pub nodes: u16,
     /// Address for the REST API (node 1). Port 0 picks a free port.
@@ -124,6 +125,9 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<(Vec<Node>, DevAddrs)> {
         };
         // Leaders stay on the REST node (`keep_leaders_on`), not spread out.
         cfg.partition_manager.balance_leaders = false;
+        // Nodes beyond the first three start empty: replicas move onto them (the first three hold
+        // every range at bootstrap, so with three nodes nothing ever moves).
+        cfg.partition_manager.balance_replicas = args.nodes > 3;
         cfg.validate().map_err(|e| anyhow::anyhow!(e))?;
         let listeners = Listeners {
             grpc: grpc_listener,

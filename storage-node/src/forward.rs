@@ -639,6 +639,17 @@ impl NodeForward for NodeForwardService {
         Ok(Response::new(npb::DestroyReplicaResponse { destroyed }))
     }
 
+    async fn set_draining(
+        &self,
+        r: Request<npb::SetDrainingRequest>,
+    ) -> Result<Response<npb::SetDrainingResponse>, Status> {
+        self.secrets.require_peer(r.metadata())?;
+        self.local
+            .set_draining(r.into_inner().draining)
+            .map_err(to_status)?;
+        Ok(Response::new(npb::SetDrainingResponse {}))
+    }
+
     async fn set_service_properties(
         &self,
         r: Request<npb::SetServicePropertiesRequest>,

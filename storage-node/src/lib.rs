@@ -23,6 +23,7 @@ pub mod node;
 pub mod partition_manager;
 pub mod query;
 pub mod ranges;
+pub mod rebalance;
 pub mod scheduler;
 pub mod splits;
 pub mod table_sm;

@@ -13,6 +13,11 @@
 //!
 //! Placement ([`pick_target`]) is pure: a node that does not hold the range, preferring zones none of
 //! the range's other replicas is in, then the node with the fewest replicas, then the lowest id.
+//!
+//! **Decommissioning** marks the node first ([`LocalTables::set_draining`], kept on its own disk and
+//! reported in its status), then moves its replicas away one by one. The mark outlives the call: the
+//! range scheduler (`rebalance`) finishes a decommission that was cut short, and never places a
+//! replica on a draining node.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -38,7 +43,37 @@ fn busy(what: String) -> Error {
     Error::new(ErrorCode::ServerBusy, what)
 }
 
+/// The engine key (local, not replicated) that marks this node as being decommissioned.
+const DRAINING_KEY: &str = "draining";
+
 impl LocalTables {
+    /// Whether this node is being decommissioned (see the module docs).
+    pub fn draining(&self) -> bool {
+        matches!(
+            self.engine().get(
+                trestle_engine::Cf::Meta,
+                &trestle_engine::keys::local_key(DRAINING_KEY)
+            ),
+            Ok(Some(_))
+        )
+    }
+
+    /// Marks this node as being decommissioned, or no longer; durable before it returns.
+    pub fn set_draining(&self, draining: bool) -> Result<()> {
+        let mut batch = trestle_engine::WriteBatch::new();
+        let key = trestle_engine::keys::local_key(DRAINING_KEY);
+        if draining {
+            batch.put(trestle_engine::Cf::Meta, key, vec![1]);
+        } else {
+            batch.delete(trestle_engine::Cf::Meta, key);
+        }
+        self.engine()
+            .write(&batch, true)
+            .map_err(|e| Error::internal(format!("recording the draining mark: {e}")))?;
+        tracing::info!(draining, "decommission mark set");
+        Ok(())
+    }
+
     /// The descriptor of `range` as this replica applied it (it must lead the range).
     fn led_desc(&self, range: u64) -> Result<(GroupDesc, trestle_replication::GroupStatus)> {
         let status = self
@@ -283,7 +318,7 @@ impl ClusterTableService {
 
     /// Tells node `node` to destroy its replica of `range` if it is older than `removed_at`
     /// (best effort: the node also destroys it when it applies its removal).
-    async fn destroy_on(&self, node: u64, range: u64, removed_at: u64) {
+    pub(crate) async fn destroy_on(&self, node: u64, range: u64, removed_at: u64) {
         if node == self.node_id() {
             let _ = self.local().raft().destroy_replica(range, removed_at).await;
             return;
@@ -298,12 +333,29 @@ impl ClusterTableService {
         let _ = tokio::time::timeout(Duration::from_secs(5), call).await;
     }
 
-    /// Moves every replica off `node` (see `DecommissionRequest`); returns one line per move.
+    /// Marks node `node` as being decommissioned (or no longer), on its own disk.
+    pub async fn set_draining(&self, node: u64, draining: bool) -> Result<()> {
+        if node == self.node_id() {
+            return self.local().set_draining(draining);
+        }
+        let link = self.link(node)?;
+        let mut client = NodeForwardClient::new(link.channel.clone());
+        let call = client.set_draining(link.request(npb::SetDrainingRequest { draining }, None));
+        tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .map_err(|_| busy(format!("node {node} did not answer")))?
+            .map_err(|s| error_from_status(&s))?;
+        Ok(())
+    }
+
+    /// Marks `node` as draining, then moves every replica off it (see `DecommissionRequest`);
+    /// returns one line per move.
     pub async fn decommission(
         &self,
         node: u64,
         zones: &BTreeMap<u64, Option<String>>,
     ) -> Result<Vec<String>> {
+        self.set_draining(node, true).await?;
         let mut moves = Vec::new();
         loop {
             let views = self.views().await;

@@ -298,6 +298,7 @@ impl Node {
         servers.push(tokio::spawn(crate::scheduler::run(
             tables.clone(),
             cfg.partition_manager.scheduler(),
+            cfg.peers.iter().map(|p| (p.id, p.zone.clone())).collect(),
             scheduler.clone(),
             partition_manager.clone(),
             shutdown.subscribe(),

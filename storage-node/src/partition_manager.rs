@@ -47,8 +47,15 @@ pub struct Config {
     /// Split a data range serving more than this many operations per second (0: never by load).
     /// CockroachDB's default load threshold is 2,500 QPS.
     pub split_load_ops: u64,
-    /// How often the range scheduler looks at range sizes and loads (at most one split a round).
+    /// How often the range scheduler looks at range sizes and loads (at most one split or replica
+    /// move a round).
     pub schedule_interval_ms: u64,
+    /// Move replicas so every node holds about as many as any other, and about as many bytes
+    /// (one move a round). Draining decommissioned nodes and replacing lost ones happen regardless.
+    pub balance_replicas: bool,
+    /// A node silent this long (seconds) is taken for lost: each range with a replica on it gets a
+    /// new one elsewhere (0: never; a lost node is then replaced by `trestle ctl range move`).
+    pub dead_node_secs: u64,
 }
 
 impl Default for Config {
@@ -59,6 +66,8 @@ impl Default for Config {
             split_bytes: 64 << 20,
             split_load_ops: 2_500,
             schedule_interval_ms: 10_000,
+            balance_replicas: true,
+            dead_node_secs: 300,
         }
     }
 }
@@ -84,6 +93,8 @@ impl Config {
             split_bytes: self.split_bytes,
             split_load_ops: self.split_load_ops,
             schedule_interval: Duration::from_millis(self.schedule_interval_ms),
+            balance_replicas: self.balance_replicas,
+            dead_node_after: Duration::from_secs(self.dead_node_secs),
         }
     }
 

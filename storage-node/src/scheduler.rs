@@ -8,16 +8,22 @@
 //! - **Where to cut** is the leader's to choose, from its own data: by size, the partition boundary
 //!   nearest the middle of the range's bytes; by load, the median of the partitions its recent requests
 //!   sampled (`RangeStats::load_split_key`), so each half gets about half the load.
-//! - **Throttled**: one split per round, rounds [`Config::schedule_interval`] apart, only while this
-//!   node is the partition manager; a split costs no data copy (see `splits`), so the round interval is
-//!   what bounds the work a rebalance adds to foreground traffic.
+//! - **Throttled**: one split or one replica move per round, rounds [`Config::schedule_interval`]
+//!   apart, only while this node is the partition manager; a split costs no data copy (see `splits`);
+//!   a move streams one range's snapshot to one node and the round waits for it to finish, so at most
+//!   one snapshot of the scheduler's is ever in flight.
+//! - **Stale replicas are collected**: a node still reporting an initialized replica of a range whose
+//!   leader's configuration (newer than the replica's) no longer has it — removed while that node was
+//!   down or cut off — is told to destroy it.
 //! - Every decision is logged at info, and the last one is kept for `trestle ctl status`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+use trestle_proto::admin::StatusResponse;
+use trestle_replication::Role;
 
 use crate::cluster::ClusterTableService;
 use crate::ranges::META_RANGE_ID;
@@ -31,7 +37,14 @@ pub struct Config {
     /// Split a range serving more than this many operations per second (0: never by load).
     pub split_load_ops: u64,
     pub schedule_interval: Duration,
+    /// Move replicas to even out the nodes (see `rebalance`); draining and repair happen regardless.
+    pub balance_replicas: bool,
+    /// A node silent this long is taken for lost and its replicas are replaced (zero: never).
+    pub dead_node_after: Duration,
 }
+
+/// Two nodes' bytes must differ by at least this much for a move to even them out.
+pub const MIN_SIZE_GAP: u64 = 64 << 20;
 
 /// One range as its leader reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,10 +140,11 @@ impl Activity {
 }
 
 /// Runs a scheduling round every `cfg.schedule_interval` while this node is the partition manager
-/// (`role` holds its token), until `stop`.
+/// (`role` holds its token), until `stop`. `zones` are the members' zone labels.
 pub async fn run(
     cluster: Arc<ClusterTableService>,
     cfg: Config,
+    zones: BTreeMap<u64, Option<String>>,
     activity: Arc<Activity>,
     role: watch::Receiver<Option<u64>>,
     mut stop: watch::Receiver<bool>,
@@ -140,6 +154,7 @@ pub async fn run(
     let mut before: HashMap<u64, (u64, u64)> = HashMap::new();
     let mut taken = Instant::now();
     let mut recently_split = Vec::new();
+    let mut last_seen: HashMap<u64, Instant> = HashMap::new();
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -147,14 +162,40 @@ pub async fn run(
         }
         if role.borrow().is_none() {
             before.clear();
+            last_seen.clear();
             continue;
         }
-        let now = gather(&cluster).await;
+        let statuses = cluster.member_statuses().await;
+        let now_at = Instant::now();
+        for node in cluster.members() {
+            // A node is given the dead time from when this node became partition manager.
+            let seen = last_seen.entry(node).or_insert(now_at);
+            if statuses.iter().any(|(n, _)| *n == node) {
+                *seen = now_at;
+            }
+        }
+        let now = loads(&statuses);
         let plan = decide(&now, &before, taken.elapsed(), &recently_split, &cfg);
         before = now.iter().map(|r| (r.range, (r.leader, r.ops))).collect();
         taken = Instant::now();
         recently_split.clear();
+        collect_stale_replicas(&cluster, &statuses).await;
         let Plan::Split { range, reason } = plan else {
+            let dead = |n: u64| {
+                !cfg.dead_node_after.is_zero()
+                    && last_seen
+                        .get(&n)
+                        .is_some_and(|t| now_at.duration_since(*t) >= cfg.dead_node_after)
+            };
+            let (nodes, replicas, ranges) = replica_view(&cluster, &statuses, &zones, dead);
+            let planned =
+                crate::rebalance::plan(&nodes, &replicas, &ranges, MIN_SIZE_GAP).filter(|m| {
+                    use crate::rebalance::MoveReason::{Drain, Repair};
+                    cfg.balance_replicas || matches!(m.reason, Repair | Drain)
+                });
+            if let Some(m) = planned {
+                replica_move(&cluster, &activity, m).await;
+            }
             continue;
         };
         let at = match reason {
@@ -179,21 +220,137 @@ pub async fn run(
     }
 }
 
-/// Every data range's leader's report, from every member's Admin.Status (a range whose leader did
-/// not answer is left out this round).
-async fn gather(cluster: &ClusterTableService) -> Vec<RangeLoad> {
+/// Carries out one planned replica move (waiting for it), logging and recording it.
+async fn replica_move(
+    cluster: &ClusterTableService,
+    activity: &Activity,
+    m: crate::rebalance::Move,
+) {
+    let crate::rebalance::Move {
+        range,
+        from,
+        to,
+        reason,
+    } = m;
+    tracing::info!(
+        range,
+        from,
+        to,
+        ?reason,
+        "range scheduler: moving a replica"
+    );
+    activity.record(format!(
+        "moving range {range}'s replica from node {from} to node {to} ({reason:?})"
+    ));
+    match cluster
+        .move_replica(range, from, to, crate::moves::DEFAULT_MOVE_TIMEOUT)
+        .await
+    {
+        Ok(_) => activity.record(format!(
+            "moved range {range}'s replica from node {from} to node {to} ({reason:?})"
+        )),
+        Err(e) => {
+            tracing::info!(range, from, to, error = %e, "range scheduler: move not done");
+            activity.record(format!(
+                "move of range {range} from node {from} to node {to} ({reason:?}) failed: {e}"
+            ));
+        }
+    }
+}
+
+/// The leader's descriptor of every data range with a leader this round.
+fn leader_descs(
+    statuses: &[(u64, StatusResponse)],
+) -> BTreeMap<u64, (u64, &trestle_proto::admin::RangeDescriptor, u64)> {
+    let mut out = BTreeMap::new();
+    for (node, status) in statuses {
+        for r in &status.ranges {
+            let leads = r
+                .replicas
+                .iter()
+                .any(|rep| rep.node_id == *node && rep.role == Role::Leader.as_str());
+            if let (true, Some(d)) = (leads, r.desc.as_ref()) {
+                out.insert(r.range_id, (*node, d, r.approximate_bytes));
+            }
+        }
+    }
+    out
+}
+
+/// What `rebalance::plan` needs, from the members' statuses.
+fn replica_view(
+    cluster: &ClusterTableService,
+    statuses: &[(u64, StatusResponse)],
+    zones: &BTreeMap<u64, Option<String>>,
+    dead: impl Fn(u64) -> bool,
+) -> (
+    Vec<crate::rebalance::NodeState>,
+    BTreeMap<u64, usize>,
+    Vec<crate::rebalance::RangeReplicas>,
+) {
+    let answered = |n: u64| statuses.iter().find(|(id, _)| *id == n).map(|(_, s)| s);
+    let nodes = cluster
+        .members()
+        .into_iter()
+        .map(|n| crate::rebalance::NodeState {
+            node: n,
+            zone: zones.get(&n).cloned().flatten(),
+            live: answered(n).is_some(),
+            dead: answered(n).is_none() && dead(n),
+            draining: answered(n).is_some_and(|s| s.draining),
+        })
+        .collect();
+    let replicas = statuses.iter().map(|(n, s)| (*n, s.ranges.len())).collect();
+    let ranges = leader_descs(statuses)
+        .into_iter()
+        .map(|(range, (_, d, bytes))| crate::rebalance::RangeReplicas {
+            range,
+            holders: d.voters.iter().chain(&d.learners).copied().collect(),
+            bytes,
+            settled: d.learners.is_empty() && d.voters_outgoing.is_empty(),
+        })
+        .collect();
+    (nodes, replicas, ranges)
+}
+
+/// Tells every node holding an initialized replica its range's leader no longer has (at a newer
+/// configuration) to destroy it.
+async fn collect_stale_replicas(cluster: &ClusterTableService, statuses: &[(u64, StatusResponse)]) {
+    let leaders = leader_descs(statuses);
+    for (node, status) in statuses {
+        for r in &status.ranges {
+            let (Some(mine), Some((_, lead, _))) = (r.desc.as_ref(), leaders.get(&r.range_id))
+            else {
+                continue;
+            };
+            let holds = lead.voters.contains(node) || lead.learners.contains(node);
+            if !holds && mine.conf_ver < lead.conf_ver {
+                tracing::info!(
+                    node,
+                    range = r.range_id,
+                    "range scheduler: destroying a replica its range no longer has"
+                );
+                cluster.destroy_on(*node, r.range_id, lead.conf_ver).await;
+            }
+        }
+    }
+}
+
+/// Every data range's leader's report (a range whose leader did not answer is left out this round).
+fn loads(statuses: &[(u64, StatusResponse)]) -> Vec<RangeLoad> {
     let mut out: HashMap<u64, RangeLoad> = HashMap::new();
-    for (node, status) in cluster.member_statuses().await {
-        for r in status.ranges {
-            let leads = r.replicas.iter().any(|rep| {
-                rep.node_id == node && rep.role == trestle_replication::Role::Leader.as_str()
-            });
+    for (node, status) in statuses {
+        for r in &status.ranges {
+            let leads = r
+                .replicas
+                .iter()
+                .any(|rep| rep.node_id == *node && rep.role == Role::Leader.as_str());
             if leads && r.desc.is_some() {
                 out.insert(
                     r.range_id,
                     RangeLoad {
                         range: r.range_id,
-                        leader: node,
+                        leader: *node,
                         bytes: r.approximate_bytes,
                         ops: r.writes + r.reads,
                     },
@@ -215,6 +372,8 @@ mod tests {
             split_bytes: 1000,
             split_load_ops: 100,
             schedule_interval: Duration::from_secs(10),
+            balance_replicas: true,
+            dead_node_after: Duration::ZERO,
         }
     }
 

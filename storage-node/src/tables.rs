@@ -275,7 +275,7 @@ impl LocalTables {
         &self.raft
     }
 
-    fn engine(&self) -> &dyn Engine {
+    pub(crate) fn engine(&self) -> &dyn Engine {
         &**self.raft.engine()
     }
 

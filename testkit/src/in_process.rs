@@ -148,9 +148,12 @@ impl InProcessCluster {
                     ..NodeConfig::default()
                 };
                 cfg.partition_manager.balance_leaders = false;
-                // Ranges split only when a test asks (by hand, or by turning the scheduler on).
+                // Ranges split and replicas move only when a test asks (by hand, or by turning the
+                // scheduler's rules on).
                 cfg.partition_manager.split_bytes = 0;
                 cfg.partition_manager.split_load_ops = 0;
+                cfg.partition_manager.balance_replicas = false;
+                cfg.partition_manager.dead_node_secs = 0;
                 configure(&mut cfg);
                 cfg
             })

@@ -3,7 +3,7 @@
 //! continuations that cross range boundaries, point operations and batches routed to the right half,
 //! the leader killed in the middle of a split, and split ranges surviving restarts.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -626,8 +626,13 @@ async fn r09_a_query_across_ranges_led_by_three_nodes_returns_every_page() {
     }
     split_at(&c, 1, "trio", "p13").await;
     split_at(&c, 1, "trio", "p26").await;
-    let ranges = ranges_of(&c, 1, "trio").await;
-    assert_eq!(ranges.len(), 3, "{ranges:?}");
+    // Node 1's view has both splits once its replicas applied them.
+    let ranges = eventually(Duration::from_secs(10), || async {
+        let ranges = ranges_of(&c, 1, "trio").await;
+        (ranges.len() == 3).then_some(ranges)
+    })
+    .await
+    .expect("node 1 sees the table's three ranges");
     for (range, node) in ranges.iter().map(|r| r.id).zip(1..=3) {
         let moved = eventually(Duration::from_secs(10), || async {
             let leader = c.leader_of(range).await?;
@@ -648,5 +653,106 @@ async fn r09_a_query_across_ranges_led_by_three_nodes_returns_every_page() {
             assert_eq!(keys, expected, "through node {id}, page size {page_size}");
         }
     }
+    c.shutdown().await;
+}
+
+/// Replicas each running node holds.
+fn replica_counts(c: &InProcessCluster) -> BTreeMap<u64, usize> {
+    (1..=c.size())
+        .filter(|&id| c.is_running(id))
+        .map(|id| (id, c.node(id).raft().status().len()))
+        .collect()
+}
+
+/// Whether every running node in `nodes` holds within one replica of every other.
+fn within_one(counts: &BTreeMap<u64, usize>, nodes: &[u64]) -> bool {
+    let of: Vec<usize> = nodes.iter().map(|n| counts[n]).collect();
+    of.iter().max().unwrap() - of.iter().min().unwrap() <= 1
+}
+
+/// The range scheduler under a write load, on five nodes where the first three start with every
+/// range: it fills the two empty nodes until every node holds within one replica of every other;
+/// empties a node marked for decommissioning (the meta group too); replaces the replicas of a node that
+/// stays silent past the dead time; and, when that node comes back, has it destroy the replicas its
+/// ranges no longer have, then fills it again. No acknowledged write is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r10_the_scheduler_fills_new_nodes_drains_a_decommissioned_one_and_replaces_a_lost_one() {
+    let mut c = InProcessCluster::start_nodes(5, 4, |cfg| {
+        cfg.partition_manager.balance_replicas = true;
+        cfg.partition_manager.schedule_interval_ms = 200;
+        cfg.partition_manager.dead_node_secs = 2;
+    })
+    .await
+    .unwrap();
+    let client = c.client().await.unwrap();
+    client.create_table("spread").await.unwrap();
+    let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..2 {
+        let (client, acked, stop) = (client.clone(), acked.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let t = client.table("spread");
+            let mut i = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let (pk, rk) = (format!("p{}", i % 13), format!("w{w}-{i:06}"));
+                if t.insert(entity(&pk, &rk, i)).await.is_ok() {
+                    acked.lock().unwrap().insert(format!("{pk}/{rk}"));
+                }
+                i += 1;
+            }
+        }));
+    }
+    // Five groups (meta + 4 data ranges) × 3 replicas over five nodes: three each.
+    let filled = eventually(Duration::from_secs(60), || async {
+        let counts = replica_counts(&c);
+        (counts.values().all(|&n| n == 3)).then_some(())
+    })
+    .await;
+    assert!(filled.is_some(), "{:?}", replica_counts(&c));
+    // Node 2 is marked for decommissioning: the scheduler moves everything off it.
+    c.node(1).tables().set_draining(2, true).await.unwrap();
+    let drained = eventually(Duration::from_secs(60), || async {
+        let counts = replica_counts(&c);
+        (counts[&2] == 0 && within_one(&counts, &[1, 3, 4, 5])).then_some(())
+    })
+    .await;
+    assert!(drained.is_some(), "{:?}", replica_counts(&c));
+    // Node 3 goes silent past the dead time: its replicas are replaced on 1, 4 and 5.
+    c.stop(3).await;
+    let repaired = eventually(Duration::from_secs(60), || async {
+        let counts = replica_counts(&c);
+        let spread = counts[&1] == 5 && counts[&4] == 5 && counts[&5] == 5;
+        spread.then_some(())
+    })
+    .await;
+    assert!(repaired.is_some(), "{:?}", replica_counts(&c));
+    // Back again: its stale replicas are destroyed and it fills up like a new node.
+    c.restart(3).await.unwrap();
+    let settled = eventually(Duration::from_secs(60), || async {
+        let counts = replica_counts(&c);
+        let stale = c.node(3).raft().status().into_iter().any(|s| {
+            s.desc
+                .is_some_and(|d| !d.voters.contains(&3) && !d.learners.contains(&3))
+        });
+        (!stale && counts[&2] == 0 && within_one(&counts, &[1, 3, 4, 5]) && counts[&3] > 0)
+            .then_some(())
+    })
+    .await;
+    assert!(settled.is_some(), "{:?}", replica_counts(&c));
+    let written = acked.lock().unwrap().len();
+    let more = eventually(Duration::from_secs(30), || async {
+        (acked.lock().unwrap().len() > written + 50).then_some(())
+    })
+    .await;
+    assert!(more.is_some(), "writes go on");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let seen: BTreeSet<String> = scan(&client, "spread", 500).await.into_iter().collect();
+    let lost: Vec<_> = acked.difference(&seen).take(5).collect();
+    assert!(lost.is_empty(), "lost acknowledged writes: {lost:?}");
     c.shutdown().await;
 }
