@@ -100,6 +100,16 @@ impl InProcessCluster {
         Self::launch_all(3, ranges, true, |_| {}).await
     }
 
+    /// `nodes` nodes (at least three) on RocksDB in a temporary directory, every node's configuration
+    /// adjusted by `configure`: what benchmarks use, where the engine's cost is part of the figure.
+    pub async fn start_rocks_nodes(
+        nodes: usize,
+        ranges: usize,
+        configure: impl Fn(&mut NodeConfig),
+    ) -> anyhow::Result<InProcessCluster> {
+        Self::launch_all(nodes, ranges, true, configure).await
+    }
+
     async fn launch_all(
         n: usize,
         ranges: usize,
