@@ -42,8 +42,9 @@ pub struct DevArgs {
     #[arg(long, default_value_t = 4)]
     pub ranges: usize,
     /// A node file (see config/node.example.toml) whose `[raft]`, `[rocksdb]` and `[gateway]` tuning
-    /// applies to all three nodes (and `[tls]`, unless `--tls`); its identity, addresses and peers are
-    /// ignored.
+    /// applies to all three nodes (and `[tls]`, unless `--tls`, and the range scheduler's thresholds
+    /// of `[partition-manager]`: `split-bytes`, `split-load-ops`, `schedule-interval-ms`); its
+    /// identity, addresses and peers are ignored.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Serve the REST API over HTTPS, and the gRPC port (public API and node-to-node traffic) over
@@ -123,7 +124,11 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<(Vec<Node>, DevAddrs)> {
             cluster_token: cluster_token.clone(),
             ..NodeConfig::default()
         };
-        // Leaders stay on the REST node (`keep_leaders_on`), not spread out.
+        // The range scheduler as the file sets it; leaders stay on the REST node
+        // (`keep_leaders_on`), not spread out, whatever the file says about balancing.
+        cfg.partition_manager.split_bytes = tuning.partition_manager.split_bytes;
+        cfg.partition_manager.split_load_ops = tuning.partition_manager.split_load_ops;
+        cfg.partition_manager.schedule_interval_ms = tuning.partition_manager.schedule_interval_ms;
         cfg.partition_manager.balance_leaders = false;
         // Nodes beyond the first three start empty: replicas move onto them (the first three hold
         // every range at bootstrap, so with three nodes nothing ever moves).
@@ -189,7 +194,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The tuning sections of `--config` (or the defaults): only `raft`, `rocksdb` and `gateway` are used.
+/// The tuning sections of `--config` (or the defaults): only `raft`, `rocksdb`, `gateway`, `tls` and
+/// the scheduler's thresholds of `partition-manager` are used.
 fn tuning(path: Option<&std::path::Path>) -> anyhow::Result<NodeConfig> {
     let Some(path) = path else {
         return Ok(NodeConfig::default());
@@ -199,6 +205,9 @@ fn tuning(path: Option<&std::path::Path>) -> anyhow::Result<NodeConfig> {
     let cfg: NodeConfig =
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     cfg.rocksdb.validate()?;
+    cfg.partition_manager
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(cfg)
 }
 
@@ -391,17 +400,26 @@ mod tests {
         let path = dir.path().join("dev.toml");
         std::fs::write(
             &path,
-            "[rocksdb]\nblock-cache-mb = 64\n\n[raft]\ntick-ms = 50\n",
+            "[rocksdb]\nblock-cache-mb = 64\n\n[raft]\ntick-ms = 50\n\n\
+             [partition-manager]\nsplit-load-ops = 0\nschedule-interval-ms = 1000\n",
         )
         .unwrap();
         let cfg = tuning(Some(&path)).unwrap();
         assert_eq!(cfg.rocksdb.block_cache_mb, 64);
         assert_eq!(cfg.raft.tick_ms, 50);
+        assert_eq!(cfg.partition_manager.split_load_ops, 0);
+        assert_eq!(cfg.partition_manager.schedule_interval_ms, 1000);
+        assert_eq!(
+            cfg.partition_manager.split_bytes,
+            NodeConfig::default().partition_manager.split_bytes
+        );
         assert_eq!(tuning(None).unwrap().rocksdb, NodeConfig::default().rocksdb);
 
         std::fs::write(&path, "[rocksdb]\nno-such-knob = 1\n").unwrap();
         assert!(tuning(Some(&path)).is_err());
         std::fs::write(&path, "[rocksdb]\nblock-cache-mb = 0\n").unwrap();
+        assert!(tuning(Some(&path)).is_err());
+        std::fs::write(&path, "[partition-manager]\nschedule-interval-ms = 1\n").unwrap();
         assert!(tuning(Some(&path)).is_err());
         assert!(tuning(Some(&dir.path().join("missing.toml"))).is_err());
     }
