@@ -341,17 +341,29 @@ impl Admin for AdminService {
                 req.to_node_id
             )));
         }
-        match self
+        let leader = match self
             .raft
             .transfer_leader(req.range_id, req.to_node_id)
             .await
         {
-            Ok(()) => Ok(Response::new(TransferLeaderResponse {})),
-            // Only the leader can hand leadership over: ask it (once; a forwarded request is not
-            // forwarded again).
+            Ok(()) => return Ok(Response::new(TransferLeaderResponse {})),
             Err(ProposeError::NotLeader {
                 leader: Some(leader),
-            }) if leader != self.raft.id() && !crate::cluster::is_forwarded() => {
+            }) => leader,
+            // This node holds no replica of the range (its replica moved away, or it joined after
+            // the ranges were placed): the members' own reports say which node leads it.
+            Err(e @ ProposeError::GroupNotFound(_)) if !crate::cluster::is_forwarded() => {
+                match self.tables.leader_of_range(req.range_id).await {
+                    Some(leader) => leader,
+                    None => return Err(Status::failed_precondition(e.to_string())),
+                }
+            }
+            Err(e) => return Err(Status::failed_precondition(e.to_string())),
+        };
+        match leader {
+            // Only the leader can hand leadership over: ask it (once; a forwarded request is not
+            // forwarded again).
+            leader if leader != self.raft.id() && !crate::cluster::is_forwarded() => {
                 let unreachable = |e: tonic::transport::Error| {
                     Status::unavailable(format!("reaching leader {leader}: {e}"))
                 };
@@ -380,7 +392,12 @@ impl Admin for AdminService {
                 }
                 client.transfer_leader(forwarded).await
             }
-            Err(e) => Err(Status::failed_precondition(e.to_string())),
+            leader => Err(Status::failed_precondition(
+                ProposeError::NotLeader {
+                    leader: Some(leader),
+                }
+                .to_string(),
+            )),
         }
     }
 }

@@ -241,6 +241,16 @@ impl ClusterTableService {
         out
     }
 
+    /// The node whose replica leads `range`, as the members report it (`None`: no answering member
+    /// leads it, e.g. during an election). Works on any node, whether it hosts the range or not.
+    pub(crate) async fn leader_of_range(&self, range: u64) -> Option<u64> {
+        self.views().await.into_iter().find_map(|(node, view)| {
+            view.iter()
+                .any(|(r, role, _)| *r == range && role == Role::Leader.as_str())
+                .then_some(node)
+        })
+    }
+
     /// Moves `range`'s replica from `from` to `to` through the range's leader, then makes sure `from`
     /// destroyed its replica. Repeats the leader's steps (each resumes where the last stopped) until
     /// the move is done or `timeout` runs out.
@@ -254,12 +264,7 @@ impl ClusterTableService {
         let deadline = Instant::now() + timeout;
         let mut last = None;
         while Instant::now() < deadline {
-            let leader = self.views().await.into_iter().find_map(|(node, view)| {
-                view.iter()
-                    .any(|(r, role, _)| *r == range && role == Role::Leader.as_str())
-                    .then_some(node)
-            });
-            let Some(leader) = leader else {
+            let Some(leader) = self.leader_of_range(range).await else {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
