@@ -240,8 +240,16 @@ impl Peer {
 
     /// Sends one ReadIndex request for every read queued this turn: a read index taken after all of them
     /// arrived is valid for each, and concurrent readers share one heartbeat round instead of one each.
+    ///
+    /// A leader that has not yet committed an entry of its own term keeps them queued: raft-rs drops a
+    /// ReadIndex it receives then (the new leader does not know the commit index yet), and the reads
+    /// would wait out the read timeout. A new leader's first entry commits one round trip after its
+    /// election — the right half of every split is such a leader, elected at once and read at once.
     pub(crate) fn flush_reads(&mut self) {
         if self.reads_queued.is_empty() {
+            return;
+        }
+        if self.is_leader() && !self.raw.raft.commit_to_current_term() {
             return;
         }
         let id = self.next_read_id;

@@ -715,3 +715,36 @@ async fn t14_a_replica_removed_while_cut_off_is_destroyed_on_request_and_stays_d
         .unwrap();
     c.must_get_equal(victim, "b", "2").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t15_a_read_on_a_new_leader_waits_for_its_first_commit_instead_of_being_dropped() {
+    // Elections 1 s, so the read timeout (4 s) is far from what the read should take.
+    let c = Cluster::new(Config {
+        election_ticks: 50,
+        ..Config::for_test()
+    })
+    .await;
+    c.must_put(&[1, 2, 3], "a", "1").await;
+    let leader = c.leader(&[1, 2, 3]).await;
+    let target = (1..=3).find(|&id| id != leader).unwrap();
+    // Every message takes 50 ms, so the new leader holds office about 100 ms before the first entry
+    // of its term commits: raft-rs drops a ReadIndex it hears in that window.
+    c.net.set_delay(Duration::from_millis(50));
+    c.node(leader).transfer_leader(GROUP, target).await.unwrap();
+    let elected = eventually(Duration::from_secs(5), || {
+        (c.node(target).group_status(GROUP).map(|s| s.role) == Some(crate::Role::Leader))
+            .then_some(())
+    })
+    .await;
+    assert!(elected.is_some(), "node {target} was elected");
+    let asked = Instant::now();
+    c.node(target)
+        .read_index(GROUP)
+        .await
+        .expect("the read is served once the new leader's first entry commits");
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "the read took {:?}",
+        asked.elapsed()
+    );
+}
