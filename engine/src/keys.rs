@@ -203,7 +203,8 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 // The meta group's catalog (`Cf::Meta`, kinds after `META_GROUP_PREFIX`; the lock manager's kinds should
 // start at 0x10): `0x01 0x01` the table-id sequence, `0x01 0x02 esc(account) esc(folded name)` a table's
 // record, `0x01 0x03 esc(id BE)` a deleted table whose entities may still need dropping,
-// `0x01 0x04 esc(account)` the account's service properties. In `Cf::Data`, the bare 8-byte table prefix
+// `0x01 0x04 esc(account)` the account's service properties, `0x01 0x05 esc(node id BE)` a node that
+// joined. In `Cf::Data`, the bare 8-byte table prefix
 // (which no entity key equals) marks a table whose entities were dropped.
 
 /// Meta kind of the table-id sequence.
@@ -243,6 +244,19 @@ pub fn dropped_tables_prefix() -> Vec<u8> {
 /// The service properties of `account`.
 pub fn service_properties_key(account: &str) -> Vec<u8> {
     meta_key(META_SERVICE_PROPERTIES, &[account.as_bytes()])
+}
+
+/// Meta kind of a node that joined the cluster (`trestle node --join`) beyond its configured peers.
+pub const META_MEMBER: u8 = 0x05;
+
+/// The record of joined node `node_id`.
+pub fn member_key(node_id: u64) -> Vec<u8> {
+    meta_key(META_MEMBER, &[&node_id.to_be_bytes()])
+}
+
+/// The prefix of every joined node's record, in id order.
+pub fn members_prefix() -> Vec<u8> {
+    meta_key(META_MEMBER, &[])
 }
 
 /// Meta kind of a lock-manager lease record (`0x01 0x10 esc(lease id BE)`).

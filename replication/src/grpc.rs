@@ -132,7 +132,9 @@ impl GrpcTransport {
         if let Ok(mut q) = self.queues.write() {
             q.insert(node, tx);
         }
-        tokio::spawn(sender_task(
+        // On the transport's runtime: a node may be learned on a thread outside it (a Raft driver
+        // applying the meta group's record of a joined node).
+        self.runtime.spawn(sender_task(
             self.from_node,
             node,
             addr,
@@ -149,6 +151,23 @@ impl GrpcTransport {
 }
 
 impl Transport for GrpcTransport {
+    fn add_peer(&self, node: u64, addr: &str) {
+        if node == self.from_node {
+            return;
+        }
+        {
+            let Ok(mut addrs) = self.addrs.write() else {
+                return;
+            };
+            if addrs.get(&node).is_some_and(|a| a == addr) {
+                return;
+            }
+            addrs.insert(node, addr.to_string());
+        }
+        // A new sender replaces the old one, whose task ends when its queue's sender is dropped.
+        self.connect(node, addr.to_string());
+    }
+
     fn send(&self, to_node: u64, batch: Vec<Envelope>) {
         let Ok(queues) = self.queues.read() else {
             return;

@@ -241,4 +241,8 @@ pub trait Transport: Send + Sync + 'static {
         first: Envelope,
         ctl: &StreamControl,
     ) -> Result<Box<dyn SnapshotSink>, SnapshotError>;
+
+    /// Learns (or confirms) that node `node` is reached at `addr` (a node that joined the cluster).
+    /// Transports that reach every node without addresses ignore it.
+    fn add_peer(&self, _node: u64, _addr: &str) {}
 }

@@ -2,7 +2,7 @@
 //! cache, and leader transfer.
 //!
 //! Callers (see `grpc_auth`): `Status` needs the cluster token (peers probe each other at start-up) or
-//! the admin token; `TransferLeader` needs the admin token; `Locate` needs a credential of the account
+//! the admin token; `Join` needs the cluster token (a node joining); `TransferLeader` needs the admin token; `Locate` needs a credential of the account
 //! it asks about (it reveals whether a table exists), as a table call would.
 
 use std::sync::Arc;
@@ -11,21 +11,19 @@ use tonic::{Request, Response, Status};
 use trestle_proto::admin::admin_client::AdminClient;
 use trestle_proto::admin::admin_server::{Admin, AdminServer};
 use trestle_proto::admin::{
-    LocateRequest, LocateResponse, NodeInfo, RangeStatus, ReplicaStatus, StatusRequest,
-    StatusResponse, TransferLeaderRequest, TransferLeaderResponse,
+    JoinRequest, JoinResponse, LocateRequest, LocateResponse, RangeStatus, ReplicaStatus,
+    StatusRequest, StatusResponse, TransferLeaderRequest, TransferLeaderResponse,
 };
 use trestle_replication::{ProposeError, RaftNode};
 
 use trestle_rest_gateway::auth::Credential;
 
 use crate::cluster::ClusterTableService;
-use crate::config::PeerConfig;
 use crate::grpc_auth::{Authenticator, Secrets};
 
 pub struct AdminService {
     pub(crate) cluster_id: String,
     pub(crate) raft: Arc<RaftNode>,
-    pub(crate) peers: Vec<PeerConfig>,
     pub(crate) tables: Arc<ClusterTableService>,
     pub(crate) secrets: Secrets,
     pub(crate) auth: Arc<Authenticator>,
@@ -45,11 +43,15 @@ impl AdminService {
     }
 
     fn addr_of(&self, node: u64) -> String {
-        self.peers
-            .iter()
-            .find(|p| p.id == node)
-            .map(|p| p.grpc_addr.clone())
+        self.tables
+            .member_list()
+            .get(node)
+            .map(|p| p.grpc_addr)
             .unwrap_or_default()
+    }
+
+    fn is_member(&self, node: u64) -> bool {
+        self.tables.member_list().contains(node)
     }
 }
 
@@ -107,13 +109,11 @@ impl Admin for AdminService {
             cluster_id: self.cluster_id.clone(),
             node_id: self.raft.id(),
             nodes: self
-                .peers
+                .tables
+                .member_list()
+                .list()
                 .iter()
-                .map(|p| NodeInfo {
-                    id: p.id,
-                    grpc_addr: p.grpc_addr.clone(),
-                    rest_addr: p.rest_addr.clone().unwrap_or_default(),
-                })
+                .map(crate::members::info_from_peer)
                 .collect(),
             ranges,
             scheduler: self.scheduler.last().unwrap_or_default(),
@@ -270,7 +270,7 @@ impl Admin for AdminService {
         self.secrets.require_admin(request.metadata())?;
         let req = request.into_inner();
         for n in [req.from_node_id, req.to_node_id] {
-            if !self.peers.iter().any(|p| p.id == n) {
+            if !self.is_member(n) {
                 return Err(Status::invalid_argument(format!(
                     "node {n} is not a member"
                 )));
@@ -300,7 +300,7 @@ impl Admin for AdminService {
         self.secrets.require_admin(request.metadata())?;
         let request = request.into_inner();
         let node = request.node_id;
-        if !self.peers.iter().any(|p| p.id == node) {
+        if !self.is_member(node) {
             return Err(Status::invalid_argument(format!(
                 "node {node} is not a member"
             )));
@@ -314,7 +314,7 @@ impl Admin for AdminService {
                 moves: Vec::new(),
             }));
         }
-        let zones = self.peers.iter().map(|p| (p.id, p.zone.clone())).collect();
+        let zones = self.tables.member_list().zones();
         let moves = self
             .tables
             .decommission(node, &zones)
@@ -323,6 +323,24 @@ impl Admin for AdminService {
         Ok(Response::new(trestle_proto::admin::DecommissionResponse {
             moves,
         }))
+    }
+
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        self.secrets.require_peer(request.metadata())?;
+        let node = request
+            .into_inner()
+            .node
+            .ok_or_else(|| Status::invalid_argument("the request names no node"))?;
+        let node = crate::members::peer_from_info(&node);
+        let new = self
+            .tables
+            .register_node(&node)
+            .await
+            .map_err(|e| crate::grpc_api::status_from_error(&e))?;
+        tracing::info!(node = node.id, addr = %node.grpc_addr, new, "a node joined");
+        Ok(Response::new(
+            self.tables.member_list().to_response(&self.cluster_id),
+        ))
     }
 
     async fn transfer_leader(
@@ -335,7 +353,7 @@ impl Admin for AdminService {
             .get(trestle_proto::auth::ADMIN_TOKEN)
             .cloned();
         let req = request.into_inner();
-        if !self.peers.iter().any(|p| p.id == req.to_node_id) {
+        if !self.is_member(req.to_node_id) {
             return Err(Status::invalid_argument(format!(
                 "node {} is not a member",
                 req.to_node_id

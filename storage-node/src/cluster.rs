@@ -23,6 +23,7 @@ use trestle_types::{
 use crate::forward::{self, Link};
 use crate::grpc_auth::Secrets;
 use crate::hooks::PeerFilter;
+use crate::members::Members;
 use crate::tables::LocalTables;
 
 tokio::task_local! {
@@ -37,8 +38,8 @@ pub(crate) fn is_forwarded() -> bool {
 pub struct ClusterTableService {
     node_id: u64,
     local: Arc<LocalTables>,
-    /// node id → gRPC address of every peer.
-    peers: HashMap<u64, String>,
+    /// Every member (id, gRPC address, zone), this node included.
+    members: Arc<Members>,
     channels: std::sync::Mutex<HashMap<u64, Channel>>,
     /// What this node presents to its peers when it forwards.
     secrets: Secrets,
@@ -83,7 +84,7 @@ impl ClusterTableService {
     pub fn new(
         node_id: u64,
         local: Arc<LocalTables>,
-        peers: HashMap<u64, String>,
+        members: Arc<Members>,
         secrets: Secrets,
         tls: trestle_replication::grpc::PeerTls,
         timeout: Duration,
@@ -92,7 +93,7 @@ impl ClusterTableService {
         ClusterTableService {
             node_id,
             local,
-            peers,
+            members,
             channels: Default::default(),
             secrets,
             tls,
@@ -107,9 +108,12 @@ impl ClusterTableService {
 
     /// Every member's id, this node's included, in order.
     pub fn members(&self) -> Vec<u64> {
-        let mut ids: Vec<u64> = self.peers.keys().copied().collect();
-        ids.sort_unstable();
-        ids
+        self.members.ids()
+    }
+
+    /// The member list (addresses and zones), which grows as nodes join.
+    pub fn member_list(&self) -> &Arc<Members> {
+        &self.members
     }
 
     pub fn local(&self) -> &Arc<LocalTables> {
@@ -164,12 +168,13 @@ impl ClusterTableService {
             return Ok(c.clone());
         }
         let addr = self
-            .peers
-            .get(&node)
+            .members
+            .get(node)
+            .map(|p| p.grpc_addr)
             .ok_or_else(|| Error::internal(format!("no address for node {node}")))?;
         let channel = self
             .tls
-            .endpoint(addr)
+            .endpoint(&addr)
             .map_err(|e| Error::internal(format!("bad peer address {addr}: {e}")))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
@@ -183,7 +188,7 @@ impl ClusterTableService {
             return None;
         }
         match crate::tables::leader_hint(err) {
-            Some(leader) if leader != self.node_id && self.peers.contains_key(&leader) => {
+            Some(leader) if leader != self.node_id && self.members.contains(leader) => {
                 Some(Next::Forward(leader))
             }
             _ => Some(Next::Wait),
@@ -192,14 +197,13 @@ impl ClusterTableService {
 
     /// Another node to ask when this one knows no leader (it may be cut off from the others' Raft
     /// traffic while they have long elected one): the peers in turn.
-    fn next_peer(&self, attempt: usize) -> Option<u64> {
-        let mut others: Vec<u64> = self
-            .peers
-            .keys()
-            .copied()
+    pub(crate) fn next_peer(&self, attempt: usize) -> Option<u64> {
+        let others: Vec<u64> = self
+            .members
+            .ids()
+            .into_iter()
             .filter(|&id| id != self.node_id)
             .collect();
-        others.sort_unstable();
         (!others.is_empty()).then(|| others[attempt % others.len()])
     }
 

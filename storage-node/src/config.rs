@@ -52,6 +52,9 @@ pub struct NodeConfig {
     pub initial_ranges: usize,
     /// Every member, this node included. The first three are the voters of every range.
     pub peers: Vec<PeerConfig>,
+    /// A member's gRPC address (`host:port`) to join a running cluster through (`trestle node
+    /// --join`): `peers` then needs to list only this node, and the members come from the cluster.
+    pub join: Option<String>,
     /// How long a request may wait for a leader (elections, forwarding) before it fails.
     pub request_timeout_ms: u64,
     pub raft: trestle_replication::Config,
@@ -82,6 +85,7 @@ impl Default for NodeConfig {
             admin_token: None,
             initial_ranges: 4,
             peers: Vec::new(),
+            join: None,
             request_timeout_ms: 10_000,
             raft: trestle_replication::Config::default(),
             rocksdb: RocksConfig::default(),
@@ -95,17 +99,32 @@ impl Default for NodeConfig {
 }
 
 impl NodeConfig {
+    /// Parses and validates a node file.
     pub fn from_toml(text: &str) -> Result<NodeConfig, String> {
-        let cfg: NodeConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        let cfg = NodeConfig::parse_toml(text)?;
         cfg.validate()?;
         Ok(cfg)
     }
 
+    /// Parses a node file without validating it (the caller overrides some settings first).
+    pub fn parse_toml(text: &str) -> Result<NodeConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
     pub fn validate(&self) -> Result<(), String> {
-        if self.peers.len() < 3 {
+        if self.join.is_none() && self.peers.len() < 3 {
             return Err(
-                "a cluster needs at least three peers (every range has three replicas)".into(),
+                "a cluster needs at least three peers (every range has three replicas); a node \
+                 joining a running cluster lists itself and sets `join`"
+                    .into(),
             );
+        }
+        if let Some(join) = &self.join
+            && !join
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+        {
+            return Err(format!("join {join:?} is not host:port"));
         }
         let mut ids: Vec<u64> = self.peers.iter().map(|p| p.id).collect();
         ids.sort_unstable();
@@ -214,6 +233,25 @@ mod tests {
                 .collect(),
             ..NodeConfig::default()
         }
+    }
+
+    #[test]
+    fn a_joining_node_lists_only_itself() {
+        let mut cfg = three_peers("127.0.0.1");
+        cfg.peers.truncate(1);
+        assert!(cfg.validate().unwrap_err().contains("join"));
+        cfg.join = Some("127.0.0.1:7102".into());
+        assert!(cfg.validate().is_ok());
+        for bad in ["127.0.0.1", ":7102", "host:port"] {
+            cfg.join = Some(bad.into());
+            assert!(cfg.validate().is_err(), "{bad}");
+        }
+        let parsed = NodeConfig::from_toml(
+            "node-id = 4\njoin = \"10.0.0.1:7100\"\ncluster-token = \"0123456789abcdef0\"\n\
+             [[peers]]\nid = 4\ngrpc-addr = \"10.0.0.4:7100\"\n",
+        )
+        .unwrap();
+        assert_eq!(parsed.join.as_deref(), Some("10.0.0.1:7100"));
     }
 
     #[test]

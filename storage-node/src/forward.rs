@@ -198,6 +198,16 @@ pub async fn drop_table_data(c: Link, table_id: u64) -> Result<()> {
     Ok(())
 }
 
+pub async fn register_node(c: Link, node: trestle_proto::internal::RegisterNode) -> Result<bool> {
+    let node = crate::members::info_from_peer(&crate::members::peer_from_register(&node));
+    let resp = c
+        .node()
+        .register_node(c.request(npb::RegisterNodeRequest { node: Some(node) }, None))
+        .await
+        .map_err(|s| error_from_status(&s))?;
+    Ok(resp.into_inner().new)
+}
+
 pub async fn allocate_range_id(c: Link) -> Result<u64> {
     let resp = c
         .node()
@@ -558,6 +568,20 @@ impl NodeForward for NodeForwardService {
             .await
             .map_err(to_status)?;
         Ok(Response::new(npb::TransferLeaderResponse {}))
+    }
+
+    async fn register_node(
+        &self,
+        r: Request<npb::RegisterNodeRequest>,
+    ) -> Result<Response<npb::RegisterNodeResponse>, Status> {
+        self.secrets.require_peer(r.metadata())?;
+        let node = r
+            .into_inner()
+            .node
+            .ok_or_else(|| Status::invalid_argument("the request names no node"))?;
+        let node = crate::members::register_from_peer(&crate::members::peer_from_info(&node));
+        let new = self.local.register_node(node).await.map_err(to_status)?;
+        Ok(Response::new(npb::RegisterNodeResponse { new }))
     }
 
     async fn allocate_range_id(

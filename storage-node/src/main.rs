@@ -37,6 +37,10 @@ enum Command {
         /// Overrides `data-dir` from the file.
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Join a running cluster through the member at this gRPC address (overrides `join` from the
+        /// file): the file's `[[peers]]` then needs to list only this node.
+        #[arg(long, value_name = "ADDR")]
+        join: Option<String>,
     },
     /// Inspect and administer a running cluster.
     Ctl(cli::CtlArgs),
@@ -51,14 +55,19 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Dev(args) => dev::run(args).await,
-            Command::Node { config, data } => {
+            Command::Node { config, data, join } => {
                 let text = std::fs::read_to_string(&config)
                     .with_context(|| format!("reading {}", config.display()))?;
-                let mut cfg = trestle_storage_node::NodeConfig::from_toml(&text)
+                let mut cfg = trestle_storage_node::NodeConfig::parse_toml(&text)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
                 if let Some(d) = data {
                     cfg.data_dir = d;
                 }
+                if join.is_some() {
+                    cfg.join = join;
+                }
+                cfg.validate()
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
                 let node = trestle_storage_node::Node::start_durable(cfg).await?;
                 dev::wait_for_shutdown_signal().await;
                 tracing::info!("shutting down");

@@ -58,6 +58,8 @@ pub fn table_id(seq: u64) -> u64 {
 #[derive(Clone)]
 pub struct MetaStateMachine {
     locks: std::sync::Arc<crate::locks::LockHost>,
+    /// The node's member list, told of each node the group records.
+    members: Option<std::sync::Arc<crate::members::Members>>,
 }
 
 impl Default for MetaStateMachine {
@@ -73,12 +75,22 @@ impl MetaStateMachine {
             locks: crate::locks::LockHost::new(std::sync::Arc::new(
                 crate::clock::SystemClock::default(),
             )),
+            members: None,
         }
     }
 
     /// The meta group's state machine of a node, sharing `locks` with the node's lock service.
     pub fn with_locks(locks: std::sync::Arc<crate::locks::LockHost>) -> Self {
-        MetaStateMachine { locks }
+        MetaStateMachine {
+            locks,
+            members: None,
+        }
+    }
+
+    /// Tells `members` of every node this group records (and of all of them after a snapshot).
+    pub fn with_members(mut self, members: std::sync::Arc<crate::members::Members>) -> Self {
+        self.members = Some(members);
+        self
     }
 }
 
@@ -246,6 +258,13 @@ impl StateMachine for MetaStateMachine {
                 .apply(&mut writes, index, c)
                 .map_err(Failure::Result),
             meta_command::Kind::AllocateRangeId(_) => Ok(Kind::RangeId(range_id_at(index))),
+            meta_command::Kind::RegisterNode(node) => register_node(engine, &mut writes, &node)
+                .map(|new| {
+                    if new && let Some(members) = &self.members {
+                        members.learn(crate::members::peer_from_register(&node));
+                    }
+                    Kind::Done(new)
+                }),
         };
         match result {
             Ok(kind) => {
@@ -258,8 +277,39 @@ impl StateMachine for MetaStateMachine {
     }
 
     fn on_snapshot_restored(&mut self, engine: &dyn Engine) -> Result<(), ApplyError> {
+        if let Some(members) = &self.members {
+            members.load_registered(engine).map_err(ApplyError)?;
+        }
         self.locks.reload(engine)
     }
+}
+
+/// Records a joining node; `Ok(false)` if it is recorded already at the same gRPC address. (Whether
+/// its id is a configured peer's is checked by `Admin.Join`, which knows the configuration.)
+fn register_node(
+    engine: &dyn Engine,
+    batch: &mut WriteBatch,
+    node: &trestle_proto::internal::RegisterNode,
+) -> Result<bool, Failure> {
+    let peer = crate::members::peer_from_register(node);
+    crate::members::validate_joiner(&peer).map_err(|e| Failure::Result(Error::invalid_input(e)))?;
+    let key = keys::member_key(node.node_id);
+    let known = engine
+        .get(Cf::Meta, &key)
+        .map_err(|e| ApplyError(format!("reading the members: {e}")))?
+        .map(|b| {
+            let body = unseal(&b).map_err(|e| ApplyError(format!("a member record: {e}")))?;
+            trestle_proto::internal::RegisterNode::decode(body)
+                .map_err(|e| ApplyError(format!("a member record does not parse: {e}")))
+        })
+        .transpose()?
+        .map(|n| crate::members::peer_from_register(&n));
+    let new = crate::members::check_join(known.as_slice(), &peer)
+        .map_err(|e| Failure::Result(Error::new(ErrorCode::NodeAlreadyExists, e)))?;
+    if new {
+        batch.put(Cf::Meta, key, seal(&node.encode_to_vec()));
+    }
+    Ok(new)
 }
 
 fn engine_error(e: trestle_engine::Error) -> Error {

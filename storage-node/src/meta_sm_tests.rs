@@ -302,3 +302,47 @@ fn two_replicas_build_identical_catalogs() {
     };
     assert_eq!(dump(&a), dump(&b));
 }
+
+fn register(id: u64, addr: &str) -> meta_command::Kind {
+    meta_command::Kind::RegisterNode(trestle_proto::internal::RegisterNode {
+        node_id: id,
+        grpc_addr: addr.into(),
+        rest_addr: String::new(),
+        zone: "z2".into(),
+    })
+}
+
+#[test]
+fn a_joined_node_is_recorded_once_told_to_the_members_and_refused_at_another_address() {
+    let members = std::sync::Arc::new(crate::members::Members::new(Vec::new()));
+    let mut m = Meta::new();
+    m.sm = MetaStateMachine::new().with_members(members.clone());
+    assert!(matches!(
+        m.apply(register(4, "10.0.0.4:7100")),
+        Ok(Kind::Done(true))
+    ));
+    assert_eq!(members.ids(), vec![4]);
+    assert_eq!(members.get(4).unwrap().zone.as_deref(), Some("z2"));
+    // The same node asking again (a restart) changes nothing.
+    assert!(matches!(
+        m.apply(register(4, "10.0.0.4:7100")),
+        Ok(Kind::Done(false))
+    ));
+    // Its id from another address is refused, and the record stays.
+    let err = m.apply(register(4, "10.0.0.9:7100")).unwrap_err();
+    assert_eq!(err.error.code, ErrorCode::NodeAlreadyExists);
+    // A malformed registration is a result, not a fatal error.
+    let err = m.apply(register(0, "10.0.0.5:7100")).unwrap_err();
+    assert_eq!(err.error.code, ErrorCode::InvalidInput);
+    let err = m.apply(register(5, "no-port")).unwrap_err();
+    assert_eq!(err.error.code, ErrorCode::InvalidInput);
+    let recorded = crate::members::registered(&m.engine).unwrap();
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].grpc_addr, "10.0.0.4:7100");
+
+    // A replica that gets the group's state by snapshot learns every recorded node.
+    let fresh = std::sync::Arc::new(crate::members::Members::new(Vec::new()));
+    let mut sm = MetaStateMachine::new().with_members(fresh.clone());
+    sm.on_snapshot_restored(&m.engine).unwrap();
+    assert_eq!(fresh.ids(), vec![4]);
+}

@@ -119,9 +119,50 @@ impl Node {
         listeners: Listeners,
     ) -> anyhow::Result<Node> {
         cfg.validate().map_err(|e| anyhow::anyhow!(e))?;
-        let cluster_id = cluster_id(&cfg);
-        let secrets = Secrets::new(&cfg.cluster_token, cfg.admin_token.as_deref());
+        let mut cfg = cfg;
         let peer_tls = cfg.tls.peers()?;
+        // A joining node takes the members the cluster answers as its peers (see `join`).
+        let mut joined_as = None;
+        if let Some(addr) = cfg.join.clone() {
+            let me = cfg
+                .me()
+                .cloned()
+                .context("node-id is not among the peers")?;
+            let saved = crate::members::saved(&*engine).map_err(|e| anyhow::anyhow!(e))?;
+            // A node that joined before (a restart) waits less: it knows its peers.
+            let timeout = if saved.is_some() {
+                REJOIN_TIMEOUT
+            } else {
+                JOIN_TIMEOUT
+            };
+            let (peers, id) =
+                crate::join::join_peers(&addr, &me, &cfg.cluster_token, &peer_tls, saved, timeout)
+                    .await?;
+            cfg.peers = peers;
+            joined_as = Some(id);
+        }
+        let cluster_id = cluster_id(&cfg);
+        if let Some(id) = joined_as
+            && id != cluster_id
+        {
+            anyhow::bail!(
+                "the cluster joined through {} is {id}, but its members make {cluster_id}",
+                cfg.join.as_deref().unwrap_or_default()
+            );
+        }
+        let members = Arc::new(crate::members::Members::new(cfg.peers.clone()));
+        members
+            .load_registered(&*engine)
+            .and_then(|()| members.load_saved(&*engine))
+            .map_err(|e| anyhow::anyhow!("loading the member list: {e}"))?;
+        for p in members.list() {
+            transport.add_peer(p.id, &p.grpc_addr);
+        }
+        {
+            let transport = transport.clone();
+            members.on_learn(move |p| transport.add_peer(p.id, &p.grpc_addr));
+        }
+        let secrets = Secrets::new(&cfg.cluster_token, cfg.admin_token.as_deref());
         let server_tls = cfg.tls.server()?;
         let fresh = engine
             .get(Cf::Meta, &keys::local_key(STORE_IDENT))?
@@ -133,7 +174,10 @@ impl Node {
         let locks = crate::locks::LockHost::load(&*engine, clock)
             .map_err(|e| anyhow::anyhow!("loading the lock manager's state: {e}"))?;
         let ranges = Arc::new(Ranges::default());
-        let host = Arc::new(NodeHost::new(ranges.clone(), locks.clone(), engine.clone()));
+        let host = Arc::new(
+            NodeHost::new(ranges.clone(), locks.clone(), engine.clone())
+                .with_members(members.clone()),
+        );
         let raft = Arc::new(RaftNode::start(
             cfg.node_id,
             engine.clone(),
@@ -147,15 +191,10 @@ impl Node {
             .await
             .map_err(|e| anyhow::anyhow!("restoring this node's replicas: {e}"))?;
         let local = Arc::new(LocalTables::new(raft.clone(), ranges));
-        let peers: HashMap<u64, String> = cfg
-            .peers
-            .iter()
-            .map(|p| (p.id, p.grpc_addr.clone()))
-            .collect();
         let tables = Arc::new(ClusterTableService::new(
             cfg.node_id,
             local.clone(),
-            peers,
+            members.clone(),
             secrets.clone(),
             peer_tls.clone(),
             Duration::from_millis(cfg.request_timeout_ms),
@@ -190,7 +229,6 @@ impl Node {
             scheduler: scheduler.clone(),
             cluster_id: cluster_id.clone(),
             raft: raft.clone(),
-            peers: cfg.peers.clone(),
             tables: tables.clone(),
             secrets: secrets.clone(),
             auth: auth.clone(),
@@ -276,6 +314,11 @@ impl Node {
             engine.write(&batch, true)?;
         }
 
+        servers.push(tokio::spawn(crate::join::run_refresh(
+            tables.clone(),
+            cluster_id.clone(),
+            shutdown.subscribe(),
+        )));
         servers.push(tokio::spawn(crate::lock_api::run_expiry(
             raft.clone(),
             local.clone(),
@@ -298,7 +341,6 @@ impl Node {
         servers.push(tokio::spawn(crate::scheduler::run(
             tables.clone(),
             cfg.partition_manager.scheduler(),
-            cfg.peers.iter().map(|p| (p.id, p.zone.clone())).collect(),
             scheduler.clone(),
             partition_manager.clone(),
             shutdown.subscribe(),
@@ -388,10 +430,18 @@ impl Node {
 /// A stable identifier for the cluster, derived from its membership and secret: an HMAC of the
 /// member ids under the cluster token, so the identifier (shown by `trestle ctl status`) reveals
 /// nothing about the token.
+/// How long a node started with `join` waits for the cluster to take it in (when it has never joined;
+/// a node that has falls back to the members it knew).
+const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a node that joined before asks before it starts with the members it saved.
+const REJOIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The cluster's name: a MAC of its initial voters under the cluster token, so every member computes
+/// the same one whatever nodes joined since.
 fn cluster_id(cfg: &NodeConfig) -> String {
     let mut members = String::from("trestle-cluster-id");
-    for p in &cfg.peers {
-        members.push_str(&format!("\n{}", p.id));
+    for id in cfg.voters() {
+        members.push_str(&format!("\n{id}"));
     }
     let mac = trestle_types::signing::sign(cfg.cluster_token.as_bytes(), &members);
     let hex: String = base64_to_hex(&mac).chars().take(16).collect();

@@ -140,11 +140,10 @@ impl Activity {
 }
 
 /// Runs a scheduling round every `cfg.schedule_interval` while this node is the partition manager
-/// (`role` holds its token), until `stop`. `zones` are the members' zone labels.
+/// (`role` holds its token), until `stop`.
 pub async fn run(
     cluster: Arc<ClusterTableService>,
     cfg: Config,
-    zones: BTreeMap<u64, Option<String>>,
     activity: Arc<Activity>,
     role: watch::Receiver<Option<u64>>,
     mut stop: watch::Receiver<bool>,
@@ -187,6 +186,7 @@ pub async fn run(
                         .get(&n)
                         .is_some_and(|t| now_at.duration_since(*t) >= cfg.dead_node_after)
             };
+            let zones = cluster.member_list().zones();
             let (nodes, replicas, ranges) = replica_view(&cluster, &statuses, &zones, dead);
             let planned =
                 crate::rebalance::plan(&nodes, &replicas, &ranges, MIN_SIZE_GAP).filter(|m| {

@@ -63,6 +63,7 @@ pub struct NodeHost {
     ranges: Arc<Ranges>,
     locks: Arc<crate::locks::LockHost>,
     engine: Arc<dyn Engine>,
+    members: Option<Arc<crate::members::Members>>,
 }
 
 impl NodeHost {
@@ -75,7 +76,14 @@ impl NodeHost {
             ranges,
             locks,
             engine,
+            members: None,
         }
+    }
+
+    /// The node's member list, which a meta replica tells of every node that joins.
+    pub fn with_members(mut self, members: Arc<crate::members::Members>) -> NodeHost {
+        self.members = Some(members);
+        self
     }
 }
 
@@ -87,7 +95,13 @@ impl GroupHost for NodeHost {
                 self.ranges.stats(range.id),
                 self.engine.clone(),
             )),
-            None => Box::new(MetaStateMachine::with_locks(self.locks.clone())),
+            None => {
+                let sm = MetaStateMachine::with_locks(self.locks.clone());
+                Box::new(match &self.members {
+                    Some(members) => sm.with_members(members.clone()),
+                    None => sm,
+                })
+            }
         }
     }
 
@@ -473,6 +487,17 @@ impl LocalTables {
             None => self.resolve(account, table).await?.id,
         };
         self.range_for_key(&trestle_engine::keys::partition_prefix(id, partition_key))
+    }
+
+    /// Records a joining node in the meta group (this node must lead it); whether it is new.
+    pub async fn register_node(&self, node: trestle_proto::internal::RegisterNode) -> Result<bool> {
+        match self
+            .propose_meta(meta_command::Kind::RegisterNode(node))
+            .await?
+        {
+            Kind::Done(new) => Ok(new),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// A new range id from the meta group (this node must lead it).

@@ -79,6 +79,8 @@ pub struct ProcessOptions {
     pub bin: Option<PathBuf>,
     /// Extra environment for every node.
     pub env: Vec<(String, String)>,
+    /// Extra sections of every node's file (TOML, e.g. `[partition-manager]` settings).
+    pub config: String,
 }
 
 impl Default for ProcessOptions {
@@ -91,6 +93,7 @@ impl Default for ProcessOptions {
             lossy_disks: false,
             bin: None,
             env: Vec::new(),
+            config: String::new(),
         }
     }
 }
@@ -173,9 +176,10 @@ impl ProcessCluster {
             };
             let cfg = format!(
                 "node-id = {}\ndata-dir = \"{}\"\ninitial-ranges = {ranges}\ncluster-token = \"{PROCESS_CLUSTER_TOKEN}\"\n\n\
-                 [raft]\ntick-ms = 20\n\n{peers}",
+                 [raft]\ntick-ms = 20\n\n{}\n\n{peers}",
                 i + 1,
                 data_dir.display(),
+                options.config,
             );
             std::fs::write(dir.path().join(format!("node{}.toml", i + 1)), cfg)?;
             if options.faketime {
@@ -383,6 +387,61 @@ impl ProcessCluster {
             anyhow::ensure!(status.success(), "kill {signal} of node {id} failed");
         }
         Ok(())
+    }
+
+    /// Starts a new node that joins the running cluster through node `through` (`trestle node
+    /// --join`): its file lists only itself, with `cluster_token` (the cluster's unless a test wants
+    /// a wrong one). Returns its id (the next one) once its process is started; the caller judges
+    /// whether it joined (a refused node exits: see [`ProcessCluster::exited`]). Loopback clusters
+    /// only.
+    pub fn join_node(&mut self, through: u64, cluster_token: &str) -> anyhow::Result<u64> {
+        self.join_node_as(self.children.len() as u64 + 1, through, cluster_token)
+    }
+
+    /// Like [`ProcessCluster::join_node`], with the id the new node claims (a taken id is refused).
+    pub fn join_node_as(
+        &mut self,
+        id: u64,
+        through: u64,
+        cluster_token: &str,
+    ) -> anyhow::Result<u64> {
+        anyhow::ensure!(
+            self.network.is_none() && !self.options.lossy_disks,
+            "joining nodes are supported on loopback clusters with plain disks"
+        );
+        let slot = self.children.len() as u64 + 1;
+        let (ip, grpc, rest) = (IpAddr::V4(Ipv4Addr::LOCALHOST), free_port()?, free_port()?);
+        let (_, through_port, _) = self.addrs[(through - 1) as usize];
+        let cfg = format!(
+            "node-id = {id}\ndata-dir = \"{}\"\ncluster-token = \"{cluster_token}\"\n\
+             join = \"127.0.0.1:{through_port}\"\n\n[raft]\ntick-ms = 20\n\n{}\n\n\
+             [[peers]]\nid = {id}\ngrpc-addr = \"{ip}:{grpc}\"\nrest-addr = \"{ip}:{rest}\"\n",
+            self.dir.path().join(format!("node{slot}")).display(),
+            self.options.config,
+        );
+        std::fs::write(self.dir.path().join(format!("node{slot}.toml")), cfg)?;
+        self.children.push(None);
+        self.addrs.push((ip, grpc, rest));
+        self.disks.push(None);
+        self.spawn(slot)?;
+        Ok(slot)
+    }
+
+    /// Waits (up to `timeout`) for node `id`'s process to exit on its own; its exit status, or `None`
+    /// if it still runs.
+    pub fn exited(&mut self, id: u64, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        let child = self.children[(id - 1) as usize].as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.children[(id - 1) as usize] = None;
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Starts a killed node again on the same data directory.

@@ -1,7 +1,7 @@
 //! Process clusters of the real `trestle` binary: kill -9 of a range leader under a concurrent write load,
 //! restart, and every acknowledged write present on every replica; a full `trestle dev` restart keeps every
 //! acknowledged write; locks across kill -9 of the meta leader; the fenced counter while nodes are
-//! SIGSTOPped and killed.
+//! SIGSTOPped and killed; five nodes losing any one; a node joining a running cluster.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -620,5 +620,139 @@ async fn t08_a_five_node_cluster_of_the_real_binary_survives_the_loss_of_any_one
         cluster.restart(victim).await.unwrap();
     }
     drop(client);
+    cluster.stop_all().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t09_a_node_joins_a_running_cluster_takes_replicas_and_restarts_knowing_its_peers() {
+    let token = trestle_testkit::process::PROCESS_CLUSTER_TOKEN;
+    let mut cluster = ProcessCluster::start_with(ProcessOptions {
+        nodes: 3,
+        ranges: 2,
+        config: "[partition-manager]\nschedule-interval-ms = 300\n".into(),
+        ..ProcessOptions::default()
+    })
+    .await
+    .unwrap();
+    let client = cluster.client().await.unwrap();
+    client.create_table("joined").await.unwrap();
+    let t = client.table("joined");
+    let mut acked = Vec::new();
+    for i in 0..40 {
+        let key = (format!("p{}", i % 5), format!("r{i:03}"));
+        t.insert(Entity::new(&key.0, &key.1).with("n", Value::Int64(i)))
+            .await
+            .unwrap();
+        acked.push(key);
+    }
+
+    // Node 4 lists only itself and joins through node 2; every member learns it, and the range
+    // scheduler moves replicas onto it.
+    let four = cluster.join_node(2, token).unwrap();
+    assert_eq!(four, 4);
+    let knows = |status: &trestle_proto::admin::StatusResponse, ids: &[u64]| {
+        ids.iter()
+            .all(|id| status.nodes.iter().any(|n| n.id == *id))
+    };
+    for id in [1, 3, 4] {
+        let endpoint = cluster.grpc_endpoint(id);
+        let learned = trestle_testkit::eventually(Duration::from_secs(30), || async {
+            let s = trestle_testkit::process::admin_status(&endpoint, token).await?;
+            knows(&s, &[1, 2, 3, 4]).then_some(())
+        })
+        .await;
+        assert!(
+            learned.is_some(),
+            "node {id} knows every member; node 4 log:\n{}",
+            cluster.log(4)
+        );
+    }
+    let endpoint = cluster.grpc_endpoint(4);
+    let filled = trestle_testkit::eventually(Duration::from_secs(60), || async {
+        let s = trestle_testkit::process::admin_status(&endpoint, token).await?;
+        (s.ranges.iter().filter(|r| r.desc.is_some()).count() >= 2).then_some(())
+    })
+    .await;
+    assert!(
+        filled.is_some(),
+        "node 4 took replicas; node 1 log:\n{}",
+        cluster.log(1)
+    );
+    // A client that knows only node 4 reads and writes everything.
+    let only_four = trestle_testkit::dev_client(vec![cluster.grpc_endpoint(4)])
+        .await
+        .unwrap();
+    let t4 = only_four.table("joined");
+    for i in 0..10 {
+        let key = (format!("q{}", i % 3), format!("s{i:03}"));
+        t4.insert(Entity::new(&key.0, &key.1).with("n", Value::Int64(i)))
+            .await
+            .unwrap();
+        acked.push(key);
+    }
+    for (pk, rk) in &acked {
+        t4.get(pk, rk)
+            .await
+            .unwrap_or_else(|e| panic!("{pk}/{rk} through node 4: {e}"));
+    }
+
+    // With the node it joined through down, node 4 restarts on the members it saved.
+    cluster.kill9(2).unwrap();
+    cluster.kill9(4).unwrap();
+    cluster.restart(4).await.unwrap();
+    let back = trestle_testkit::eventually(Duration::from_secs(30), || async {
+        let s = trestle_testkit::process::admin_status(&endpoint, token).await?;
+        knows(&s, &[1, 2, 3, 4]).then_some(())
+    })
+    .await;
+    assert!(
+        back.is_some(),
+        "node 4 restarted knowing its peers:\n{}",
+        cluster.log(4)
+    );
+    cluster.restart(2).await.unwrap();
+    for (pk, rk) in &acked {
+        t4.get(pk, rk)
+            .await
+            .unwrap_or_else(|e| panic!("{pk}/{rk} after node 4's restart: {e}"));
+    }
+
+    // A node claiming node 4's id from another address, and a node without the cluster token, are
+    // refused and exit.
+    let impostor = cluster.join_node_as(4, 1, token).unwrap();
+    let exit = cluster.exited(impostor, Duration::from_secs(30));
+    assert!(
+        exit.is_some_and(|s| !s.success()),
+        "a second node 4 was refused: {exit:?}\n{}",
+        cluster.log(impostor)
+    );
+    assert!(
+        cluster.log(impostor).contains("already a member"),
+        "{}",
+        cluster.log(impostor)
+    );
+    let stranger = cluster
+        .join_node(1, "not-the-cluster-token-at-all")
+        .unwrap();
+    let exit = cluster.exited(stranger, Duration::from_secs(30));
+    assert!(
+        exit.is_some_and(|s| !s.success()),
+        "a node without the token was refused: {exit:?}\n{}",
+        cluster.log(stranger)
+    );
+    assert!(
+        cluster.log(stranger).contains("refused"),
+        "{}",
+        cluster.log(stranger)
+    );
+    let s = trestle_testkit::process::admin_status(&cluster.grpc_endpoint(1), token)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.nodes.iter().map(|n| n.id).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4],
+        "refused nodes are not members"
+    );
+    drop((client, only_four));
     cluster.stop_all().unwrap();
 }

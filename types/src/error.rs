@@ -147,6 +147,8 @@ error_codes! {
     LockNotHeld = 409, "The lease does not hold this lock.";
     /// A lease, lock or waiter limit of the lock manager was reached.
     LockLimitExceeded = 409, "A limit of the lock manager was reached.";
+    /// A node asked to join with the id of a member at another address.
+    NodeAlreadyExists = 409, "Another node is already a member with this id.";
 }
 
 impl fmt::Display for ErrorCode {

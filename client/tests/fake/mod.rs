@@ -396,4 +396,11 @@ impl Admin for FakeAdmin {
     ) -> Result<Response<apb::DecommissionResponse>, Status> {
         Err(Status::unimplemented("decommission"))
     }
+
+    async fn join(
+        &self,
+        _: Request<apb::JoinRequest>,
+    ) -> Result<Response<apb::JoinResponse>, Status> {
+        Err(Status::unimplemented("join"))
+    }
 }

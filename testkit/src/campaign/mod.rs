@@ -272,6 +272,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         lossy_disks: options.faults.contains(&FaultKind::Power),
         bin: options.bin.clone(),
         env: options.env.clone(),
+        ..ProcessOptions::default()
     })
     .await?;
     let config = trestle_client::ClientConfig::default()
