@@ -2,7 +2,7 @@
 //! cache, and leader transfer.
 //!
 //! Callers (see `grpc_auth`): `Status` needs the cluster token (peers probe each other at start-up) or
-//! the admin token; `Join` needs the cluster token (a node joining); `TransferLeader` needs the admin token; `Locate` needs a credential of the account
+//! the admin token; `Join` needs the cluster token (a node joining); `Drain` the admin token; `TransferLeader` needs the admin token; `Locate` needs a credential of the account
 //! it asks about (it reveals whether a table exists), as a table call would.
 
 use std::sync::Arc;
@@ -118,6 +118,7 @@ impl Admin for AdminService {
             ranges,
             scheduler: self.scheduler.last().unwrap_or_default(),
             draining: self.tables.local().draining(),
+            leaders_drained: self.tables.local().leaders_drained(),
         }))
     }
 
@@ -323,6 +324,31 @@ impl Admin for AdminService {
         Ok(Response::new(trestle_proto::admin::DecommissionResponse {
             moves,
         }))
+    }
+
+    async fn drain(
+        &self,
+        request: Request<trestle_proto::admin::DrainRequest>,
+    ) -> Result<Response<trestle_proto::admin::DrainResponse>, Status> {
+        self.secrets.require_admin(request.metadata())?;
+        let request = request.into_inner();
+        if !self.is_member(request.node_id) {
+            return Err(Status::invalid_argument(format!(
+                "node {} is not a member",
+                request.node_id
+            )));
+        }
+        let done = if request.cancel {
+            self.tables
+                .set_leaders_drained(request.node_id, false)
+                .await
+        } else {
+            self.tables
+                .drain_leaders(request.node_id, crate::drain::DRAIN_TIMEOUT)
+                .await
+        };
+        done.map_err(|e| crate::grpc_api::status_from_error(&e))?;
+        Ok(Response::new(trestle_proto::admin::DrainResponse {}))
     }
 
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {

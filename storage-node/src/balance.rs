@@ -60,6 +60,8 @@ pub struct ReplicaReport {
 pub struct NodeReport {
     pub node: u64,
     pub replicas: Option<Vec<ReplicaReport>>,
+    /// Its leaderships are drained (`trestle ctl node drain`): it is given no range.
+    pub drained: bool,
 }
 
 /// What the partition manager should do about the leaders now.
@@ -122,6 +124,7 @@ pub fn decide(members: &[u64], reports: &[NodeReport]) -> Decision {
         leaders.insert(range, (*leader, others));
     }
     let count = |node: u64| leaders.values().filter(|(l, _)| *l == node).count();
+    let drained = |node: u64| reports.iter().any(|r| r.node == node && r.drained);
     // The busiest node first (ties: lowest id), so the decision is the same whoever computes it. A
     // leader can only go to a node holding a replica of its range; of those, the idlest (lowest id).
     let mut by_load: Vec<u64> = members.to_vec();
@@ -131,7 +134,11 @@ pub fn decide(members: &[u64], reports: &[NodeReport]) -> Decision {
             .iter()
             .filter(|&(&r, (l, _))| *l == from && r != META_RANGE_ID)
             .filter_map(|(&range, (_, others))| {
-                let to = others.iter().copied().min_by_key(|&n| (count(n), n))?;
+                let to = others
+                    .iter()
+                    .copied()
+                    .filter(|&n| !drained(n))
+                    .min_by_key(|&n| (count(n), n))?;
                 (count(from) > count(to) + 1).then_some((count(to), to, range))
             })
             .min();
@@ -186,30 +193,37 @@ pub async fn run(
 async fn gather(cluster: &ClusterTableService) -> Vec<NodeReport> {
     let mut reports = Vec::new();
     for node in cluster.members() {
-        let replicas = if node == cluster.node_id() {
-            Some(
-                cluster
-                    .local()
-                    .group_statuses()
-                    .into_iter()
-                    .map(|g| ReplicaReport {
-                        range: g.group,
-                        leader: g.role == Role::Leader,
-                        commit: g.commit_index,
-                        applied: g.applied_index,
-                    })
-                    .collect(),
-            )
+        let (replicas, drained) = if node == cluster.node_id() {
+            let replicas = cluster
+                .local()
+                .group_statuses()
+                .into_iter()
+                .map(|g| ReplicaReport {
+                    range: g.group,
+                    leader: g.role == Role::Leader,
+                    commit: g.commit_index,
+                    applied: g.applied_index,
+                })
+                .collect();
+            (Some(replicas), cluster.local().leaders_drained())
         } else {
-            probe(cluster, node).await
+            match probe(cluster, node).await {
+                Some((replicas, drained)) => (Some(replicas), drained),
+                None => (None, false),
+            }
         };
-        reports.push(NodeReport { node, replicas });
+        reports.push(NodeReport {
+            node,
+            replicas,
+            drained,
+        });
     }
     reports
 }
 
-/// Node `node`'s replicas, from its Admin.Status (`None`: unreachable, or its link is cut).
-async fn probe(cluster: &ClusterTableService, node: u64) -> Option<Vec<ReplicaReport>> {
+/// Node `node`'s replicas and whether its leaderships are drained, from its Admin.Status (`None`:
+/// unreachable, or its link is cut).
+async fn probe(cluster: &ClusterTableService, node: u64) -> Option<(Vec<ReplicaReport>, bool)> {
     let link = cluster.link(node).ok()?;
     let mut admin = AdminClient::new(link.channel.clone());
     let call = admin.status(link.request(StatusRequest {}, None));
@@ -218,21 +232,20 @@ async fn probe(cluster: &ClusterTableService, node: u64) -> Option<Vec<ReplicaRe
         .ok()?
         .ok()?
         .into_inner();
-    Some(
-        status
-            .ranges
-            .iter()
-            .filter_map(|range| {
-                let mine = range.replicas.iter().find(|r| r.node_id == node)?;
-                Some(ReplicaReport {
-                    range: range.range_id,
-                    leader: mine.role == Role::Leader.as_str(),
-                    commit: mine.commit_index,
-                    applied: mine.applied_index,
-                })
+    let replicas = status
+        .ranges
+        .iter()
+        .filter_map(|range| {
+            let mine = range.replicas.iter().find(|r| r.node_id == node)?;
+            Some(ReplicaReport {
+                range: range.range_id,
+                leader: mine.role == Role::Leader.as_str(),
+                commit: mine.commit_index,
+                applied: mine.applied_index,
             })
-            .collect(),
-    )
+        })
+        .collect();
+    Some((replicas, status.leaders_drained))
 }
 
 /// Starts moving `range`'s leadership from `from` (which leads it) to `to`.

@@ -19,6 +19,7 @@ fn reports(leaders: &BTreeMap<u64, u64>) -> Vec<NodeReport> {
                     })
                     .collect(),
             ),
+            drained: false,
         })
         .collect()
 }
@@ -192,6 +193,7 @@ fn with_more_nodes_than_replicas_leaders_move_only_to_holders_and_converge() {
                         })
                         .collect(),
                 ),
+                drained: false,
             })
             .collect()
     };
@@ -226,4 +228,27 @@ fn with_more_nodes_than_replicas_leaders_move_only_to_holders_and_converge() {
         FIVE.map(count).into_iter().min(),
     );
     assert!(max.unwrap() - min.unwrap() <= 1, "{leaders:?}");
+}
+
+#[test]
+fn a_drained_node_is_given_no_leader() {
+    let mut leaders = map(&[(1, 1), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1)]);
+    let mut moves = 0;
+    loop {
+        let mut reports = reports(&leaders);
+        reports[1].drained = true; // node 2
+        match decide(&MEMBERS, &reports) {
+            Decision::Transfer { range, from, to } => {
+                assert_eq!(leaders[&range], from);
+                assert_ne!(to, 2, "range {range} went to the drained node");
+                leaders.insert(range, to);
+                moves += 1;
+                assert!(moves <= 6, "converges");
+            }
+            Decision::Balanced => break,
+            Decision::Unhealthy(why) => panic!("{why}"),
+        }
+    }
+    // Nodes 1 and 3 share the leaders; node 2 leads none.
+    assert_eq!(counts(&leaders), vec![3, 0, 3]);
 }

@@ -81,6 +81,15 @@ enum NodeCommand {
         #[arg(long)]
         cancel: bool,
     },
+    /// Move every range leadership off a node and keep new ones away, so it can be restarted or
+    /// upgraded without failing a request; answers when it leads nothing. The mark stays across the
+    /// node's restarts until `--cancel` (then the leader balancer brings leaders back).
+    Drain {
+        id: u64,
+        /// Clear the mark: the node may lead ranges again.
+        #[arg(long)]
+        cancel: bool,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -286,6 +295,26 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             Ok(())
         }
         CtlCommand::Node {
+            command: NodeCommand::Drain { id, cancel },
+        } => {
+            let mut client = connector.admin(&args.addr).await?;
+            client
+                .drain(authorized(
+                    trestle_proto::admin::DrainRequest {
+                        node_id: id,
+                        cancel,
+                    },
+                    &token,
+                )?)
+                .await?;
+            if cancel {
+                println!("node {id} may lead ranges again");
+            } else {
+                println!("node {id} leads no range");
+            }
+            Ok(())
+        }
+        CtlCommand::Node {
             command: NodeCommand::Decommission { id, cancel },
         } => {
             let mut client = connector.admin(&args.addr).await?;
@@ -391,6 +420,7 @@ pub fn render_table(first: &StatusResponse, views: &[(u64, Option<StatusResponse
             },
             match view {
                 Some(v) if v.draining => "up, draining",
+                Some(v) if v.leaders_drained => "up, leaders drained",
                 Some(_) => "up",
                 None => "unreachable",
             }

@@ -185,7 +185,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         );
     }
     let rafts: Vec<Arc<RaftNode>> = nodes.iter().map(|n| n.raft().clone()).collect();
-    let steering = tokio::spawn(keep_leaders_on(rafts, REST_NODE));
+    let rest_node = nodes[(REST_NODE - 1) as usize].tables().local().clone();
+    let steering = tokio::spawn(keep_leaders_on(rafts, REST_NODE, rest_node));
     println!("TRESTLE_READY {}", serde_json::to_string(&addrs)?);
     wait_for_shutdown_signal().await;
     tracing::info!("shutting down");
@@ -285,10 +286,18 @@ const REST_NODE: u64 = 1;
 /// Moves the leadership of every range to node `to` whenever another node holds it and `to` has caught
 /// up, checking every half second. Leadership leaves `to` after an election (e.g. a slow fsync starved
 /// its heartbeats); this brings it back. Runs until aborted.
-pub async fn keep_leaders_on(rafts: Vec<Arc<RaftNode>>, to: u64) {
+pub async fn keep_leaders_on(
+    rafts: Vec<Arc<RaftNode>>,
+    to: u64,
+    target: Arc<crate::tables::LocalTables>,
+) {
     let mut every = tokio::time::interval(Duration::from_millis(500));
     loop {
         every.tick().await;
+        // `trestle ctl node drain` of the REST node wins: its leaders go elsewhere until cancelled.
+        if target.leaders_drained() {
+            continue;
+        }
         for (group, from) in leaders_to_move(&rafts, to) {
             let leader = &rafts[(from - 1) as usize];
             match leader.transfer_leader(group, to).await {

@@ -674,6 +674,17 @@ impl NodeForward for NodeForwardService {
         Ok(Response::new(npb::SetDrainingResponse {}))
     }
 
+    async fn set_leaders_drained(
+        &self,
+        r: Request<npb::SetLeadersDrainedRequest>,
+    ) -> Result<Response<npb::SetLeadersDrainedResponse>, Status> {
+        self.secrets.require_peer(r.metadata())?;
+        self.local
+            .set_leaders_drained(r.into_inner().drained)
+            .map_err(to_status)?;
+        Ok(Response::new(npb::SetLeadersDrainedResponse {}))
+    }
+
     async fn set_service_properties(
         &self,
         r: Request<npb::SetServicePropertiesRequest>,

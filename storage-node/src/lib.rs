@@ -10,6 +10,7 @@ pub mod codec;
 pub mod commands;
 pub mod config;
 pub mod dev;
+pub mod drain;
 pub mod forward;
 pub mod grpc_api;
 pub mod grpc_auth;

@@ -314,6 +314,10 @@ impl Node {
             engine.write(&batch, true)?;
         }
 
+        servers.push(tokio::spawn(crate::drain::run_shed(
+            local.clone(),
+            shutdown.subscribe(),
+        )));
         servers.push(tokio::spawn(crate::join::run_refresh(
             tables.clone(),
             cluster_id.clone(),

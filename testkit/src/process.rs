@@ -369,6 +369,17 @@ impl ProcessCluster {
         Ok(())
     }
 
+    /// SIGTERM: a clean shutdown (requests in flight are answered); waits for the process to exit.
+    pub fn stop(&mut self, id: u64) -> anyhow::Result<()> {
+        if let Some(mut child) = self.children[(id - 1) as usize].take() {
+            Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
     /// SIGSTOP: the node freezes with its sockets open (a long GC pause, a stalled VM).
     pub fn pause(&self, id: u64) -> anyhow::Result<()> {
         self.signal(id, "-STOP")

@@ -753,6 +753,202 @@ async fn t09_a_node_joins_a_running_cluster_takes_replicas_and_restarts_knowing_
         vec![1, 2, 3, 4],
         "refused nodes are not members"
     );
+    // Logs written to a file are plain text: no terminal colour codes.
+    assert!(
+        !cluster.log(4).contains('\u{1b}'),
+        "ANSI escapes in node 4's log"
+    );
     drop((client, only_four));
+    cluster.stop_all().unwrap();
+}
+
+/// Every node of a three-node cluster restarted in turn, each drained of its leaderships first
+/// (`trestle ctl node drain`), under a steady gRPC and REST write-and-read load: no request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn t10_a_rolling_restart_with_each_node_drained_first_fails_no_request() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let token = trestle_testkit::process::PROCESS_CLUSTER_TOKEN;
+    let mut cluster = ProcessCluster::start_with(ProcessOptions {
+        nodes: 3,
+        ranges: 2,
+        config: "[partition-manager]\nbalance-interval-ms = 500\n".into(),
+        ..ProcessOptions::default()
+    })
+    .await
+    .unwrap();
+    let client = cluster.client().await.unwrap();
+    client.create_table("rolling").await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
+    // REST goes to one node that is up, as a load balancer that knows the plan would send it.
+    let rest_to = Arc::new(AtomicU64::new(1));
+    let rest_endpoints: Vec<String> = cluster.ids().map(|id| cluster.rest_endpoint(id)).collect();
+    let mut load = Vec::new();
+    for task in 0..2u64 {
+        let (t, stop, failures, latencies) = (
+            client.table("rolling"),
+            stop.clone(),
+            failures.clone(),
+            latencies.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let (pk, rk) = (format!("g{}", i % 8), format!("t{task}-{i:06}"));
+                let asked = Instant::now();
+                let outcome = async {
+                    t.insert(Entity::new(&pk, &rk).with("n", Value::Int64(i as i64)))
+                        .await?;
+                    t.get(&pk, &rk).await
+                }
+                .await;
+                latencies.lock().unwrap().push(asked.elapsed());
+                if let Err(e) = outcome {
+                    failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("gRPC {pk}/{rk}: {e}"));
+                }
+            }
+        }));
+    }
+    for task in 0..2u64 {
+        let (stop, failures, latencies, rest_to, endpoints) = (
+            stop.clone(),
+            failures.clone(),
+            latencies.clone(),
+            rest_to.clone(),
+            rest_endpoints.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            let rest = trestle_testkit::rest::RestClient::new(Duration::from_secs(20)).unwrap();
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let endpoint = &endpoints[(rest_to.load(Ordering::SeqCst) - 1) as usize];
+                let (pk, rk) = (format!("h{}", i % 8), format!("r{task}-{i:06}"));
+                let asked = Instant::now();
+                let outcome = async {
+                    rest.put(endpoint, "rolling", &pk, &rk, "v", None).await?;
+                    rest.get(endpoint, "rolling", &pk, &rk).await
+                }
+                .await;
+                latencies.lock().unwrap().push(asked.elapsed());
+                match outcome {
+                    Ok(Some(_)) => {}
+                    Ok(None) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("REST {pk}/{rk}: written, then not found")),
+                    Err(e) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("REST {pk}/{rk} via {endpoint}: {e:?}")),
+                }
+            }
+        }));
+    }
+    let ops = || latencies.lock().unwrap().len();
+    let warm = trestle_testkit::eventually(Duration::from_secs(30), || async {
+        (ops() >= 50).then_some(())
+    })
+    .await;
+    assert!(
+        warm.is_some(),
+        "the load runs: {:?}",
+        failures.lock().unwrap()
+    );
+
+    for victim in cluster.ids() {
+        let other = victim % 3 + 1;
+        rest_to.store(other, Ordering::SeqCst);
+        let drained = ctl(&cluster, other, &["node", "drain", &victim.to_string()]);
+        assert!(drained.contains("leads no range"), "{drained}");
+        let status = trestle_testkit::process::admin_status(&cluster.grpc_endpoint(victim), token)
+            .await
+            .unwrap();
+        assert!(status.leaders_drained);
+        assert!(
+            status.ranges.iter().all(|r| r.leader_node_id != victim),
+            "node {victim} leads nothing once drained"
+        );
+        let before = ops();
+        cluster.stop(victim).unwrap();
+        cluster.restart(victim).await.unwrap();
+        // The mark outlived the restart; the node catches up before the next one goes down (with
+        // two of three replicas behind, a range could not commit).
+        let caught_up = trestle_testkit::eventually(Duration::from_secs(30), || async {
+            let mine =
+                trestle_testkit::process::admin_status(&cluster.grpc_endpoint(victim), token)
+                    .await?;
+            let theirs =
+                trestle_testkit::process::admin_status(&cluster.grpc_endpoint(other), token)
+                    .await?;
+            let all = theirs.ranges.iter().all(|r| {
+                mine.ranges.iter().any(|m| {
+                    m.range_id == r.range_id
+                        && m.replicas[0].applied_index + 64 >= r.replicas[0].commit_index
+                })
+            });
+            (mine.leaders_drained && all).then_some(())
+        })
+        .await;
+        assert!(
+            caught_up.is_some(),
+            "node {victim} caught up:\n{}",
+            cluster.log(victim)
+        );
+        ctl(
+            &cluster,
+            other,
+            &["node", "drain", &victim.to_string(), "--cancel"],
+        );
+        let served = trestle_testkit::eventually(Duration::from_secs(30), || async {
+            (ops() >= before + 20).then_some(())
+        })
+        .await;
+        assert!(
+            served.is_some(),
+            "the load went on around node {victim}'s restart"
+        );
+    }
+    // No node is left marked, and the balancer gives the restarted nodes leaders again.
+    let spread = trestle_testkit::eventually(Duration::from_secs(30), || async {
+        let mut leaders = BTreeSet::new();
+        for id in cluster.ids() {
+            let s =
+                trestle_testkit::process::admin_status(&cluster.grpc_endpoint(id), token).await?;
+            if s.leaders_drained {
+                return None;
+            }
+            leaders.extend(
+                s.ranges
+                    .iter()
+                    .map(|r| r.leader_node_id)
+                    .filter(|&l| l != 0),
+            );
+        }
+        (leaders.len() >= 2).then_some(())
+    })
+    .await;
+    assert!(spread.is_some(), "leaders spread again after the cancels");
+    stop.store(true, Ordering::SeqCst);
+    for task in load {
+        task.await.unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    let mut latencies = latencies.lock().unwrap().clone();
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    eprintln!("t10: {} operations, p99 {p99:?}", latencies.len());
+    assert!(
+        p99 < Duration::from_secs(5),
+        "p99 {p99:?} over {} operations",
+        latencies.len()
+    );
+    drop(client);
     cluster.stop_all().unwrap();
 }

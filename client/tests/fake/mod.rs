@@ -403,4 +403,11 @@ impl Admin for FakeAdmin {
     ) -> Result<Response<apb::JoinResponse>, Status> {
         Err(Status::unimplemented("join"))
     }
+
+    async fn drain(
+        &self,
+        _: Request<apb::DrainRequest>,
+    ) -> Result<Response<apb::DrainResponse>, Status> {
+        Err(Status::unimplemented("drain"))
+    }
 }
