@@ -67,15 +67,34 @@ impl Admin for AdminService {
             .status()
             .into_iter()
             .map(|g| {
-                let replicas = vec![ReplicaStatus {
-                    node_id: self.raft.id(),
+                let me = self.raft.id();
+                let matched = |node: u64| {
+                    g.progress
+                        .iter()
+                        .find(|(n, _)| *n == node)
+                        .map_or(0, |(_, m)| *m)
+                };
+                let mut replicas = vec![ReplicaStatus {
+                    node_id: me,
                     role: g.role.as_str().to_string(),
                     term: g.term,
                     commit_index: g.commit_index,
                     applied_index: g.applied_index,
                     last_index: g.last_index,
-                    matched_index: 0,
+                    matched_index: matched(me),
                 }];
+                // A leader also reports how far each other replica has matched its log (its view;
+                // each replica's own report has the rest).
+                for &(node, matched_index) in g.progress.iter().filter(|(n, _)| *n != me) {
+                    let learner = g.desc.as_ref().is_some_and(|d| d.learners.contains(&node));
+                    replicas.push(ReplicaStatus {
+                        node_id: node,
+                        role: if learner { "learner" } else { "follower" }.to_string(),
+                        term: g.term,
+                        matched_index,
+                        ..Default::default()
+                    });
+                }
                 let local = self.tables.local();
                 let stats = local.ranges().stats(g.group);
                 // The meta group has no span; its descriptor carries its members and epoch.

@@ -426,17 +426,18 @@ pub fn render_table(first: &StatusResponse, views: &[(u64, Option<StatusResponse
             }
         );
     }
-    out += "\nRANGE SPAN                          NODE  ROLE        TERM   COMMIT   APPLIED  LAST     LAG    SIZE       OPS\n";
+    out += "\nRANGE SPAN                          NODE  ROLE        TERM   COMMIT   APPLIED  LAST     MATCHED  LAG    SIZE       OPS\n";
+    let matched = leaders_view_of_matched(views);
     let mut rows: BTreeMap<(u64, u64), String> = BTreeMap::new();
-    for (_, view) in views {
+    for (node, view) in views {
         let Some(view) = view else { continue };
         for r in &view.ranges {
-            for rep in &r.replicas {
+            for rep in r.replicas.iter().filter(|rep| rep.node_id == *node) {
                 let lag = rep.commit_index.saturating_sub(rep.applied_index);
                 rows.insert(
                     (r.range_id, rep.node_id),
                     format!(
-                        "{:<5} {:<29} {:<5} {:<11} {:<6} {:<8} {:<8} {:<8} {:<6} {:<10} {}\n",
+                        "{:<5} {:<29} {:<5} {:<11} {:<6} {:<8} {:<8} {:<8} {:<8} {:<6} {:<10} {}\n",
                         r.range_id,
                         r.span,
                         rep.node_id,
@@ -445,6 +446,9 @@ pub fn render_table(first: &StatusResponse, views: &[(u64, Option<StatusResponse
                         rep.commit_index,
                         rep.applied_index,
                         rep.last_index,
+                        matched
+                            .get(&(r.range_id, rep.node_id))
+                            .map_or("-".to_string(), u64::to_string),
                         lag,
                         human_bytes(r.approximate_bytes),
                         r.writes + r.reads
@@ -487,6 +491,20 @@ pub fn render_table(first: &StatusResponse, views: &[(u64, Option<StatusResponse
 }
 
 /// `1.5 MiB`-style sizes.
+/// (range, node) → how far that replica has matched its leader's log, as each range's leader reports.
+fn leaders_view_of_matched(views: &[(u64, Option<StatusResponse>)]) -> BTreeMap<(u64, u64), u64> {
+    let mut out = BTreeMap::new();
+    for (node, view) in views {
+        let Some(view) = view else { continue };
+        for r in view.ranges.iter().filter(|r| r.leader_node_id == *node) {
+            for rep in &r.replicas {
+                out.insert((r.range_id, rep.node_id), rep.matched_index);
+            }
+        }
+    }
+    out
+}
+
 fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;
@@ -511,15 +529,17 @@ fn render_json(first: &StatusResponse, views: &[(u64, Option<StatusResponse>)]) 
             "up": views.iter().any(|(id, v)| *id == n.id && v.is_some())})
         })
         .collect();
+    let matched = leaders_view_of_matched(views);
     let mut replicas = Vec::new();
-    for (_, view) in views {
+    for (node, view) in views {
         let Some(view) = view else { continue };
         for r in &view.ranges {
-            for rep in &r.replicas {
+            for rep in r.replicas.iter().filter(|rep| rep.node_id == *node) {
                 replicas.push(serde_json::json!({
                     "range": r.range_id, "span": r.span, "leader": r.leader_node_id, "node": rep.node_id,
                     "role": rep.role, "term": rep.term, "commit": rep.commit_index,
                     "applied": rep.applied_index, "last": rep.last_index,
+                    "matched": matched.get(&(r.range_id, rep.node_id)),
                     "bytes": r.approximate_bytes, "writes": r.writes, "reads": r.reads,
                     "version": r.desc.as_ref().map(|d| d.version),
                 }));

@@ -171,6 +171,13 @@ async fn t03_ctl_status_shows_every_node_range_leader_and_index() {
         let leaders = of_range.iter().filter(|r| r["role"] == "leader").count();
         assert_eq!(leaders, 1, "range {range} has one leader: {of_range:?}");
         assert!(of_range.iter().all(|r| r["commit"].as_u64().unwrap() >= 1));
+        // The leader reports how far each replica matched its log (every one has its first entry).
+        assert!(
+            of_range
+                .iter()
+                .all(|r| r["matched"].as_u64().is_some_and(|m| m >= 1)),
+            "range {range}: {of_range:?}"
+        );
     }
     // The text form names the same things.
     // … and the token can come from a file.
