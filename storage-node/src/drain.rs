@@ -29,27 +29,12 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 impl LocalTables {
     /// Whether this node's leaderships are drained (see the module docs).
     pub fn leaders_drained(&self) -> bool {
-        matches!(
-            self.engine().get(
-                trestle_engine::Cf::Meta,
-                &trestle_engine::keys::local_key(LEADERS_DRAINED_KEY)
-            ),
-            Ok(Some(_))
-        )
+        self.local_mark(LEADERS_DRAINED_KEY)
     }
 
-    /// Sets or clears the mark (synced).
+    /// Sets or clears the mark; durable before it returns.
     pub fn set_leaders_drained(&self, drained: bool) -> Result<()> {
-        let mut batch = trestle_engine::WriteBatch::new();
-        let key = trestle_engine::keys::local_key(LEADERS_DRAINED_KEY);
-        if drained {
-            batch.put(trestle_engine::Cf::Meta, key, vec![1]);
-        } else {
-            batch.delete(trestle_engine::Cf::Meta, key);
-        }
-        self.engine()
-            .write(&batch, true)
-            .map_err(|e| Error::internal(format!("recording the leadership drain: {e}")))?;
+        self.set_local_mark(LEADERS_DRAINED_KEY, drained)?;
         tracing::info!(drained, "leadership drain mark set");
         Ok(())
     }

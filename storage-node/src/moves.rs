@@ -49,29 +49,39 @@ const DRAINING_KEY: &str = "draining";
 impl LocalTables {
     /// Whether this node is being decommissioned (see the module docs).
     pub fn draining(&self) -> bool {
+        self.local_mark(DRAINING_KEY)
+    }
+
+    /// Marks this node as being decommissioned, or no longer; durable before it returns.
+    pub fn set_draining(&self, draining: bool) -> Result<()> {
+        self.set_local_mark(DRAINING_KEY, draining)?;
+        tracing::info!(draining, "decommission mark set");
+        Ok(())
+    }
+
+    /// Whether this node's store holds the local mark `name` (a node's own state, not replicated).
+    pub(crate) fn local_mark(&self, name: &str) -> bool {
         matches!(
             self.engine().get(
                 trestle_engine::Cf::Meta,
-                &trestle_engine::keys::local_key(DRAINING_KEY)
+                &trestle_engine::keys::local_key(name)
             ),
             Ok(Some(_))
         )
     }
 
-    /// Marks this node as being decommissioned, or no longer; durable before it returns.
-    pub fn set_draining(&self, draining: bool) -> Result<()> {
+    /// Sets or clears the local mark `name`; durable before it returns.
+    pub(crate) fn set_local_mark(&self, name: &str, on: bool) -> Result<()> {
         let mut batch = trestle_engine::WriteBatch::new();
-        let key = trestle_engine::keys::local_key(DRAINING_KEY);
-        if draining {
+        let key = trestle_engine::keys::local_key(name);
+        if on {
             batch.put(trestle_engine::Cf::Meta, key, vec![1]);
         } else {
             batch.delete(trestle_engine::Cf::Meta, key);
         }
         self.engine()
             .write(&batch, true)
-            .map_err(|e| Error::internal(format!("recording the draining mark: {e}")))?;
-        tracing::info!(draining, "decommission mark set");
-        Ok(())
+            .map_err(|e| Error::internal(format!("recording the {name} mark: {e}")))
     }
 
     /// The descriptor of `range` as this replica applied it (it must lead the range).
