@@ -162,6 +162,24 @@ impl Figures {
     }
 }
 
+/// The Raft term of `range` as node `id` sees it (0 without a replica).
+fn term_of(c: &trestle_testkit::InProcessCluster, id: u64, range: u64) -> u64 {
+    c.node(id).raft().group_status(range).map_or(0, |s| s.term)
+}
+
+/// `slowest request in flight: sent at +X ms (from the event's start), took Y ms`.
+fn describe_slowest(recorded: &load::Recorded, t0: Duration, done: Duration) -> String {
+    match recorded.slowest_in_flight(t0, done) {
+        Some(s) => format!(
+            "slowest in flight: sent {:+.0} ms from the start, took {:.1} ms{}",
+            (s.at.as_secs_f64() - t0.as_secs_f64()) * 1e3,
+            s.latency.as_secs_f64() * 1e3,
+            if s.ok { "" } else { " (failed)" }
+        ),
+        None => "nothing in flight".into(),
+    }
+}
+
 fn print_errors(errors: &[String]) {
     for e in errors.iter().take(5) {
         println!("    error: {e}");
@@ -185,6 +203,7 @@ async fn split_run(s: &Settings, figures: &mut Figures) -> anyhow::Result<()> {
         .ranges()
         .stats(range)
         .bytes();
+    let term_before = term_of(&c, leader, range);
     let t0 = running.elapsed();
     let asked = Instant::now();
     let (left, right) = c
@@ -232,15 +251,19 @@ async fn split_run(s: &Settings, figures: &mut Figures) -> anyhow::Result<()> {
         after.per_sec / before.per_sec,
         2,
     );
+    let left_leader = leader_now(&c, left.id);
     println!(
-        "  run: range {range} led by node {leader}, split into {} and {} (new) at {:.1} MiB; acked {:.1} ms, led {:.1} ms, leaders {:?}/{:?}",
+        "  run: range {range} led by node {leader}, split into {} and {} (new) at {:.1} MiB; acked {:.1} ms, led {:.1} ms, leaders {:?}/{:?}; term {term_before} -> {}; {}; load average {}",
         left.id,
         right.id,
         bytes as f64 / 1048576.0,
         acked.as_secs_f64() * 1e3,
         both_led.as_secs_f64() * 1e3,
-        leader_now(&c, left.id),
+        left_leader,
         leader_now(&c, right.id),
+        left_leader.map_or(0, |l| term_of(&c, l, left.id)),
+        describe_slowest(&recorded, t0, done),
+        loadavg(),
     );
     print_errors(&recorded.errors);
     c.shutdown().await;
@@ -268,6 +291,7 @@ async fn move_run(s: &Settings, figures: &mut Figures) -> anyhow::Result<()> {
     tokio::time::sleep(WARMUP + s.window).await;
     let bytes = c.node(2).tables().local().ranges().stats(range).bytes();
     let snapshots_before = c.net.snapshot_counters();
+    let term_before = term_of(&c, 2, range);
     let t0 = running.elapsed();
     let asked = Instant::now();
     let finished = AtomicBool::new(false);
@@ -323,13 +347,17 @@ async fn move_run(s: &Settings, figures: &mut Figures) -> anyhow::Result<()> {
         during_rate / before.per_sec,
         2,
     );
+    let leader_after = leader_now(&c, range);
     println!(
-        "  run: range {range} ({:.1} MiB) voters now {:?}, leader {:?}; snapshot {snap_mib:.1} MiB in {} chunk(s), restored {restored_s:.2} s, done {:.2} s",
+        "  run: range {range} ({:.1} MiB) voters now {:?}, leader {:?}, term {term_before} -> {}; snapshot {snap_mib:.1} MiB in {} chunk(s), restored {restored_s:.2} s, done {:.2} s; {}; load average {}",
         bytes as f64 / 1048576.0,
         desc.voters,
-        leader_now(&c, range),
+        leader_after,
+        leader_after.map_or(0, |l| term_of(&c, l, range)),
         snapshots.chunks - snapshots_before.chunks,
-        took.as_secs_f64()
+        took.as_secs_f64(),
+        describe_slowest(&recorded, t0, done),
+        loadavg(),
     );
     print_errors(&recorded.errors);
     c.shutdown().await;

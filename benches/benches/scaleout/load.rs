@@ -189,6 +189,15 @@ impl Recorded {
         self.window(from, to, |s| s.at <= to && s.end() >= from)
     }
 
+    /// The slowest request in flight at some moment of `[from, to]`.
+    pub fn slowest_in_flight(&self, from: Duration, to: Duration) -> Option<Sample> {
+        self.samples
+            .iter()
+            .filter(|s| s.at <= to && s.end() >= from)
+            .max_by_key(|s| s.latency)
+            .copied()
+    }
+
     fn window(&self, from: Duration, to: Duration, pick: impl Fn(&Sample) -> bool) -> Window {
         let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).expect("histogram");
         let (mut requests, mut errors, mut answered_ok) = (0, 0, 0);
