@@ -31,8 +31,9 @@
 //!   1,000; rounds of 1 s), leader balancing on (rounds of 1 s) and, on more than three nodes,
 //!   replica balancing on (as `trestle dev --nodes N` has it for N > 3), inserts run until the
 //!   scheduler has neither split a range nor moved a replica for 5 rounds (at most 120 s); reported
-//!   are the time that took, the ranges, leaders and replicas it produced, and the throughput then,
-//!   also as a ratio to the one-range figures of the run just before
+//!   are the time that took, the ranges, leaders and replicas it produced, and the throughput then
+//!   (through the SDK, and routed as above), also as a ratio to the one-range figures of the run just
+//!   before
 //!   (`TRESTLE_SCALEOUT_SCHEDULER_RUNS`, default all runs, sets how many runs get one). Every
 //!   setting after the split is also reported as a ratio to the same run's one-range figure.
 //!
@@ -569,16 +570,16 @@ async fn scheduler_run(
     }
     let settled = changed.duration_since(started);
     let recorded = running.finish().await;
-    let ranges = cluster::ranges_of(&c, 1, table_id);
-    let leaders = cluster::leaders_per_node(&c, &ranges);
-    let replicas = cluster::replicas_per_node(&c, &cluster::placement(&c, table_id));
+    let placed = cluster::placement(&c, table_id);
+    let leaders = cluster::leaders_of_placement(&c, &placed);
+    let replicas = cluster::replicas_per_node(&c, &placed);
     figures.add(
         "first split after (s)",
         first_split.map_or(f64::NAN, |d| d.as_secs_f64()),
         1,
     );
     figures.add("settled after (s)", settled.as_secs_f64(), 1);
-    figures.add("ranges of the table", ranges.len() as f64, 0);
+    figures.add("ranges of the table", placed.len() as f64, 0);
     figures.add(
         "nodes leading one of them",
         leaders.iter().filter(|&&l| l > 0).count() as f64,
@@ -595,8 +596,23 @@ async fn scheduler_run(
     );
     print_errors(&recorded.errors);
     let workers = load::shared(&table, s.hot_clients, PARTITIONS);
-    let label = "after the scheduler";
+    let label = "after the scheduler, SDK";
     insert_and_read(s, &c, figures, label, workers, "after", baseline).await;
+    // The same placement with perfect routing: each client on one range's leader.
+    let descs: Vec<_> = placed
+        .iter()
+        .filter_map(|(id, _)| {
+            let leader = leader_now(&c, *id)?;
+            c.node(leader).tables().local().ranges().get(*id)
+        })
+        .collect();
+    if descs.len() == placed.len() {
+        let workers = routed_workers(&c, &descs, table_id, s.hot_clients).await?;
+        let label = "after the scheduler, routed";
+        insert_and_read(s, &c, figures, label, workers, "after-routed", baseline).await;
+    } else {
+        println!("    (a range had no leader: no routed measurement)");
+    }
     c.shutdown().await;
     Ok(())
 }

@@ -223,18 +223,24 @@ pub async fn spread(c: &InProcessCluster, ranges: &[RangeDesc]) -> anyhow::Resul
 }
 
 /// Where each of the table's ranges has replicas, as its leader's descriptor says: (range, voters and
-/// learners, sorted), in key order; a range without a leader now has no nodes listed.
+/// learners, sorted), by range id; a range without a leader now has no nodes listed. The ranges are
+/// those any node knows (a node's view holds only the ranges it hosts, so with replica balancing on,
+/// no single node's view is the whole table).
 pub fn placement(c: &InProcessCluster, table_id: u64) -> Vec<(u64, Vec<u64>)> {
-    ranges_of(c, 1, table_id)
-        .iter()
-        .map(|r| {
-            let mut nodes = leader_now(c, r.id)
-                .and_then(|l| c.node(l).raft().group_status(r.id))
+    let ids: std::collections::BTreeSet<u64> = (1..=c.size())
+        .filter(|&id| c.is_running(id))
+        .flat_map(|id| ranges_of(c, id, table_id))
+        .map(|r| r.id)
+        .collect();
+    ids.into_iter()
+        .map(|id| {
+            let mut nodes = leader_now(c, id)
+                .and_then(|l| c.node(l).raft().group_status(id))
                 .and_then(|s| s.desc)
                 .map(|d| [d.voters, d.learners].concat())
                 .unwrap_or_default();
             nodes.sort_unstable();
-            (r.id, nodes)
+            (id, nodes)
         })
         .collect()
 }
@@ -245,6 +251,17 @@ pub fn replicas_per_node(c: &InProcessCluster, placement: &[(u64, Vec<u64>)]) ->
     for (_, nodes) in placement {
         for &n in nodes {
             counts[(n - 1) as usize] += 1;
+        }
+    }
+    counts
+}
+
+/// How many of the ranges in `placement` each node leads (index 0 is node 1).
+pub fn leaders_of_placement(c: &InProcessCluster, placement: &[(u64, Vec<u64>)]) -> Vec<usize> {
+    let mut counts = vec![0; c.size() as usize];
+    for (id, _) in placement {
+        if let Some(l) = leader_now(c, *id) {
+            counts[(l - 1) as usize] += 1;
         }
     }
     counts
