@@ -42,7 +42,9 @@
 //! report, run by run, the ratio of the p99 during the event to the p99 before it.
 //!
 //! Run: `cargo bench -p trestle-benches --bench scaleout` (release; prints tables of medians and the
-//! runs' ranges).
+//! runs' ranges; about 10 minutes with the defaults). With `-- --test` (what `cargo bench -p
+//! trestle-benches -- --test` passes every bench) it is a smoke run of well under a minute: one run
+//! of each part, 0.5 s windows, a 4 MiB move, the hot table on three nodes, no scheduler runs.
 
 #[path = "scaleout/cluster.rs"]
 mod cluster;
@@ -88,7 +90,9 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 impl Settings {
-    fn from_env() -> Settings {
+    /// The knobs from the environment; `smoke` (`cargo bench -- --test`) makes the defaults one short
+    /// run of each part on three nodes, without the scheduler runs.
+    fn from_env(smoke: bool) -> Settings {
         let list = |name: &str, default: &str| -> Vec<String> {
             std::env::var(name)
                 .unwrap_or_else(|_| default.to_string())
@@ -97,21 +101,30 @@ impl Settings {
                 .filter(|s| !s.is_empty())
                 .collect()
         };
-        let runs = env_or("TRESTLE_SCALEOUT_RUNS", 3usize).max(1);
+        let runs = env_or("TRESTLE_SCALEOUT_RUNS", if smoke { 1 } else { 3 }).max(1);
         Settings {
             runs,
-            window: Duration::from_secs_f64(env_or("TRESTLE_SCALEOUT_WINDOW_SECS", 2.0f64)),
+            window: Duration::from_secs_f64(env_or(
+                "TRESTLE_SCALEOUT_WINDOW_SECS",
+                if smoke { 0.5 } else { 2.0f64 },
+            )),
             clients: env_or("TRESTLE_SCALEOUT_CLIENTS", 16usize).max(1),
             hot_clients: env_or("TRESTLE_SCALEOUT_HOT_CLIENTS", 64usize).max(1),
-            move_mib: env_or("TRESTLE_SCALEOUT_MOVE_MIB", 64u64),
-            hot_nodes: list("TRESTLE_SCALEOUT_HOT_NODES", "3,5")
-                .iter()
-                .filter_map(|n| n.parse().ok())
-                .filter(|&n| n >= 3)
-                .collect(),
+            move_mib: env_or("TRESTLE_SCALEOUT_MOVE_MIB", if smoke { 4 } else { 64u64 }),
+            hot_nodes: list(
+                "TRESTLE_SCALEOUT_HOT_NODES",
+                if smoke { "3" } else { "3,5" },
+            )
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .filter(|&n| n >= 3)
+            .collect(),
             hot_ranges: env_or("TRESTLE_SCALEOUT_HOT_RANGES", 0u32),
             split_load_ops: env_or("TRESTLE_SCALEOUT_SPLIT_LOAD_OPS", 1000u64),
-            scheduler_runs: env_or("TRESTLE_SCALEOUT_SCHEDULER_RUNS", runs),
+            scheduler_runs: env_or(
+                "TRESTLE_SCALEOUT_SCHEDULER_RUNS",
+                if smoke { 0 } else { runs },
+            ),
             parts: list("TRESTLE_SCALEOUT_PARTS", "split,move,hot"),
         }
     }
@@ -703,8 +716,10 @@ fn loadavg() -> String {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; a filter argument is not used.
-    let settings = Settings::from_env();
+    // `cargo bench` passes `--bench`; a filter argument is not used. `--test` (as criterion's benches
+    // take it) is a smoke run.
+    let smoke = std::env::args().any(|a| a == "--test");
+    let settings = Settings::from_env(smoke);
     println!(
         "scale-out: {settings:?}; temporary directories under {}",
         std::env::temp_dir().display()
