@@ -42,7 +42,7 @@
 //! report, run by run, the ratio of the p99 during the event to the p99 before it.
 //!
 //! Run: `cargo bench -p trestle-benches --bench scaleout` (release; prints tables of medians and the
-//! runs' ranges; about 10 minutes with the defaults). With `-- --test` (what `cargo bench -p
+//! runs' ranges; about 7 minutes with the defaults on this 2-core machine). With `-- --test` (what `cargo bench -p
 //! trestle-benches -- --test` passes every bench) it is a smoke run of well under a minute: one run
 //! of each part, 0.5 s windows, a 4 MiB move, the hot table on three nodes, no scheduler runs.
 
