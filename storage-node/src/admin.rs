@@ -16,6 +16,7 @@ use trestle_proto::admin::{
 };
 use trestle_replication::{ProposeError, RaftNode};
 
+use trestle_rest_gateway::TableService;
 use trestle_rest_gateway::auth::Credential;
 
 use crate::cluster::ClusterTableService;
@@ -176,9 +177,27 @@ impl Admin for AdminService {
                 })
             })
         } else {
-            local
+            match local
                 .range_of_partition(&account, &req.table, &req.partition_key)
                 .await
+            {
+                // This node hosts no replica of the partition's range: the members say who leads it.
+                Err(e) if e.code == trestle_types::ErrorCode::NotLeader => {
+                    let table = TableService::get_table(&*self.tables, &account, &req.table).await;
+                    let table = table.map_err(|e| crate::grpc_api::status_from_error(&e))?;
+                    let key = trestle_engine::keys::partition_prefix(table.id, &req.partition_key);
+                    if let Some((leader, range)) = self.tables.leader_of_key(&key).await {
+                        return Ok(Response::new(LocateResponse {
+                            range_id: range.id,
+                            leader_node_id: leader,
+                            leader_grpc_addr: self.addr_of(leader),
+                            range: Some(range),
+                        }));
+                    }
+                    Err(e)
+                }
+                other => other,
+            }
         }
         .map_err(|e| crate::grpc_api::status_from_error(&e))?;
         let leader = self.raft.leader(desc.id).unwrap_or_default();

@@ -251,6 +251,23 @@ impl ClusterTableService {
         out
     }
 
+    /// The range holding data key `key` and the node leading it, as the members report them (for a
+    /// node that hosts no replica of that range); `None` if no answering member leads one.
+    pub(crate) async fn leader_of_key(
+        &self,
+        key: &[u8],
+    ) -> Option<(u64, trestle_proto::admin::RangeDescriptor)> {
+        self.views().await.into_iter().find_map(|(node, view)| {
+            view.into_iter().find_map(|(_, role, desc)| {
+                // The meta group's descriptor has no span; it holds no data key.
+                let desc = desc.filter(|d| d.id != crate::ranges::META_RANGE_ID)?;
+                let holds = desc.start.as_slice() <= key
+                    && desc.end.as_ref().is_none_or(|end| key < end.as_slice());
+                (holds && role == Role::Leader.as_str()).then_some((node, desc))
+            })
+        })
+    }
+
     /// The node whose replica leads `range`, as the members report it (`None`: no answering member
     /// leads it, e.g. during an election). Works on any node, whether it hosts the range or not.
     pub(crate) async fn leader_of_range(&self, range: u64) -> Option<u64> {

@@ -778,6 +778,33 @@ async fn r11_admin_transfer_leader_asked_of_a_node_without_the_range_reaches_its
     })
     .await;
     assert!(gone.is_some(), "node 1 destroyed its replica");
+    // Node 1 (the SDK's first seed) no longer hosts the range: Locate still names its leader.
+    let locator =
+        trestle_proto::admin::admin_client::AdminClient::connect(c.grpc_endpoints()[0].clone())
+            .await
+            .unwrap();
+    let located = trestle_testkit::eventually(Duration::from_secs(10), || {
+        let mut locator = locator.clone();
+        async move {
+            let mut request = tonic::Request::new(trestle_proto::admin::LocateRequest {
+                account: "devstoreaccount1".into(),
+                table: "led".into(),
+                partition_key: "p".into(),
+            });
+            trestle_testkit::sign_as_dev_account(
+                &mut request,
+                trestle_proto::auth::method::LOCATE,
+                "devstoreaccount1",
+            );
+            let r = locator.locate(request).await.ok()?.into_inner();
+            (r.range_id == range && r.leader_node_id != 0 && r.leader_node_id != 1).then_some(r)
+        }
+    })
+    .await;
+    assert!(
+        located.is_some(),
+        "Locate through node 1 names range {range}'s leader"
+    );
     // Node 1 (what `trestle ctl` asks by default) no longer hosts the range: it finds the leader.
     let mut admin =
         trestle_proto::admin::admin_client::AdminClient::connect(c.grpc_endpoints()[0].clone())
