@@ -265,10 +265,7 @@ fn leader_descs(
     let mut out = BTreeMap::new();
     for (node, status) in statuses {
         for r in &status.ranges {
-            let leads = r
-                .replicas
-                .iter()
-                .any(|rep| rep.node_id == *node && rep.role == Role::Leader.as_str());
+            let leads = leads_in_own_report(*node, r);
             if let (true, Some(d)) = (leads, r.desc.as_ref()) {
                 out.insert(r.range_id, (*node, d, r.approximate_bytes));
             }
@@ -336,15 +333,19 @@ async fn collect_stale_replicas(cluster: &ClusterTableService, statuses: &[(u64,
     }
 }
 
+/// Whether `node`'s own report of range `r` says it leads the range.
+fn leads_in_own_report(node: u64, r: &trestle_proto::admin::RangeStatus) -> bool {
+    r.replicas
+        .iter()
+        .any(|rep| rep.node_id == node && rep.role == Role::Leader.as_str())
+}
+
 /// Every data range's leader's report (a range whose leader did not answer is left out this round).
 fn loads(statuses: &[(u64, StatusResponse)]) -> Vec<RangeLoad> {
     let mut out: HashMap<u64, RangeLoad> = HashMap::new();
     for (node, status) in statuses {
         for r in &status.ranges {
-            let leads = r
-                .replicas
-                .iter()
-                .any(|rep| rep.node_id == *node && rep.role == Role::Leader.as_str());
+            let leads = leads_in_own_report(*node, r);
             if leads && r.desc.is_some() {
                 out.insert(
                     r.range_id,
