@@ -641,10 +641,7 @@ mod tests {
     /// Node 1's `MsgSnapshot` of group 7 at index 10, term 2, for a streamed snapshot.
     fn first() -> Envelope {
         let mut snap = Snapshot::default();
-        let range = RangeState {
-            span: span(),
-            epoch: Epoch::INITIAL,
-        };
+        let range = RangeState::new(span(), Epoch::INITIAL);
         snap.set_data(Header { range, id: 1 }.encode().into());
         snap.mut_metadata().index = 10;
         snap.mut_metadata().term = 2;

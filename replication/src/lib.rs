@@ -35,7 +35,7 @@ use std::fmt;
 
 use trestle_engine::{Cf, Engine, WriteBatch};
 
-pub use desc::{SplitRefused, SplitRequest};
+pub use desc::{MergeRefused, MergeStep, Merging, SplitRefused, SplitRequest};
 pub use driver::{Config, GroupStatus, RaftNode, Role};
 pub use peer::MembershipChange;
 pub use snapshot::{
@@ -113,7 +113,8 @@ pub trait GroupHost: Send + Sync + 'static {
     /// The state machine of a replica of `desc`.
     fn state_machine(&self, desc: &GroupDesc) -> Box<dyn StateMachine>;
 
-    /// A hosted group's descriptor changed (created, split, restored from a snapshot, membership).
+    /// A hosted group's descriptor changed (created, split, merged, restored from a snapshot,
+    /// membership).
     fn on_desc_changed(&self, _desc: &GroupDesc) {}
 
     /// Whether a message from the leader of a group this node does not host may create an empty replica
@@ -122,7 +123,8 @@ pub trait GroupHost: Send + Sync + 'static {
         true
     }
 
-    /// This node's replica of `group` was removed from the group and destroyed (its keys are gone).
+    /// This node's replica of `group` was removed from the group and destroyed (its keys are gone), or
+    /// merged into the range to its left (its keys are that range's now).
     fn on_removed(&self, _group: u64) {}
 }
 
@@ -157,6 +159,18 @@ pub trait StateMachine: Send + 'static {
         _engine: &dyn Engine,
         _batch: &mut WriteBatch,
         _right: &Span,
+    ) -> Result<(), ApplyError> {
+        Ok(())
+    }
+
+    /// Called while a merge commit applies, before the span grows over `source` (the adjacent range
+    /// to the right, frozen, whose keys on this node are final): the state machine may fold records
+    /// the source kept into its own. Must be deterministic, like `apply`.
+    fn on_merge(
+        &mut self,
+        _engine: &dyn Engine,
+        _batch: &mut WriteBatch,
+        _source: &Span,
     ) -> Result<(), ApplyError> {
         Ok(())
     }
@@ -196,6 +210,13 @@ pub enum ProposeError {
     /// An admin command was refused when it applied (nothing changed).
     #[error("split refused: {0}")]
     SplitRefused(SplitRefused),
+    /// The group is frozen for a merge into `target` (see [`MergeStep`]): it takes no command and
+    /// serves no read. Nothing was applied; once the merge commits, `target` holds the keys.
+    #[error("the group is merging into group {target}")]
+    Merging { target: u64 },
+    /// A merge step was refused when it applied (nothing changed).
+    #[error("merge refused: {0}")]
+    MergeRefused(MergeRefused),
     /// A membership change that cannot be proposed now (nothing changed): another is in progress, it
     /// would remove the leader, or it names no change.
     #[error("membership change refused: {0}")]

@@ -16,11 +16,18 @@ use raft::{RawNode, StateRole};
 use tokio::sync::oneshot;
 use trestle_engine::{Cf, Engine, WriteBatch, keys};
 
-use crate::desc::{self, ADMIN_SPLIT, SplitRefused, SplitRequest};
+use crate::desc::{
+    self, ADMIN_MERGE, ADMIN_SPLIT, MergeOutcome, MergeRefused, MergeStep, Merging, SplitRefused,
+    SplitRequest,
+};
 use crate::storage::PeerStorage;
 use crate::{ApplyError, Epoch, GroupDesc, GroupHost, ProposeError, Span, StateMachine};
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, ProposeError>>;
+
+/// The tombstone of a replica that merged away: no snapshot of its group is ever taken in again, and
+/// no message recreates it.
+pub(crate) const MERGED_AWAY: u64 = u64::MAX;
 
 struct PendingProposal {
     index: u64,
@@ -58,7 +65,15 @@ pub(crate) enum Effect {
     /// A split applied: this replica now holds `left`; the driver must start the replica of `right`
     /// (its state is durable) unless this node already had an initialized one.
     Split { right: GroupDesc, start_right: bool },
+    /// A merge committed here: this node's replica of `source` is gone (its raft state was deleted in
+    /// the same batch; its keys are this group's now). The driver drops it.
+    Merged { source: u64 },
 }
+
+/// What applying a merge step came to: its outcome and what the driver must do, or `None` for a
+/// commit whose source replica on this node has not applied the prepare entry yet — the entry and
+/// everything after it wait (see [`Peer::blocked`]).
+type MergeApplied = Option<(MergeOutcome, Option<Effect>)>;
 
 pub(crate) struct Peer {
     pub(crate) id: u64,
@@ -80,6 +95,13 @@ pub(crate) struct Peer {
     compact_threshold: u64,
     /// Whether this replica was leader when its last Ready was handled (to notice lost leadership).
     pub(crate) was_leader: bool,
+    /// Committed entries waiting to apply, in order, behind a merge commit whose source replica here is
+    /// not yet frozen at its prepare entry (it is catching up, or replaying its log after a restart).
+    /// Retried every driver turn; never persisted — after a restart raft-rs hands them over again.
+    blocked: VecDeque<Entry>,
+    /// The index of a merge prepare this leader proposed and has not applied yet: no membership change
+    /// may be proposed behind it.
+    prepare_pending: Option<u64>,
 }
 
 impl Peer {
@@ -110,7 +132,49 @@ impl Peer {
             recovery: recovering.then(Recovery::default),
             compact_threshold,
             was_leader: false,
+            blocked: VecDeque::new(),
+            prepare_pending: None,
         }
+    }
+
+    /// The merge this replica's group is frozen for, if any.
+    pub(crate) fn merging(&self) -> Option<Merging> {
+        self.raw.store().range().and_then(|r| r.merging)
+    }
+
+    fn frozen(&self) -> Option<ProposeError> {
+        self.merging()
+            .map(|m| ProposeError::Merging { target: m.target })
+    }
+
+    /// Whether committed entries wait behind a merge commit (see [`Peer::blocked`]).
+    pub(crate) fn has_blocked(&self) -> bool {
+        !self.blocked.is_empty()
+    }
+
+    /// The (source, prepare index) the merge commit at the head of [`Peer::blocked`] waits for.
+    pub(crate) fn blocked_on(&self) -> Option<(u64, u64)> {
+        match MergeStep::decode(&self.blocked.front()?.data)? {
+            MergeStep::Commit {
+                source,
+                prepare_index,
+                ..
+            } => Some((source.id, prepare_index)),
+            _ => None,
+        }
+    }
+
+    /// Raises this replica's commit index to `index`, if its log holds that entry. Only for a merge's
+    /// source whose target committed the merge: the commit proves the prepare entry committed (the
+    /// merge is proposed only after every source replica applied it), and after a crash that lost the
+    /// unsynced commit index the source's other replicas may be gone already.
+    pub(crate) fn learn_commit(&mut self, index: u64) -> bool {
+        let log = &mut self.raw.raft.raft_log;
+        if log.committed >= index || log.last_index() < index {
+            return false;
+        }
+        log.commit_to(index);
+        true
     }
 
     pub(crate) fn is_leader(&self) -> bool {
@@ -138,7 +202,25 @@ impl Peer {
     }
 
     pub(crate) fn propose(&mut self, data: Vec<u8>, reply: Reply<Vec<u8>>) {
+        if let Some(e) = self.frozen() {
+            let _ = reply.send(Err(e));
+            return;
+        }
         self.propose_with(Vec::new(), data, reply);
+    }
+
+    /// Proposes one step of a merge (see [`MergeStep`]). A prepare waits for no membership change in
+    /// flight, and none may be proposed behind it.
+    pub(crate) fn propose_merge(&mut self, step: &MergeStep, reply: Reply<Vec<u8>>) {
+        let prepare = matches!(step, MergeStep::Prepare { .. });
+        if prepare && self.is_leader() && self.raw.raft.has_pending_conf() {
+            let _ = reply.send(Err(ProposeError::MergeRefused(MergeRefused::ConfChanging)));
+            return;
+        }
+        self.propose_with(ADMIN_MERGE.to_vec(), step.encode(), reply);
+        if prepare && let Some(p) = self.proposals.back() {
+            self.prepare_pending = Some(p.index);
+        }
     }
 
     /// Proposes a membership change (this replica must lead): one change is a simple conf change; more
@@ -164,6 +246,13 @@ impl Peer {
         if self.raw.raft.has_pending_conf() {
             let _ = reply.send(Err(ProposeError::MembershipRefused(
                 "another membership change is in progress".into(),
+            )));
+            return;
+        }
+        let applied = self.raw.store().applied().0;
+        if self.merging().is_some() || self.prepare_pending.is_some_and(|i| i > applied) {
+            let _ = reply.send(Err(ProposeError::MembershipRefused(
+                "the range is merging".into(),
             )));
             return;
         }
@@ -231,6 +320,10 @@ impl Peer {
     /// is served once this replica has applied up to it (a follower read); with no known leader it fails
     /// at once.
     pub(crate) fn read_index(&mut self, reply: Reply<()>) {
+        if let Some(e) = self.frozen() {
+            let _ = reply.send(Err(e));
+            return;
+        }
         if !self.is_leader() && self.leader_id().is_none() {
             let _ = reply.send(Err(self.not_leader()));
             return;
@@ -313,9 +406,11 @@ impl Peer {
     ) -> Result<Vec<Effect>, ApplyError> {
         let engine: Arc<dyn Engine> = self.raw.store().engine().clone();
         let mut effects = Vec::new();
-        for entry in entries {
+        let mut queue = std::mem::take(&mut self.blocked);
+        queue.extend(entries);
+        while let Some(entry) = queue.pop_front() {
             let mut batch = WriteBatch::new();
-            let mut response = None;
+            let mut response = Ok(Vec::new());
             let mut changed = None;
             match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.data.is_empty() => {}
@@ -328,12 +423,33 @@ impl Peer {
                             right: right.clone(),
                         });
                     }
-                    response = Some(desc::encode_split_result(&outcome));
+                    response = Ok(desc::encode_split_result(&outcome));
+                }
+                EntryType::EntryNormal if entry.context.as_ref() == ADMIN_MERGE => {
+                    match self.apply_merge(engine.as_ref(), &mut batch, &entry)? {
+                        None => {
+                            queue.push_front(entry);
+                            self.blocked = queue;
+                            break;
+                        }
+                        Some((outcome, effect)) => {
+                            if let Ok((desc, _)) = &outcome {
+                                changed = Some(desc.clone());
+                            }
+                            effects.extend(effect);
+                            response = Ok(desc::encode_merge_result(&outcome));
+                        }
+                    }
                 }
                 EntryType::EntryNormal => {
-                    let sm = self.sm.as_mut().ok_or_else(uninitialized)?;
-                    response =
-                        Some(sm.apply(engine.as_ref(), &mut batch, entry.index, &entry.data)?);
+                    // A frozen group applies no command: its data is final as of its prepare entry.
+                    response = match self.frozen() {
+                        Some(e) => Err(e),
+                        None => {
+                            let sm = self.sm.as_mut().ok_or_else(uninitialized)?;
+                            Ok(sm.apply(engine.as_ref(), &mut batch, entry.index, &entry.data)?)
+                        }
+                    };
                 }
                 EntryType::EntryConfChange => {
                     let cc = ConfChange::parse_from_bytes(&entry.data)
@@ -343,7 +459,7 @@ impl Peer {
                         .apply_conf_change(&cc)
                         .map_err(|e| ApplyError(format!("conf change: {e}")))?;
                     changed = self.stage_conf_state(cs, &mut batch)?;
-                    response = changed.as_ref().map(encode_desc_bytes);
+                    response = Ok(changed.as_ref().map(encode_desc_bytes).unwrap_or_default());
                 }
                 EntryType::EntryConfChangeV2 => {
                     let cc = ConfChangeV2::parse_from_bytes(&entry.data)
@@ -353,7 +469,7 @@ impl Peer {
                         .apply_conf_change(&cc)
                         .map_err(|e| ApplyError(format!("conf change: {e}")))?;
                     changed = self.stage_conf_state(cs, &mut batch)?;
-                    response = changed.as_ref().map(encode_desc_bytes);
+                    response = Ok(changed.as_ref().map(encode_desc_bytes).unwrap_or_default());
                 }
             }
             let store = self.raw.mut_store();
@@ -365,6 +481,9 @@ impl Peer {
                 .write(&batch, false)
                 .map_err(|e| ApplyError(format!("writing applied entry {}: {e}", entry.index)))?;
             store.applied_to(entry.index, entry.term);
+            if self.prepare_pending.is_some_and(|i| i <= entry.index) {
+                self.prepare_pending = None;
+            }
             if let Some(desc) = changed {
                 if let Some(sm) = self.sm.as_mut() {
                     sm.on_desc_changed(&desc);
@@ -498,7 +617,171 @@ impl Peer {
         Ok(Ok((left, right)))
     }
 
-    fn answer_proposal(&mut self, index: u64, term: u64, response: Option<Vec<u8>>) {
+    /// Applies a merge step entry: the same checks and the same writes on every replica (see
+    /// [`MergeStep`]); a refusal changes nothing. A commit blocks until this node's source replica has
+    /// applied the prepare entry, so the source's data here is final before the target takes it.
+    fn apply_merge(
+        &mut self,
+        engine: &dyn Engine,
+        batch: &mut WriteBatch,
+        entry: &Entry,
+    ) -> Result<MergeApplied, ApplyError> {
+        let range = self
+            .raw
+            .store()
+            .range()
+            .cloned()
+            .ok_or_else(uninitialized)?;
+        let refuse = |e| Ok(Some((Err(e), None)));
+        let stale = |planned| MergeRefused::EpochStale {
+            current: range.epoch.version,
+            planned,
+        };
+        let Some(step) = MergeStep::decode(&entry.data) else {
+            return refuse(MergeRefused::NotAdjacent);
+        };
+        let cs = self.raw.store().conf_state().clone();
+        let conf_changing = !cs.learners.is_empty() || !cs.voters_outgoing.is_empty();
+        let mut next = range.clone();
+        let mut effect = None;
+        match step {
+            MergeStep::Prepare { target, version } => {
+                if range.merging.is_some() {
+                    return refuse(MergeRefused::MergingState(true));
+                }
+                if version != range.epoch.version {
+                    return refuse(stale(version));
+                }
+                if conf_changing {
+                    return refuse(MergeRefused::ConfChanging);
+                }
+                next.epoch.version += 1;
+                next.merging = Some(Merging {
+                    target,
+                    index: entry.index,
+                });
+            }
+            MergeStep::Commit {
+                source,
+                prepare_index,
+                version,
+            } => {
+                if range
+                    .aborted
+                    .iter()
+                    .any(|&(s, v)| s == source.id && v >= source.epoch.version)
+                {
+                    return refuse(MergeRefused::Aborted);
+                }
+                if range.merging.is_some() {
+                    return refuse(MergeRefused::MergingState(true));
+                }
+                if version != range.epoch.version {
+                    return refuse(stale(version));
+                }
+                let adjacent = range.span.cf == source.span.cf
+                    && range.span.end.as_deref() == Some(source.span.start.as_slice());
+                if !adjacent {
+                    return refuse(MergeRefused::NotAdjacent);
+                }
+                if conf_changing {
+                    return refuse(MergeRefused::ConfChanging);
+                }
+                let mut ours = cs.voters.clone();
+                let mut theirs = source.voters.clone();
+                ours.sort_unstable();
+                theirs.sort_unstable();
+                if ours != theirs || !source.learners.is_empty() {
+                    return refuse(MergeRefused::VotersDiffer);
+                }
+                let source_applied = engine
+                    .get(Cf::Raft, &keys::apply_state_key(source.id))
+                    .map_err(|e| ApplyError(format!("reading group {}: {e}", source.id)))?
+                    .and_then(|b| {
+                        b.get(..8)
+                            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+                    })
+                    .unwrap_or(0);
+                if source_applied < prepare_index {
+                    if self.blocked.is_empty() {
+                        tracing::info!(
+                            group = self.group,
+                            source = source.id,
+                            source_applied,
+                            prepare_index,
+                            "merge waits for this node's source replica to apply its prepare entry"
+                        );
+                    }
+                    return Ok(None);
+                }
+                if let Some(sm) = self.sm.as_mut() {
+                    sm.on_merge(engine, batch, &source.span)?;
+                }
+                next.span.end = source.span.end.clone();
+                next.epoch.version = range.epoch.version.max(source.epoch.version) + 1;
+                batch.delete_range(
+                    Cf::Raft,
+                    keys::group_start(source.id),
+                    keys::group_start(source.id + 1),
+                );
+                batch.put(
+                    Cf::Raft,
+                    keys::tombstone_key(source.id),
+                    MERGED_AWAY.to_be_bytes().to_vec(),
+                );
+                effect = Some(Effect::Merged { source: source.id });
+                tracing::info!(
+                    group = self.group,
+                    source = source.id,
+                    version = next.epoch.version,
+                    "merge applied"
+                );
+            }
+            MergeStep::Abort {
+                source,
+                source_version,
+            } => {
+                next.aborted.retain(|&(s, _)| s != source);
+                let floor = range
+                    .aborted
+                    .iter()
+                    .find(|&&(s, _)| s == source)
+                    .map_or(source_version, |&(_, v)| v.max(source_version));
+                next.aborted.push((source, floor));
+            }
+            MergeStep::Rollback { version } => {
+                if range.merging.is_none() {
+                    return refuse(MergeRefused::MergingState(false));
+                }
+                if version != range.epoch.version {
+                    return refuse(stale(version));
+                }
+                next.merging = None;
+                next.epoch.version += 1;
+                tracing::info!(group = self.group, "merge rolled back");
+            }
+        }
+        self.raw.mut_store().set_range_state(next, batch);
+        let desc = self.desc().ok_or_else(uninitialized)?;
+        Ok(Some((Ok((desc, entry.index)), effect)))
+    }
+
+    /// Fails every waiting proposal and read with `err` (the replica is going away).
+    pub(crate) fn fail_waiting(&mut self, err: &ProposeError) {
+        for p in self.proposals.drain(..) {
+            let _ = p.reply.send(Err(err.clone()));
+        }
+        let requested = self
+            .reads_requested
+            .drain()
+            .flat_map(|(_, replies)| replies);
+        let ready = self.reads_ready.drain(..).map(|(_, r)| r);
+        for reply in self.reads_queued.drain(..).chain(requested).chain(ready) {
+            let _ = reply.send(Err(err.clone()));
+        }
+    }
+
+    fn answer_proposal(&mut self, index: u64, term: u64, response: Result<Vec<u8>, ProposeError>) {
         while let Some(p) = self.proposals.front() {
             if p.index > index {
                 break;
@@ -507,7 +790,7 @@ impl Peer {
                 break;
             };
             if p.index == index && p.term == term {
-                let _ = p.reply.send(Ok(response.clone().unwrap_or_default()));
+                let _ = p.reply.send(response.clone());
             } else {
                 let _ = p.reply.send(Err(ProposeError::Dropped));
             }

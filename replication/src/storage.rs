@@ -221,10 +221,7 @@ impl PeerStorage {
         // configured descriptor is the range state, at the initial epoch.
         let write_range = range.is_none() && desc.is_some();
         if write_range && let Some(d) = desc {
-            range = Some(RangeState {
-                span: d.span.clone(),
-                epoch: d.epoch,
-            });
+            range = Some(RangeState::new(d.span.clone(), d.epoch));
         }
         let hard_state = match engine
             .get(Cf::Raft, &keys::hard_state_key(group))
@@ -369,10 +366,7 @@ impl PeerStorage {
             keys::apply_state_key(group),
             encode_u64_pair(SPLIT_INIT_INDEX, SPLIT_INIT_TERM),
         );
-        let range = RangeState {
-            span: desc.span.clone(),
-            epoch: desc.epoch,
-        };
+        let range = RangeState::new(desc.span.clone(), desc.epoch);
         batch.put(Cf::Raft, keys::range_state_key(group), range.encode());
         // A replica fenced by a snapshot that never completed: its span is now the parent's (a parent
         // initialized over that span deleted it first, see `crate::snapshot`).
@@ -390,9 +384,21 @@ impl PeerStorage {
         self.range.as_ref()
     }
 
-    /// Stages a new span and epoch (a split applied), written with the entry's apply state.
+    /// Stages a new span and epoch (a split or merge applied), written with the entry's apply state;
+    /// the group's merge state stays.
     pub(crate) fn set_range(&mut self, span: Span, epoch: Epoch, batch: &mut WriteBatch) {
-        self.range = Some(RangeState { span, epoch });
+        let mut state = RangeState::new(span, epoch);
+        if let Some(old) = self.range.take() {
+            state.merging = old.merging;
+            state.aborted = old.aborted;
+        }
+        self.range = Some(state);
+        self.stage_range(batch);
+    }
+
+    /// Stages a whole new range state (a merge step applied), written with the entry's apply state.
+    pub(crate) fn set_range_state(&mut self, state: RangeState, batch: &mut WriteBatch) {
+        self.range = Some(state);
         self.stage_range(batch);
     }
 
@@ -1015,10 +1021,7 @@ mod tests {
         let mut s = open(&engine);
         let mut snap = Snapshot::default();
         let header = Header {
-            range: RangeState {
-                span: span(),
-                epoch: Epoch::INITIAL,
-            },
+            range: RangeState::new(span(), Epoch::INITIAL),
             id: 5,
         };
         snap.set_data(header.encode().into());

@@ -13,6 +13,7 @@ use crate::{
     ApplyError, Config, Epoch, GroupDesc, GroupHost, ProposeError, RaftNode, Span, StateMachine,
 };
 
+mod merges;
 mod snapshots;
 
 const GROUP: u64 = 7;

@@ -42,7 +42,8 @@ use trestle_proto::internal::{
     TableRecord, command_result::Kind, meta_command,
 };
 use trestle_replication::{
-    GroupDesc, GroupHost, ProposeError, RaftNode, SplitRefused, SplitRequest, StateMachine, planted,
+    GroupDesc, GroupHost, MergeRefused, ProposeError, RaftNode, SplitRefused, SplitRequest,
+    StateMachine, planted,
 };
 use trestle_rest_gateway::Fencing;
 use trestle_types::{
@@ -178,6 +179,21 @@ pub(crate) fn propose_error(group: u64, e: ProposeError) -> Error {
         ProposeError::SplitRefused(e) => {
             Error::invalid_input(format!("range {group} cannot split there: {e}"))
         }
+        // Nothing was applied; once the merge commits (or rolls back) the router finds the keys.
+        ProposeError::Merging { target } => Error::new(
+            ErrorCode::RangeStale,
+            format!("range {group} is merging into range {target}"),
+        ),
+        ProposeError::MergeRefused(e @ MergeRefused::EpochStale { .. }) => {
+            Error::new(ErrorCode::RangeStale, format!("range {group}: {e}"))
+        }
+        ProposeError::MergeRefused(
+            e @ (MergeRefused::NotAdjacent | MergeRefused::VotersDiffer),
+        ) => Error::invalid_input(format!("range {group} cannot merge: {e}")),
+        ProposeError::MergeRefused(e) => Error::new(
+            ErrorCode::ServerBusy,
+            format!("range {group} cannot take this merge step now: {e}"),
+        ),
         // Retryable: another change is in flight, or the leader must hand over first.
         ProposeError::MembershipRefused(why) => Error::new(
             ErrorCode::ServerBusy,

@@ -40,8 +40,8 @@ use raft::{RawNode, SnapshotStatus, StateRole};
 use tokio::sync::oneshot;
 use trestle_engine::{Engine, WriteBatch};
 
-use crate::desc::{self, ADMIN_SPLIT, SplitRequest};
-use crate::peer::{Effect, MembershipChange, Peer, Reply};
+use crate::desc::{self, ADMIN_SPLIT, MergeStep, SplitRequest};
+use crate::peer::{Effect, MERGED_AWAY, MembershipChange, Peer, Reply};
 use crate::snapshot::recv::Ticket;
 use crate::snapshot::send::Outgoing;
 use crate::snapshot::{Header, SnapshotError};
@@ -98,6 +98,8 @@ pub struct GroupStatus {
     pub recovering: bool,
     /// The replica's descriptor; `None` while uninitialized (waiting for its first snapshot).
     pub desc: Option<GroupDesc>,
+    /// Set while the group is frozen for a merge (from its prepare entry on, as this replica applied).
+    pub merging: Option<crate::Merging>,
 }
 
 pub(crate) enum Cmd {
@@ -150,6 +152,11 @@ pub(crate) enum Cmd {
     ChangeMembership {
         group: u64,
         changes: Vec<MembershipChange>,
+        reply: Reply<Vec<u8>>,
+    },
+    Merge {
+        group: u64,
+        step: MergeStep,
         reply: Reply<Vec<u8>>,
     },
     DestroyReplica {
@@ -308,6 +315,25 @@ impl RaftNode {
         match desc::decode_split_result(&bytes) {
             Some(Ok(pair)) => Ok(pair),
             Some(Err(refused)) => Err(ProposeError::SplitRefused(refused)),
+            None => Err(ProposeError::Stopped),
+        }
+    }
+
+    /// Takes one step of a merge in `group`'s log (this replica must lead it; see [`MergeStep`]);
+    /// resolves once the step is applied here with the group's descriptor after it and, for a prepare,
+    /// the index the group froze at.
+    pub async fn merge_step(
+        &self,
+        group: u64,
+        step: MergeStep,
+    ) -> Result<(GroupDesc, u64), ProposeError> {
+        let call = self.call(|reply| Cmd::Merge { group, step, reply });
+        let bytes = tokio::time::timeout(self.propose_timeout, call)
+            .await
+            .unwrap_or(Err(ProposeError::Timeout))?;
+        match desc::decode_merge_result(&bytes) {
+            Some(Ok(done)) => Ok(done),
+            Some(Err(refused)) => Err(ProposeError::MergeRefused(refused)),
             None => Err(ProposeError::Stopped),
         }
     }
@@ -583,6 +609,15 @@ impl Driver {
                     let _ = reply.send(Err(ProposeError::GroupNotFound(group)));
                 }
             },
+            Cmd::Merge { group, step, reply } => match self.peers.get_mut(&group) {
+                Some(peer) => {
+                    peer.propose_merge(&step, reply);
+                    touched.insert(group);
+                }
+                None => {
+                    let _ = reply.send(Err(ProposeError::GroupNotFound(group)));
+                }
+            },
             Cmd::ChangeMembership {
                 group,
                 changes,
@@ -770,6 +805,81 @@ impl Driver {
             .is_none_or(|r| r.epoch.conf_ver <= removed_at)
     }
 
+    /// Drops this node's replica of `source`, whose merge into the range to its left committed here
+    /// (its raft state was deleted and its tombstone written with the commit; its keys stay).
+    fn retire_merged(&mut self, source: u64) {
+        let Some(mut peer) = self.peers.remove(&source) else {
+            return;
+        };
+        let target = peer.merging().map_or(0, |m| m.target);
+        peer.fail_waiting(&ProposeError::Merging { target });
+        self.outgoing.cancel_group(source);
+        if let Ok(mut map) = self.status.write() {
+            map.remove(&source);
+        }
+        self.host.on_removed(source);
+        tracing::info!(
+            node = self.id,
+            group = source,
+            target,
+            "replica merged away"
+        );
+    }
+
+    /// Before a snapshot of `group` is taken in: this node's replicas frozen for a merge into `group`
+    /// whose span the snapshot covers go (the merge committed — only a commit grows the target over
+    /// them — and the snapshot brings their keys as the target's). This node missed the commit.
+    fn retire_merged_sources(&mut self, group: u64, msg: &Message) -> Result<(), String> {
+        let Some(range) = storage::snapshot_range(msg.get_snapshot().get_data()) else {
+            return Ok(());
+        };
+        let covered = |s: &crate::Span| {
+            s.cf == range.span.cf
+                && s.start >= range.span.start
+                && match (&s.end, &range.span.end) {
+                    (_, None) => true,
+                    (None, Some(_)) => false,
+                    (Some(a), Some(b)) => a <= b,
+                }
+        };
+        let sources: Vec<u64> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.merging().is_some_and(|m| m.target == group))
+            .filter(|(_, p)| p.raw.store().range().is_some_and(|r| covered(&r.span)))
+            .map(|(&id, _)| id)
+            .collect();
+        for source in sources {
+            let mut batch = WriteBatch::new();
+            batch.delete_range(
+                trestle_engine::Cf::Raft,
+                trestle_engine::keys::group_start(source),
+                trestle_engine::keys::group_start(source + 1),
+            );
+            batch.put(
+                trestle_engine::Cf::Raft,
+                trestle_engine::keys::tombstone_key(source),
+                MERGED_AWAY.to_be_bytes().to_vec(),
+            );
+            self.engine
+                .write(&batch, true)
+                .map_err(|e| format!("retiring merged replica {source}: {e}"))?;
+            self.retire_merged(source);
+        }
+        Ok(())
+    }
+
+    /// Whether `group`'s replica on this node merged away (see [`Driver::retire_merged`]).
+    fn merged_away(&self, group: u64) -> bool {
+        matches!(
+            self.engine.get(
+                trestle_engine::Cf::Raft,
+                &trestle_engine::keys::tombstone_key(group),
+            ),
+            Ok(Some(b)) if b.as_slice() == MERGED_AWAY.to_be_bytes()
+        )
+    }
+
     /// Destroys this node's replica of `group`: its raft state and its keys go, a tombstone stays (see
     /// [`Driver::snapshot_buried`]), and the host forgets it.
     fn destroy(&mut self, group: u64, removed_at: u64) -> Result<(), String> {
@@ -851,7 +961,7 @@ impl Driver {
                 msg.get_msg_type(),
                 MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot
             );
-            if !from_leader || !self.host.may_host(env.group) {
+            if !from_leader || !self.host.may_host(env.group) || self.merged_away(env.group) {
                 tracing::trace!(
                     node = self.id,
                     group = env.group,
@@ -873,6 +983,12 @@ impl Driver {
                 group = env.group,
                 "streamed snapshot header outside its stream; dropped"
             );
+            return;
+        }
+        if msg.get_msg_type() == MessageType::MsgSnapshot
+            && let Err(e) = self.retire_merged_sources(env.group, &msg)
+        {
+            tracing::warn!(node = self.id, group = env.group, error = %e, "snapshot dropped");
             return;
         }
         if msg.get_msg_type() == MessageType::MsgSnapshot
@@ -1000,7 +1116,13 @@ impl Driver {
         let mut compaction = WriteBatch::new();
         let mut splits = Vec::new();
         let mut removed = Vec::new();
+        // Sources whose merge committed here this turn: they apply nothing more (their raft state is
+        // already deleted) and go once the loop is done.
+        let mut merged_away = HashSet::new();
         for (group, mut rd) in readies {
+            if merged_away.contains(&group) {
+                continue;
+            }
             let Some(peer) = self.peers.get_mut(&group) else {
                 continue;
             };
@@ -1036,8 +1158,54 @@ impl Driver {
                         let conf_ver = peer.desc().map_or(0, |d| d.epoch.conf_ver);
                         removed.push((group, conf_ver));
                     }
+                    Effect::Merged { source } => {
+                        merged_away.insert(source);
+                    }
                 }
             }
+        }
+        // Groups whose merge commit waited for their source replica here to catch up.
+        let waiting: Vec<u64> = self
+            .peers
+            .iter()
+            .filter(|(g, p)| p.has_blocked() && !merged_away.contains(*g))
+            .map(|(&g, _)| g)
+            .collect();
+        for group in waiting {
+            let source = self.peers.get(&group).and_then(Peer::blocked_on);
+            if let Some((source, prepare_index)) = source
+                && let Some(src) = self.peers.get_mut(&source)
+                && src.learn_commit(prepare_index)
+            {
+                touched.insert(source);
+            }
+            let Some(peer) = self.peers.get_mut(&group) else {
+                continue;
+            };
+            let effects = peer
+                .apply_committed(Vec::new())
+                .map_err(|e| format!("group {group}: {e}"))?;
+            peer.serve_reads();
+            for effect in effects {
+                match effect {
+                    Effect::Merged { source } => {
+                        merged_away.insert(source);
+                    }
+                    Effect::Removed => {
+                        let conf_ver = peer.desc().map_or(0, |d| d.epoch.conf_ver);
+                        removed.push((group, conf_ver));
+                    }
+                    Effect::Split { right, start_right } if start_right => {
+                        splits.push((right, peer.is_leader()))
+                    }
+                    Effect::Split { .. } => {}
+                }
+            }
+            touched.insert(group);
+        }
+        for source in merged_away {
+            self.retire_merged(source);
+            touched.remove(&source);
         }
         for (right, campaign) in splits {
             self.start_split_right(&right, campaign)?;
@@ -1150,6 +1318,7 @@ fn peer_status(peer: &Peer) -> GroupStatus {
         progress,
         recovering: peer.recovery.as_ref().is_some_and(|r| r.floor.is_none()),
         desc: peer.desc(),
+        merging: peer.merging(),
     }
 }
 

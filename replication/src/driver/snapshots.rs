@@ -60,6 +60,9 @@ impl Driver {
         if self.incoming.len() >= self.config.max_receiving_snapshots {
             return refused("the node is receiving its maximum of snapshots");
         }
+        if let Err(e) = self.retire_merged_sources(group, &msg) {
+            return refused(&e);
+        }
         if self.snapshot_overlaps(group, &msg) {
             return refused("the span overlaps another replica or incoming snapshot");
         }

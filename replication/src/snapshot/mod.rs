@@ -210,17 +210,17 @@ mod tests {
     #[test]
     fn a_header_round_trips_and_other_formats_are_not_headers() {
         let header = Header {
-            range: RangeState {
-                span: Span {
+            range: RangeState::new(
+                Span {
                     cf: Cf::Data,
                     start: b"a".to_vec(),
                     end: Some(b"m".to_vec()),
                 },
-                epoch: Epoch {
+                Epoch {
                     version: 3,
                     conf_ver: 2,
                 },
-            },
+            ),
             id: 42,
         };
         let bytes = header.encode();

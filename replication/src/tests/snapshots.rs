@@ -202,10 +202,7 @@ async fn s04_a_node_that_crashes_while_receiving_comes_back_uninitialized_and_co
 fn forged(c: &Cluster, leader: u64, index: u64, term: u64) -> Envelope {
     let status = c.node(leader).group_status(GROUP).unwrap();
     let mut snap = Snapshot::default();
-    let range = RangeState {
-        span: desc().span,
-        epoch: status.desc.unwrap().epoch,
-    };
+    let range = RangeState::new(desc().span, status.desc.unwrap().epoch);
     snap.set_data(Header { range, id: 999 }.encode().into());
     snap.mut_metadata().index = index;
     snap.mut_metadata().term = term;
