@@ -122,6 +122,8 @@ impl Admin for AdminService {
                     writes: stats.writes(),
                     reads: stats.reads(),
                     desc,
+                    merging_into: g.merging.map(|m| m.target),
+                    merge_index: g.merging.map_or(0, |m| m.index),
                 }
             })
             .collect();
@@ -299,6 +301,22 @@ impl Admin for AdminService {
         Ok(Response::new(trestle_proto::admin::SplitRangeResponse {
             left: Some(crate::splits::descriptor_to_proto(&left)),
             right: Some(crate::splits::descriptor_to_proto(&right)),
+        }))
+    }
+
+    async fn merge_range(
+        &self,
+        request: Request<trestle_proto::admin::MergeRangeRequest>,
+    ) -> Result<Response<trestle_proto::admin::MergeRangeResponse>, Status> {
+        self.secrets.require_admin(request.metadata())?;
+        let req = request.into_inner();
+        let merged = self
+            .tables
+            .merge_range(req.range_id, crate::merges::DEFAULT_MERGE_TIMEOUT)
+            .await
+            .map_err(|e| crate::grpc_api::status_from_error(&e))?;
+        Ok(Response::new(trestle_proto::admin::MergeRangeResponse {
+            merged: Some(crate::splits::descriptor_to_proto(&merged)),
         }))
     }
 

@@ -107,6 +107,12 @@ enum RangeCommand {
         #[arg(long, requires = "table")]
         partition_key: Option<String>,
     },
+    /// Merge a data range into the range just before it (both must have their replicas on the same
+    /// nodes; nothing is copied). Finishes, or rolls back, a merge that was cut short.
+    Merge {
+        #[arg(long)]
+        range: u64,
+    },
     /// Move a range's replica from one node to another (the new one joins as a learner, catches up
     /// by snapshot, then replaces the old one in one joint change).
     Move {
@@ -369,6 +375,27 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        CtlCommand::Range {
+            command: RangeCommand::Merge { range },
+        } => {
+            let mut client = connector.admin(&args.addr).await?;
+            let resp = client
+                .merge_range(authorized(
+                    trestle_proto::admin::MergeRangeRequest { range_id: range },
+                    &token,
+                )?)
+                .await?
+                .into_inner();
+            let merged = resp
+                .merged
+                .map(|d| crate::splits::descriptor_from_proto(&d))
+                .context("the answer names no merged range")?;
+            println!(
+                "range {range} merged into range {} (version {}): {}",
+                merged.id, merged.epoch.version, merged
+            );
+            Ok(())
+        }
     }
 }
 
@@ -460,6 +487,16 @@ pub fn render_table(first: &StatusResponse, views: &[(u64, Option<StatusResponse
     for line in rows.values() {
         out += line;
     }
+    // Ranges frozen for a merge (a merge in flight, or one cut short that the scheduler will finish).
+    let frozen: BTreeMap<u64, (u64, u64)> = views
+        .iter()
+        .filter_map(|(_, v)| v.as_ref())
+        .flat_map(|v| v.ranges.iter())
+        .filter_map(|r| Some((r.range_id, (r.merging_into?, r.merge_index))))
+        .collect();
+    for (range, (into, index)) in frozen {
+        out += &format!("range {range} is merging into range {into} (frozen at index {index})\n");
+    }
     // Ranges and leaders per node, as the nodes report them.
     out += "\nNODE  REPLICAS LEADERS   BYTES LED\n";
     for (node, view) in views {
@@ -540,6 +577,7 @@ fn render_json(first: &StatusResponse, views: &[(u64, Option<StatusResponse>)]) 
                     "role": rep.role, "term": rep.term, "commit": rep.commit_index,
                     "applied": rep.applied_index, "last": rep.last_index,
                     "matched": matched.get(&(r.range_id, rep.node_id)),
+                    "merging_into": r.merging_into,
                     "bytes": r.approximate_bytes, "writes": r.writes, "reads": r.reads,
                     "version": r.desc.as_ref().map(|d| d.version),
                 }));

@@ -128,6 +128,8 @@ pub async fn start(args: &DevArgs) -> anyhow::Result<(Vec<Node>, DevAddrs)> {
         // (`keep_leaders_on`), not spread out, whatever the file says about balancing.
         cfg.partition_manager.split_bytes = tuning.partition_manager.split_bytes;
         cfg.partition_manager.split_load_ops = tuning.partition_manager.split_load_ops;
+        cfg.partition_manager.merge_bytes = tuning.partition_manager.merge_bytes;
+        cfg.partition_manager.merge_load_ops = tuning.partition_manager.merge_load_ops;
         cfg.partition_manager.schedule_interval_ms = tuning.partition_manager.schedule_interval_ms;
         cfg.partition_manager.balance_leaders = false;
         // Nodes beyond the first three start empty: replicas move onto them (the first three hold

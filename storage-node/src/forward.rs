@@ -615,6 +615,26 @@ impl NodeForward for NodeForwardService {
         }))
     }
 
+    async fn merge_step(
+        &self,
+        r: Request<npb::MergeStepRequest>,
+    ) -> Result<Response<npb::MergeStepResponse>, Status> {
+        self.secrets.require_peer(r.metadata())?;
+        let r = r.into_inner();
+        let step = crate::merges::step_from_request(&r).map_err(to_status)?;
+        let (desc, prepare_index) = self
+            .local
+            .merge_step(r.range_id, step)
+            .await
+            .map_err(to_status)?;
+        let range = RangeDesc::from_group(&desc)
+            .ok_or_else(|| Status::internal("a merge step answered without a span"))?;
+        Ok(Response::new(npb::MergeStepResponse {
+            range: Some(descriptor_to_proto(&range)),
+            prepare_index,
+        }))
+    }
+
     async fn move_replica(
         &self,
         r: Request<npb::MoveReplicaRequest>,

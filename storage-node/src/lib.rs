@@ -20,6 +20,7 @@ pub mod lock_api;
 pub mod locks;
 pub mod logging;
 pub mod members;
+pub mod merges;
 pub mod meta_sm;
 pub mod moves;
 pub mod node;

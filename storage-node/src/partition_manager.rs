@@ -53,6 +53,11 @@ pub struct Config {
     /// Move replicas so every node holds about as many as any other, and about as many bytes
     /// (one move a round). Draining decommissioned nodes and replacing lost ones happen regardless.
     pub balance_replicas: bool,
+    /// Merge two adjacent data ranges whose replicas are on the same nodes when together they hold
+    /// fewer bytes than this and serve fewer than `merge-load-ops` operations per second (0: never
+    /// merge). Keep both well below the split thresholds, or a merged range splits again.
+    pub merge_bytes: u64,
+    pub merge_load_ops: u64,
     /// A node silent this long (seconds) is taken for lost: each range with a replica on it gets a
     /// new one elsewhere (0: never; a lost node is then replaced by `trestle ctl range move`).
     pub dead_node_secs: u64,
@@ -67,6 +72,8 @@ impl Default for Config {
             split_load_ops: 2_500,
             schedule_interval_ms: 10_000,
             balance_replicas: true,
+            merge_bytes: 16 << 20,
+            merge_load_ops: 500,
             dead_node_secs: 300,
         }
     }
@@ -84,6 +91,16 @@ impl Config {
                 "partition-manager.schedule-interval-ms must be between 100 and 3600000".into(),
             );
         }
+        let over = |merge: u64, split: u64| split > 0 && merge > split / 2;
+        if over(self.merge_bytes, self.split_bytes)
+            || (self.merge_bytes > 0 && over(self.merge_load_ops, self.split_load_ops))
+        {
+            return Err(
+                "partition-manager.merge-bytes and merge-load-ops must be at most half of \
+                 split-bytes and split-load-ops (a merged range would split again)"
+                    .into(),
+            );
+        }
         Ok(())
     }
 
@@ -95,6 +112,8 @@ impl Config {
             schedule_interval: Duration::from_millis(self.schedule_interval_ms),
             balance_replicas: self.balance_replicas,
             dead_node_after: Duration::from_secs(self.dead_node_secs),
+            merge_bytes: self.merge_bytes,
+            merge_load_ops: self.merge_load_ops,
         }
     }
 

@@ -12,6 +12,11 @@
 //!   apart, only while this node is the partition manager; a split costs no data copy (see `splits`);
 //!   a move streams one range's snapshot to one node and the round waits for it to finish, so at most
 //!   one snapshot of the scheduler's is ever in flight.
+//! - **Cold, small neighbours merge** ([`merge_candidate`]): when nothing is to split, two adjacent data
+//!   ranges with their replicas on the same nodes, together under [`Config::merge_bytes`] and
+//!   [`Config::merge_load_ops`], become one (see `merges`); the thresholds sit well below the split
+//!   thresholds so a merged range is not split again. A range left frozen by a merge cut short (the
+//!   previous partition manager died mid-merge) is finished, or rolled back, first.
 //! - **Stale replicas are collected**: a node still reporting an initialized replica of a range whose
 //!   leader's configuration (newer than the replica's) no longer has it — removed while that node was
 //!   down or cut off — is told to destroy it.
@@ -41,6 +46,10 @@ pub struct Config {
     pub balance_replicas: bool,
     /// A node silent this long is taken for lost and its replicas are replaced (zero: never).
     pub dead_node_after: Duration,
+    /// Merge two adjacent ranges holding together fewer bytes than this (0: never merge).
+    pub merge_bytes: u64,
+    /// ... and serving together fewer operations per second than this.
+    pub merge_load_ops: u64,
 }
 
 /// Two nodes' bytes must differ by at least this much for a move to even them out.
@@ -75,6 +84,14 @@ pub enum Plan {
     },
 }
 
+/// `r`'s operations per second since `before` was taken `elapsed` ago. A rate needs the same leader at
+/// both ends (another leader's counters start elsewhere) and a counter that did not go back.
+fn rate(r: &RangeLoad, before: &HashMap<u64, (u64, u64)>, elapsed: Duration) -> Option<u64> {
+    let secs = elapsed.as_secs_f64();
+    let &(leader, ops) = before.get(&r.range)?;
+    (secs > 0.0 && leader == r.leader && r.ops >= ops).then(|| ((r.ops - ops) as f64 / secs) as u64)
+}
+
 /// The round's plan from the leaders' reports `now`, the operation counts of the previous round
 /// (`before`, taken `elapsed` ago) and the ranges split in the previous round (see the module docs).
 pub fn decide(
@@ -102,13 +119,8 @@ pub fn decide(
     if cfg.split_load_ops == 0 || secs <= 0.0 {
         return Plan::Idle;
     }
-    // A rate needs the same leader at both ends (another leader's counters start elsewhere).
-    let rate = |r: &RangeLoad| -> Option<u64> {
-        let &(leader, ops) = before.get(&r.range)?;
-        (leader == r.leader && r.ops >= ops).then(|| ((r.ops - ops) as f64 / secs) as u64)
-    };
     match eligible()
-        .filter_map(|r| Some((r, rate(r)?)))
+        .filter_map(|r| Some((r, rate(r, before, elapsed)?)))
         .filter(|&(_, ops)| ops > cfg.split_load_ops)
         .max_by_key(|&(r, ops)| (ops, std::cmp::Reverse(r.range)))
     {
@@ -118,6 +130,60 @@ pub fn decide(
         },
         None => Plan::Idle,
     }
+}
+
+/// One data range as the merge rule sees it (from its leader's report).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeView {
+    pub range: u64,
+    pub start: Vec<u8>,
+    pub end: Option<Vec<u8>>,
+    /// Sorted.
+    pub voters: Vec<u64>,
+    /// No learner and no joint configuration.
+    pub settled: bool,
+    pub bytes: u64,
+    /// Operations per second since the previous round (`None`: unknown, e.g. a new leader).
+    pub ops_per_sec: Option<u64>,
+}
+
+/// The (source, target) pair to merge this round, if any: adjacent (the target ends where the source
+/// starts), settled, replicas on the same nodes, neither split last round, rates known, together
+/// under both merge thresholds; the pair with the fewest bytes first.
+pub fn merge_candidate(
+    ranges: &[MergeView],
+    recently_split: &[u64],
+    cfg: &Config,
+) -> Option<(u64, u64)> {
+    if cfg.merge_bytes == 0 {
+        return None;
+    }
+    let eligible =
+        |r: &MergeView| r.range != META_RANGE_ID && r.settled && !recently_split.contains(&r.range);
+    let mut best: Option<(u64, u64, u64)> = None;
+    for target in ranges.iter().filter(|r| eligible(r)) {
+        let Some(end) = &target.end else { continue };
+        let Some(source) = ranges
+            .iter()
+            .find(|r| eligible(r) && &r.start == end && r.range != target.range)
+        else {
+            continue;
+        };
+        let (Some(a), Some(b)) = (target.ops_per_sec, source.ops_per_sec) else {
+            continue;
+        };
+        let bytes = target.bytes.saturating_add(source.bytes);
+        if target.voters != source.voters
+            || bytes >= cfg.merge_bytes
+            || a.saturating_add(b) >= cfg.merge_load_ops
+        {
+            continue;
+        }
+        if best.is_none_or(|(b, s, _)| (bytes, source.range) < (b, s)) {
+            best = Some((bytes, source.range, target.range));
+        }
+    }
+    best.map(|(_, source, target)| (source, target))
 }
 
 /// The scheduler's last decision, for status pages.
@@ -174,11 +240,21 @@ pub async fn run(
             }
         }
         let now = loads(&statuses);
-        let plan = decide(&now, &before, taken.elapsed(), &recently_split, &cfg);
+        let elapsed = taken.elapsed();
+        let plan = decide(&now, &before, elapsed, &recently_split, &cfg);
+        let merge = merge_candidate(
+            &merge_views(&statuses, &now, &before, elapsed),
+            &recently_split,
+            &cfg,
+        );
         before = now.iter().map(|r| (r.range, (r.leader, r.ops))).collect();
         taken = Instant::now();
         recently_split.clear();
         collect_stale_replicas(&cluster, &statuses).await;
+        if let Some(source) = frozen_source(&statuses) {
+            merge_ranges(&cluster, &activity, source, "finishing a merge cut short").await;
+            continue;
+        }
         let Plan::Split { range, reason } = plan else {
             let dead = |n: u64| {
                 !cfg.dead_node_after.is_zero()
@@ -195,6 +271,9 @@ pub async fn run(
                 });
             if let Some(m) = planned {
                 replica_move(&cluster, &activity, m).await;
+            } else if let Some((source, target)) = merge {
+                let why = format!("small and cold, into range {target}");
+                merge_ranges(&cluster, &activity, source, &why).await;
             }
             continue;
         };
@@ -218,6 +297,62 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Merges `source` into the range before it (waiting for it), logging and recording it.
+async fn merge_ranges(cluster: &ClusterTableService, activity: &Activity, source: u64, why: &str) {
+    tracing::info!(source, why, "range scheduler: merging");
+    match cluster
+        .merge_range(source, crate::merges::DEFAULT_MERGE_TIMEOUT)
+        .await
+    {
+        Ok(merged) => activity.record(format!(
+            "merged range {source} ({why}) into range {} (version {})",
+            merged.id, merged.epoch.version
+        )),
+        Err(e) => {
+            tracing::info!(source, error = %e, "range scheduler: merge not done");
+            activity.record(format!("merge of range {source} ({why}) failed: {e}"));
+        }
+    }
+}
+
+/// A data range some replica reports frozen for a merge.
+fn frozen_source(statuses: &[(u64, StatusResponse)]) -> Option<u64> {
+    statuses
+        .iter()
+        .flat_map(|(_, s)| s.ranges.iter())
+        .find(|r| r.merging_into.is_some())
+        .map(|r| r.range_id)
+}
+
+/// What `merge_candidate` needs, from the leaders' reports.
+fn merge_views(
+    statuses: &[(u64, StatusResponse)],
+    now: &[RangeLoad],
+    before: &HashMap<u64, (u64, u64)>,
+    elapsed: Duration,
+) -> Vec<MergeView> {
+    leader_descs(statuses)
+        .into_iter()
+        .filter(|(range, _)| *range != META_RANGE_ID)
+        .map(|(range, (_, d, bytes))| {
+            let mut voters = d.voters.clone();
+            voters.sort_unstable();
+            MergeView {
+                range,
+                start: d.start.clone(),
+                end: d.end.clone(),
+                voters,
+                settled: d.learners.is_empty() && d.voters_outgoing.is_empty(),
+                bytes,
+                ops_per_sec: now
+                    .iter()
+                    .find(|r| r.range == range)
+                    .and_then(|r| rate(r, before, elapsed)),
+            }
+        })
+        .collect()
 }
 
 /// Carries out one planned replica move (waiting for it), logging and recording it.
@@ -375,6 +510,8 @@ mod tests {
             schedule_interval: Duration::from_secs(10),
             balance_replicas: true,
             dead_node_after: Duration::ZERO,
+            merge_bytes: 250,
+            merge_load_ops: 25,
         }
     }
 
@@ -461,5 +598,63 @@ mod tests {
         let before = HashMap::from([(2, (1, 0))]);
         let now = [load(2, 1, u64::MAX, u64::MAX)];
         assert_eq!(decide(&now, &before, TEN, &[], &off), Plan::Idle);
+    }
+
+    fn view(range: u64, start: &str, end: Option<&str>, bytes: u64, ops: u64) -> MergeView {
+        MergeView {
+            range,
+            start: start.as_bytes().to_vec(),
+            end: end.map(|e| e.as_bytes().to_vec()),
+            voters: vec![1, 2, 3],
+            settled: true,
+            bytes,
+            ops_per_sec: Some(ops),
+        }
+    }
+
+    #[test]
+    fn the_smallest_pair_of_cold_neighbours_on_the_same_nodes_merges() {
+        // Ranges a|g|m|t|end: g+m is the smallest pair under both thresholds.
+        let ranges = [
+            view(2, "a", Some("g"), 100, 1),
+            view(3, "g", Some("m"), 40, 1),
+            view(4, "m", Some("t"), 50, 1),
+            view(5, "t", None, 10, 1),
+        ];
+        assert_eq!(merge_candidate(&ranges, &[], &cfg()), Some((4, 3)));
+        // Fresh halves wait a round; zero turns merging off.
+        assert_eq!(merge_candidate(&ranges, &[3], &cfg()), Some((5, 4)));
+        let off = Config {
+            merge_bytes: 0,
+            ..cfg()
+        };
+        assert_eq!(merge_candidate(&ranges, &[], &off), None);
+    }
+
+    #[test]
+    fn busy_big_unsettled_or_differently_placed_neighbours_do_not_merge() {
+        let pair = |a: MergeView, b: MergeView| merge_candidate(&[a, b], &[], &cfg());
+        let left = || view(2, "a", Some("m"), 100, 10);
+        let right = || view(3, "m", None, 100, 10);
+        assert_eq!(pair(left(), right()), Some((3, 2)));
+        // Together at the byte threshold, or at the load threshold.
+        assert_eq!(pair(left(), view(3, "m", None, 150, 10)), None);
+        assert_eq!(pair(left(), view(3, "m", None, 100, 15)), None);
+        // A new leader's rate is unknown.
+        let mut unknown = right();
+        unknown.ops_per_sec = None;
+        assert_eq!(pair(left(), unknown), None);
+        let mut moving = right();
+        moving.settled = false;
+        assert_eq!(pair(left(), moving), None);
+        let mut elsewhere = right();
+        elsewhere.voters = vec![1, 2, 4];
+        assert_eq!(pair(left(), elsewhere), None);
+        // Not adjacent; and the meta group never merges.
+        assert_eq!(pair(left(), view(3, "n", None, 1, 1)), None);
+        assert_eq!(
+            pair(view(META_RANGE_ID, "", Some("m"), 1, 1), right()),
+            None
+        );
     }
 }

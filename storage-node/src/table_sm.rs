@@ -32,7 +32,8 @@
 //! key in a range that starts inside the table. A split copies the parent's records of the table it
 //! cuts to the right half's anchor ([`StateMachine::on_split`]), so neither half forgets a drop or a
 //! token: fencing is per table within each range, and every range of a table refuses any token lower
-//! than one it or the range it split from saw.
+//! than one it or the range it split from saw. A merge folds the source's records into the target's
+//! anchor ([`StateMachine::on_merge`]): the drop stays, and each lock keeps the higher fence.
 //!
 //! A dropped table leaves a marker (see [`keys::dropped_table_marker`]): a write to that table id that
 //! was proposed before the table was deleted, and commits after the drop, fails with `TableNotFound`
@@ -327,6 +328,57 @@ impl TableStateMachine {
         Ok(())
     }
 
+    /// Folds the records a merge's source kept about the table its start cuts (its dropped marker and
+    /// fences, at its own anchor) into this range's anchor for that table: a drop either side saw
+    /// stays, and each lock's fence is the higher of the two. The source's copies go.
+    fn fold_records_for_merge(
+        &self,
+        engine: &dyn Engine,
+        batch: &mut WriteBatch,
+        source_start: &[u8],
+    ) -> Result<(), ApplyError> {
+        let Some(id) = source_start
+            .get(..8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        else {
+            return Ok(());
+        };
+        let table = u64::from_be_bytes(id);
+        let source_anchor = keys::table_anchor(table, source_start);
+        if source_anchor == keys::table_prefix(table) {
+            // The source starts at a table's start: its records are that table's own, and stay.
+            return Ok(());
+        }
+        let target_anchor = self.anchor(table);
+        if read(engine, &source_anchor)?.is_some() {
+            batch.delete(Cf::Data, source_anchor.clone());
+            batch.put(Cf::Data, target_anchor.clone(), Vec::new());
+        }
+        let from = keys::anchored_fence_prefix(&source_anchor);
+        let to = keys::anchored_fence_prefix(&target_anchor);
+        let end = keys::prefix_end(&from);
+        let scan = engine
+            .scan(Cf::Data, &from, end.as_deref())
+            .map_err(|e| ApplyError(format!("reading fences for a merge: {e}")))?;
+        let token = |bytes: &[u8]| match decode_token(bytes) {
+            Ok(t) => Ok(t),
+            Err(Failure::Fatal(e)) => Err(e),
+            Err(Failure::Result(e, _)) => Err(ApplyError(e.message)),
+        };
+        for kv in scan {
+            let (key, value) = kv.map_err(|e| ApplyError(format!("reading fences: {e}")))?;
+            let mut ours = to.clone();
+            ours.extend_from_slice(&key[from.len()..]);
+            let mut highest = token(&value)?;
+            if let Some(existing) = read(engine, &ours)? {
+                highest = highest.max(token(&existing)?);
+            }
+            batch.put(Cf::Data, ours, crate::codec::seal(&highest.to_be_bytes()));
+            batch.delete(Cf::Data, key);
+        }
+        Ok(())
+    }
+
     /// The stored entity at `key`, crc-checked. Corruption is fatal here (see the module docs).
     fn stored_entity(
         &self,
@@ -464,6 +516,15 @@ impl StateMachine for TableStateMachine {
         right: &Span,
     ) -> Result<(), ApplyError> {
         self.copy_records_for_split(engine, batch, &right.start)
+    }
+
+    fn on_merge(
+        &mut self,
+        engine: &dyn Engine,
+        batch: &mut WriteBatch,
+        source: &Span,
+    ) -> Result<(), ApplyError> {
+        self.fold_records_for_merge(engine, batch, &source.start)
     }
 
     fn on_snapshot_restored(&mut self, _engine: &dyn Engine) -> Result<(), ApplyError> {

@@ -660,3 +660,89 @@ fn a_split_hands_the_right_half_the_tables_fences_and_drop_marker() {
     );
     assert_eq!(r.fails(2, insert("b", "r", &[])), ErrorCode::TableNotFound);
 }
+
+#[test]
+fn a_merge_folds_the_sources_fences_and_drop_marker_into_the_target() {
+    let mut r = Replica::new();
+    let fenced = |pk: &str, lock: &str, token: u64| TableCommand {
+        table_id: TABLE,
+        ops: vec![write_op_to_proto(&insert(pk, "r", &[]))],
+        fencing: Some(pb::Fencing {
+            lock: lock.into(),
+            token,
+        }),
+        ..TableCommand::default()
+    };
+    let whole = r.sm.range.clone();
+    let cut = keys::partition_prefix(TABLE, "m");
+    let mut right = r.split(cut.clone());
+    let on_right = |right: &mut TableStateMachine, r: &Replica, cmd: &TableCommand| {
+        let mut batch = WriteBatch::new();
+        let out = right
+            .apply(&r.engine, &mut batch, 99, &cmd.encode_to_vec())
+            .unwrap();
+        r.engine.write(&batch, false).unwrap();
+        decode_result(&out)
+    };
+    // Lock l1 went higher on the right, l2 on the left; l3 only ever reached the right.
+    r.command(&fenced("a", "acct/l1", 3)).unwrap();
+    on_right(&mut right, &r, &fenced("x", "acct/l1", 9)).unwrap();
+    r.command(&fenced("b", "acct/l2", 8)).unwrap();
+    on_right(&mut right, &r, &fenced("y", "acct/l2", 4)).unwrap();
+    on_right(&mut right, &r, &fenced("z", "acct/l3", 5)).unwrap();
+
+    let mut batch = WriteBatch::new();
+    let source = right.range.clone();
+    r.sm.on_merge(&r.engine, &mut batch, &source.span())
+        .unwrap();
+    r.engine.write(&batch, false).unwrap();
+    let mut merged = whole.clone();
+    merged.epoch.version += 2;
+    r.sm.on_desc_changed(&merged.group_desc());
+    // No record is left at the old cut, and the merged range holds the higher fence of each lock.
+    assert!(
+        r.data()
+            .iter()
+            .all(|(k, _)| !k.starts_with(&keys::anchored_fence_prefix(&cut))),
+        "the source's fences are folded, not left behind"
+    );
+    for (pk, lock, refused, taken) in [
+        ("q1", "acct/l1", 8, 9),
+        ("q2", "acct/l2", 7, 8),
+        ("q3", "acct/l3", 4, 5),
+    ] {
+        let code = r
+            .command(&fenced(pk, lock, refused))
+            .unwrap_err()
+            .error
+            .code;
+        assert_eq!(code, ErrorCode::FencingTokenStale, "{lock}");
+        r.command(&fenced(pk, lock, taken)).unwrap();
+    }
+    let page = query::query_page(&*r.engine.snapshot(), TABLE, &Default::default()).unwrap();
+    let pks: Vec<&str> = page
+        .entities
+        .iter()
+        .map(|e| e.partition_key.as_str())
+        .collect();
+    assert_eq!(pks, ["a", "b", "q1", "q2", "q3", "x", "y", "z"]);
+
+    // A drop one side applied before the merge holds for the whole merged range.
+    let mut r = Replica::new();
+    r.must(1, insert("a", "r", &[]));
+    let mut right = r.split(cut.clone());
+    let drop = TableCommand {
+        table_id: TABLE,
+        drop_table: true,
+        ..TableCommand::default()
+    };
+    assert_eq!(on_right(&mut right, &r, &drop), Ok(Kind::Done(true)));
+    let mut batch = WriteBatch::new();
+    let source = right.range.clone();
+    r.sm.on_merge(&r.engine, &mut batch, &source.span())
+        .unwrap();
+    r.engine.write(&batch, false).unwrap();
+    r.sm.on_desc_changed(&whole.group_desc());
+    assert_eq!(r.fails(2, insert("b", "r", &[])), ErrorCode::TableNotFound);
+    assert_eq!(r.fails(2, insert("x", "r", &[])), ErrorCode::TableNotFound);
+}

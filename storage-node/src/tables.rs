@@ -187,13 +187,13 @@ pub(crate) fn propose_error(group: u64, e: ProposeError) -> Error {
         ProposeError::MergeRefused(e @ MergeRefused::EpochStale { .. }) => {
             Error::new(ErrorCode::RangeStale, format!("range {group}: {e}"))
         }
-        ProposeError::MergeRefused(
-            e @ (MergeRefused::NotAdjacent | MergeRefused::VotersDiffer),
-        ) => Error::invalid_input(format!("range {group} cannot merge: {e}")),
-        ProposeError::MergeRefused(e) => Error::new(
+        ProposeError::MergeRefused(e @ MergeRefused::ConfChanging) => Error::new(
             ErrorCode::ServerBusy,
             format!("range {group} cannot take this merge step now: {e}"),
         ),
+        ProposeError::MergeRefused(e) => {
+            Error::invalid_input(format!("range {group} refused the merge step: {e}"))
+        }
         // Retryable: another change is in flight, or the leader must hand over first.
         ProposeError::MembershipRefused(why) => Error::new(
             ErrorCode::ServerBusy,
@@ -309,7 +309,7 @@ impl LocalTables {
         &**self.raft.engine()
     }
 
-    fn ensure_leader(&self, range: u64) -> Result<()> {
+    pub(crate) fn ensure_leader(&self, range: u64) -> Result<()> {
         match self.raft.leader(range) {
             Some(leader) if leader == self.raft.id() => Ok(()),
             other => Err(not_leader(range, other)),

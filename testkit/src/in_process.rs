@@ -162,6 +162,7 @@ impl InProcessCluster {
                 // scheduler's rules on).
                 cfg.partition_manager.split_bytes = 0;
                 cfg.partition_manager.split_load_ops = 0;
+                cfg.partition_manager.merge_bytes = 0;
                 cfg.partition_manager.balance_replicas = false;
                 cfg.partition_manager.dead_node_secs = 0;
                 configure(&mut cfg);

@@ -67,59 +67,99 @@ async fn scan(client: &TableClient, table: &str, page_size: u32) -> Vec<String> 
     keys
 }
 
+/// Four writers inserting into `table` (recording what was acknowledged) and a scanner paging through
+/// it, checking every full scan holds each acknowledged entity exactly once, in key order.
+struct Load {
+    acked: Arc<Mutex<BTreeSet<String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    writers: Vec<tokio::task::JoinHandle<()>>,
+    scanner: tokio::task::JoinHandle<usize>,
+}
+
+impl Load {
+    fn start(client: &TableClient, table: &'static str) -> Load {
+        let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for w in 0..4 {
+            let (client, acked, stop) = (client.clone(), acked.clone(), stop.clone());
+            writers.push(tokio::spawn(async move {
+                let t = client.table(table);
+                let mut i = 0i64;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let pk = format!("p{:03}", (i * 7 + w * 13) % 200);
+                    let rk = format!("w{w}-{i:06}");
+                    // A write that fails is not acknowledged; only acknowledged ones are checked.
+                    if t.insert(entity(&pk, &rk, i)).await.is_ok() {
+                        acked.lock().unwrap().insert(format!("{pk}/{rk}"));
+                    }
+                    i += 1;
+                }
+            }));
+        }
+        let scanner = {
+            let (client, acked, stop) = (client.clone(), acked.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut scans = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let before: BTreeSet<String> = acked.lock().unwrap().clone();
+                    let keys = scan(&client, table, 97).await;
+                    let mut sorted = keys.clone();
+                    sorted.sort();
+                    sorted.dedup();
+                    assert_eq!(keys, sorted, "a scan repeated or reordered entities");
+                    let seen: BTreeSet<String> = keys.into_iter().collect();
+                    let missing: Vec<_> = before.difference(&seen).take(5).collect();
+                    assert!(
+                        missing.is_empty(),
+                        "a scan missed acknowledged writes: {missing:?}"
+                    );
+                    scans += 1;
+                }
+                scans
+            })
+        };
+        Load {
+            acked,
+            stop,
+            writers,
+            scanner,
+        }
+    }
+
+    /// Waits until `more` writes beyond the current count were acknowledged.
+    async fn grows_by(&self, more: usize) {
+        let written = self.acked.lock().unwrap().len();
+        let grown = eventually(Duration::from_secs(30), || async {
+            (self.acked.lock().unwrap().len() >= written + more).then_some(())
+        })
+        .await;
+        assert!(grown.is_some(), "the writers made progress");
+    }
+
+    /// Stops the load; asserts the scanner completed scans.
+    async fn finish(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for w in self.writers {
+            w.await.unwrap();
+        }
+        assert!(
+            self.scanner.await.unwrap() > 0,
+            "the scanner completed scans"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn r01_splits_under_writes_and_scans_lose_nothing_and_scans_see_each_entity_once() {
     let c = InProcessCluster::start(2).await.unwrap();
     let client = c.client().await.unwrap();
     client.create_table("hot").await.unwrap();
-    let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut writers = Vec::new();
-    for w in 0..4 {
-        let (client, acked, stop) = (client.clone(), acked.clone(), stop.clone());
-        writers.push(tokio::spawn(async move {
-            let t = client.table("hot");
-            let mut i = 0i64;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let pk = format!("p{:03}", (i * 7 + w * 13) % 200);
-                let rk = format!("w{w}-{i:06}");
-                // A write that fails is not acknowledged; only acknowledged ones are checked.
-                if t.insert(entity(&pk, &rk, i)).await.is_ok() {
-                    acked.lock().unwrap().insert(format!("{pk}/{rk}"));
-                }
-                i += 1;
-            }
-        }));
-    }
-    let scanner = {
-        let (client, acked, stop) = (client.clone(), acked.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut scans = 0;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let before: BTreeSet<String> = acked.lock().unwrap().clone();
-                let keys = scan(&client, "hot", 97).await;
-                let mut sorted = keys.clone();
-                sorted.sort();
-                sorted.dedup();
-                assert_eq!(keys, sorted, "a scan repeated or reordered entities");
-                let seen: BTreeSet<String> = keys.into_iter().collect();
-                let missing: Vec<_> = before.difference(&seen).take(5).collect();
-                assert!(
-                    missing.is_empty(),
-                    "a scan missed acknowledged writes: {missing:?}"
-                );
-                scans += 1;
-            }
-            scans
-        })
-    };
+    let load = Load::start(&client, "hot");
+    let acked = load.acked.clone();
     // Let data accumulate, then cut the table four times while the load runs: at chosen partitions
     // and at the middle of a range's data.
-    let grown = eventually(Duration::from_secs(30), || async {
-        (acked.lock().unwrap().len() > 400).then_some(())
-    })
-    .await;
-    assert!(grown.is_some(), "the writers made progress");
+    load.grows_by(400).await;
     split_at(&c, 1, "hot", "p050").await;
     split_at(&c, 2, "hot", "p150").await;
     split_at(&c, 3, "hot", "p100").await;
@@ -139,18 +179,8 @@ async fn r01_splits_under_writes_and_scans_lose_nothing_and_scans_see_each_entit
         .unwrap();
     assert!(right.start > left.start && keys::is_split_key(&right.start));
     assert!(right.start.starts_with(&keys::table_prefix(table_id)));
-    let written = acked.lock().unwrap().len();
-    let more = eventually(Duration::from_secs(30), || async {
-        (acked.lock().unwrap().len() > written + 200).then_some(())
-    })
-    .await;
-    assert!(more.is_some(), "writes go on after the splits");
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    for w in writers {
-        w.await.unwrap();
-    }
-    let scans = scanner.await.unwrap();
-    assert!(scans > 0, "the scanner completed scans");
+    load.grows_by(200).await;
+    load.finish().await;
 
     // Every node routes by the same five ranges of the table, each with one leader.
     for id in 1..=3 {
@@ -836,5 +866,227 @@ async fn r11_admin_transfer_leader_asked_of_a_node_without_the_range_reaches_its
         "node 4 leads range {range}: {:?}",
         c.leader_of(range).await
     );
+    c.shutdown().await;
+}
+
+/// Merges range `source` through node `via` (the coordinator runs there).
+async fn merge(c: &InProcessCluster, via: u64, source: u64) -> RangeDesc {
+    c.node(via)
+        .tables()
+        .merge_range(source, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("merge of range {source} through node {via}: {e}"))
+}
+
+/// Waits until every node in `nodes` routes `table` by the same ranges; returns them.
+async fn agreed_ranges(c: &InProcessCluster, nodes: &[u64], table: &str) -> Vec<RangeDesc> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut views = Vec::new();
+        for &id in nodes {
+            views.push(ranges_of(c, id, table).await);
+        }
+        if views.windows(2).all(|w| w[0] == w[1]) {
+            return views.swap_remove(0);
+        }
+        assert!(Instant::now() < deadline, "the nodes disagree: {views:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r12_merges_under_writes_and_scans_lose_nothing_and_scans_see_each_entity_once() {
+    let c = InProcessCluster::start(3).await.unwrap();
+    let client = c.client().await.unwrap();
+    client.create_table("cold").await.unwrap();
+    for pk in ["p050", "p100", "p150"] {
+        split_at(&c, 1, "cold", pk).await;
+    }
+    let four = eventually(Duration::from_secs(10), || async {
+        (ranges_of(&c, 1, "cold").await.len() == 4).then_some(())
+    })
+    .await;
+    assert!(four.is_some(), "{:?}", ranges_of(&c, 1, "cold").await);
+    let load = Load::start(&client, "cold");
+    load.grows_by(300).await;
+    // Fold the table back into one range while the load runs, each merge coordinated by another
+    // node: the right-most range first, then the middle one, then the second.
+    let ranges = ranges_of(&c, 1, "cold").await;
+    let merged = merge(&c, 2, ranges[3].id).await;
+    assert_eq!(merged.id, ranges[2].id);
+    assert_eq!(merged.end, ranges[3].end);
+    assert!(merged.epoch.version > ranges[3].epoch.version);
+    merge(&c, 3, ranges[2].id).await;
+    merge(&c, 1, ranges[1].id).await;
+    load.grows_by(200).await;
+    let acked = load.acked.clone();
+    load.finish().await;
+
+    // Every node routes by one range for the table, led by one node; the merged ranges are gone.
+    let left = agreed_ranges(&c, &[1, 2, 3], "cold").await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].id, ranges[0].id);
+    assert!(c.leader_of(left[0].id).await.is_some());
+    for r in &ranges[1..] {
+        for id in 1..=3 {
+            let gone = eventually(Duration::from_secs(10), || async {
+                c.node(id).raft().group_status(r.id).is_none().then_some(())
+            })
+            .await;
+            assert!(
+                gone.is_some(),
+                "node {id} still hosts merged range {}",
+                r.id
+            );
+        }
+    }
+    let acked = acked.lock().unwrap().clone();
+    let seen = scan(&client, "cold", 1000).await;
+    let seen_set: BTreeSet<String> = seen.iter().cloned().collect();
+    assert_eq!(seen.len(), seen_set.len(), "no entity twice");
+    let lost: Vec<_> = acked.difference(&seen_set).take(5).collect();
+    assert!(lost.is_empty(), "lost acknowledged writes: {lost:?}");
+    // A merge of the first range, or of the meta range, is refused; the merged range splits again.
+    let first = c.node(1).tables().local().ranges().data_ranges()[0].id;
+    let refused = c
+        .node(1)
+        .tables()
+        .merge_range(first, Duration::from_secs(5))
+        .await;
+    assert_eq!(
+        refused.unwrap_err().code,
+        trestle_types::ErrorCode::InvalidInput
+    );
+    let meta = c
+        .node(1)
+        .tables()
+        .merge_range(
+            trestle_storage_node::ranges::META_RANGE_ID,
+            Duration::from_secs(5),
+        )
+        .await;
+    assert_eq!(
+        meta.unwrap_err().code,
+        trestle_types::ErrorCode::InvalidInput
+    );
+    split_at(&c, 2, "cold", "p120").await;
+    assert_eq!(agreed_ranges(&c, &[1, 2, 3], "cold").await.len(), 2);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r13_killing_the_leader_in_the_middle_of_a_merge_then_asking_again_converges() {
+    let mut c = InProcessCluster::start(1).await.unwrap();
+    let client = c.client().await.unwrap();
+    client.create_table("kay").await.unwrap();
+    let t = client.table("kay");
+    for i in 0..60 {
+        t.insert(entity(&format!("p{:02}", i % 20), &format!("r{i}"), i))
+            .await
+            .unwrap();
+    }
+    let (_, right) = split_at(&c, 1, "kay", "p10").await;
+    // Both ranges led by one node, which coordinates the merge and is killed at once: the merge
+    // may be prepared, committed, or not started.
+    let leader = c.leader_of(right.id).await.unwrap();
+    let tables = c.node(leader).tables().clone();
+    let source = right.id;
+    let merging =
+        tokio::spawn(async move { tables.merge_range(source, Duration::from_secs(10)).await });
+    tokio::task::yield_now().await;
+    c.crash(leader).await;
+    let _ = merging.await;
+    let survivors: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    // With a replica down the merge cannot finish (every source replica must have applied the
+    // prepare): asked of a survivor, it is rolled back and the source serves again — unless the
+    // commit got through before the crash.
+    let asked = c
+        .node(survivors[0])
+        .tables()
+        .merge_range(source, Duration::from_secs(2))
+        .await;
+    let done_early = match &asked {
+        Ok(_) => true,
+        Err(e) if e.code == trestle_types::ErrorCode::ResourceNotFound => true,
+        Err(e) => {
+            assert_eq!(e.code, trestle_types::ErrorCode::ServerBusy, "{e}");
+            false
+        }
+    };
+    t.insert(entity("p15", "after", 1)).await.unwrap();
+    if !done_early {
+        assert_eq!(agreed_ranges(&c, &survivors, "kay").await.len(), 2);
+    }
+    // Back with all three nodes, asking again merges (or finds it done).
+    c.restart(leader).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let merged = loop {
+        match c
+            .node(survivors[1])
+            .tables()
+            .merge_range(source, Duration::from_secs(10))
+            .await
+        {
+            Ok(m) => break m,
+            Err(e) if e.code == trestle_types::ErrorCode::ResourceNotFound => {
+                break agreed_ranges(&c, &survivors, "kay").await[0].clone();
+            }
+            Err(e) => {
+                assert!(Instant::now() < deadline, "the merge never finished: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(merged.end, right.end);
+    let after = agreed_ranges(&c, &[1, 2, 3], "kay").await;
+    assert_eq!(after.len(), 1, "{after:?}");
+    let gone = eventually(Duration::from_secs(20), || async {
+        c.node(leader)
+            .raft()
+            .group_status(source)
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "the restarted node dropped its source replica"
+    );
+    let all: Vec<_> = t.query(QueryBuilder::new().page_size(7)).collect().await;
+    let failed: Vec<_> = all.iter().filter_map(|e| e.as_ref().err()).collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(all.len(), 61, "every acknowledged write is there, once");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn r14_the_scheduler_merges_small_cold_neighbours() {
+    let c = InProcessCluster::start_with(3, |cfg| {
+        cfg.partition_manager.merge_bytes = 1 << 20;
+        cfg.partition_manager.merge_load_ops = 1_000;
+        cfg.partition_manager.schedule_interval_ms = 200;
+    })
+    .await
+    .unwrap();
+    let client = c.client().await.unwrap();
+    client.create_table("few").await.unwrap();
+    let t = client.table("few");
+    for i in 0..20 {
+        t.insert(entity(&format!("p{i:03}"), "r", i)).await.unwrap();
+    }
+    split_at(&c, 1, "few", "p010").await;
+    // The split halves (and the bootstrap ranges) are small and idle: the scheduler folds the data
+    // ranges back together, one merge a round, until one holds everything.
+    let one = eventually(Duration::from_secs(60), || async {
+        (c.node(1).tables().local().ranges().data_ranges().len() == 1).then_some(())
+    })
+    .await;
+    assert!(
+        one.is_some(),
+        "ranges left: {:?}",
+        c.node(1).tables().local().ranges().data_ranges()
+    );
+    let all: Vec<_> = t.query(QueryBuilder::new()).collect().await;
+    assert_eq!(all.len(), 20);
     c.shutdown().await;
 }

@@ -383,6 +383,13 @@ impl Admin for FakeAdmin {
         Err(Status::unimplemented("split"))
     }
 
+    async fn merge_range(
+        &self,
+        _: Request<apb::MergeRangeRequest>,
+    ) -> Result<Response<apb::MergeRangeResponse>, Status> {
+        Err(Status::unimplemented("merge"))
+    }
+
     async fn move_replica(
         &self,
         _: Request<apb::MoveReplicaRequest>,
