@@ -160,6 +160,14 @@ impl ClusterTableService {
                 return Ok(tgt.desc);
             }
             if Instant::now() >= deadline {
+                if src.merging.is_none() {
+                    // Not frozen (a prepare of ours still in flight would freeze it later; the
+                    // scheduler finishes or rolls back any range it finds frozen).
+                    return Err(busy(format!(
+                        "range {source} could not be prepared for a merge in time"
+                    )));
+                }
+                // `src.desc` is the frozen descriptor: its version is the one to abort and roll back.
                 return self.abandon(&src.desc, target, deadline).await;
             }
             let Some((into, index)) = src.merging else {

@@ -614,16 +614,16 @@ mod tests {
 
     #[test]
     fn the_smallest_pair_of_cold_neighbours_on_the_same_nodes_merges() {
-        // Ranges a|g|m|t|end: g+m is the smallest pair under both thresholds.
+        // Ranges a|g|m|t|end: m+t (60 bytes) is the smallest pair under both thresholds.
         let ranges = [
             view(2, "a", Some("g"), 100, 1),
             view(3, "g", Some("m"), 40, 1),
             view(4, "m", Some("t"), 50, 1),
             view(5, "t", None, 10, 1),
         ];
-        assert_eq!(merge_candidate(&ranges, &[], &cfg()), Some((4, 3)));
-        // Fresh halves wait a round; zero turns merging off.
-        assert_eq!(merge_candidate(&ranges, &[3], &cfg()), Some((5, 4)));
+        assert_eq!(merge_candidate(&ranges, &[], &cfg()), Some((5, 4)));
+        // Fresh halves wait a round (then g+m, 90 bytes); zero turns merging off.
+        assert_eq!(merge_candidate(&ranges, &[5], &cfg()), Some((4, 3)));
         let off = Config {
             merge_bytes: 0,
             ..cfg()

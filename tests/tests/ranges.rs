@@ -1013,9 +1013,29 @@ async fn r13_killing_the_leader_in_the_middle_of_a_merge_then_asking_again_conve
             false
         }
     };
-    t.insert(entity("p15", "after", 1)).await.unwrap();
+    // The source serves writes again (a prepare the dead coordinator left in the log may freeze it
+    // only once a new leader commits it: asking again rolls that one back too).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let e = match t.insert(entity("p15", "after", 1)).await {
+            Ok(_) => break,
+            // An earlier attempt whose answer was lost.
+            Err(e) if e.code() == Some(trestle_types::ErrorCode::EntityAlreadyExists) => break,
+            Err(e) => e,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "the source never served again: {e}"
+        );
+        let _ = c
+            .node(survivors[0])
+            .tables()
+            .merge_range(source, Duration::from_secs(2))
+            .await;
+    }
     if !done_early {
-        assert_eq!(agreed_ranges(&c, &survivors, "kay").await.len(), 2);
+        let ranges = agreed_ranges(&c, &survivors, "kay").await;
+        assert!(ranges.len() <= 2, "{ranges:?}");
     }
     // Back with all three nodes, asking again merges (or finds it done).
     c.restart(leader).await.unwrap();
