@@ -47,7 +47,17 @@ pub struct ClusterTableService {
     timeout: Duration,
     /// Which peers this node may call now (tests cut links; see `hooks`).
     peer_filter: Option<Arc<dyn PeerFilter>>,
+    /// Where requests for a partition this node holds no replica of were last served: the node to
+    /// try first next time instead of searching (see [`ClusterTableService::route_for`]).
+    served_by: std::sync::Mutex<HashMap<String, u64>>,
 }
+
+/// How many partitions [`ClusterTableService::route_for`] remembers before it starts afresh.
+const SERVED_BY_LIMIT: usize = 65_536;
+
+/// How many hops a request takes one after the other — to a leader another node named, or past a peer
+/// that holds no replica of the key — before it backs off.
+const QUICK_HOPS: usize = 3;
 
 /// May a request be sent again after an attempt whose outcome is unknown?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +109,7 @@ impl ClusterTableService {
             tls,
             timeout,
             peer_filter,
+            served_by: Default::default(),
         }
     }
 
@@ -195,6 +206,30 @@ impl ClusterTableService {
         }
     }
 
+    /// The node that served `place` last, if any.
+    fn served_last(&self, place: Option<&str>) -> Option<u64> {
+        let map = self.served_by.lock().ok()?;
+        map.get(place?).copied().filter(|&n| n != self.node_id)
+    }
+
+    /// Records that `node` served `place` (`None`: the node remembered for it did not).
+    fn remember_server(&self, place: Option<&str>, node: Option<u64>) {
+        let (Some(place), Ok(mut map)) = (place, self.served_by.lock()) else {
+            return;
+        };
+        match node {
+            Some(node) => {
+                if map.len() >= SERVED_BY_LIMIT && !map.contains_key(place) {
+                    map.clear();
+                }
+                map.insert(place.to_string(), node);
+            }
+            None => {
+                map.remove(place);
+            }
+        }
+    }
+
     /// Another node to ask when this one knows no leader (it may be cut off from the others' Raft
     /// traffic while they have long elected one): the peers in turn.
     pub(crate) fn next_peer(&self, attempt: usize) -> Option<u64> {
@@ -258,6 +293,25 @@ impl ClusterTableService {
     pub(crate) async fn route<T, L, LF, R, RF>(
         &self,
         retry: Retry,
+        local: L,
+        remote: R,
+    ) -> Result<T>
+    where
+        L: FnMut() -> LF,
+        LF: std::future::Future<Output = Result<T>>,
+        R: FnMut(Link) -> RF,
+        RF: std::future::Future<Output = Result<T>>,
+    {
+        self.route_for(None, retry, local, remote).await
+    }
+
+    /// [`ClusterTableService::route`] for a request about one `place` (a partition, or where a query
+    /// starts): when this node holds no replica of it, the node that served `place` last is tried
+    /// first, so only the first request after a leader change searches for the leader.
+    pub(crate) async fn route_for<T, L, LF, R, RF>(
+        &self,
+        place: Option<String>,
+        retry: Retry,
         mut local: L,
         mut remote: R,
     ) -> Result<T>
@@ -270,6 +324,7 @@ impl ClusterTableService {
         let deadline = Instant::now() + self.timeout;
         let mut backoff = Duration::from_millis(10);
         let mut attempt = 0usize;
+        let mut quick = 0usize;
         let mut hint = None;
         loop {
             let err = match local().await {
@@ -285,13 +340,21 @@ impl ClusterTableService {
                 None if err.code == ErrorCode::RangeStale => None,
                 None => return Err(err),
                 Some(Next::Forward(node)) => Some(node),
-                // A node asked before named the leader: go there.
-                Some(Next::Wait) => hint.take().or_else(|| self.next_peer(attempt)),
+                // A node asked before named the leader: go there; else where `place` was served
+                // last; else the peers in turn.
+                Some(Next::Wait) => hint
+                    .take()
+                    .or_else(|| self.served_last(place.as_deref()))
+                    .or_else(|| self.next_peer(attempt)),
             };
             let result = match node {
                 Some(node) => match self.forward(retry, deadline, node, &mut remote).await {
-                    Ok(v) => return Ok(v),
+                    Ok(v) => {
+                        self.remember_server(place.as_deref(), Some(node));
+                        return Ok(v);
+                    }
                     Err(e) if retry.allows(&e) => {
+                        self.remember_server(place.as_deref(), None);
                         hint = match self.next_step(&e) {
                             Some(Next::Forward(leader)) if leader != node => Some(leader),
                             _ => None,
@@ -303,6 +366,16 @@ impl ClusterTableService {
                 None => err,
             };
             attempt += 1;
+            // A named leader, or the next peer after one without a replica of the key, is worth
+            // asking at once (a few hops) rather than after a backoff.
+            if quick < QUICK_HOPS
+                && node.is_some()
+                && (hint.is_some() || crate::tables::is_no_replica(&result))
+            {
+                quick += 1;
+                continue;
+            }
+            quick = 0;
             if Instant::now() + backoff > deadline {
                 return Err(if retry.allows(&result) {
                     Error::new(
@@ -415,7 +488,8 @@ impl TableService for ClusterTableService {
         op: WriteOp,
         fencing: Option<Fencing>,
     ) -> Result<WriteOutcome> {
-        self.route(
+        self.route_for(
+            Some(place(account, table, &op.entity.partition_key)),
             Retry::RefusalsOnly,
             || {
                 self.local
@@ -434,8 +508,12 @@ impl TableService for ClusterTableService {
         fencing: Option<Fencing>,
     ) -> Result<Vec<WriteOutcome>, BatchError> {
         // A batch failure with an operation index is final; only whole-batch NotLeader is retried.
+        let pk = ops
+            .first()
+            .map_or("", |op| op.entity.partition_key.as_str());
         let attempt = self
-            .route(
+            .route_for(
+                Some(place(account, table, pk)),
                 Retry::RefusalsOnly,
                 || async {
                     match self
@@ -471,7 +549,8 @@ impl TableService for ClusterTableService {
         partition_key: &str,
         row_key: &str,
     ) -> Result<Entity> {
-        self.route(
+        self.route_for(
+            Some(place(account, table, partition_key)),
             Retry::Safe,
             || {
                 self.local
@@ -483,7 +562,12 @@ impl TableService for ClusterTableService {
     }
 
     async fn query(&self, account: &str, table: &str, spec: QuerySpec) -> Result<QueryPage> {
-        self.route(
+        let from = spec
+            .continuation
+            .as_ref()
+            .map_or("", |c| c.partition_key.as_str());
+        self.route_for(
+            Some(place(account, table, from)),
             Retry::Safe,
             || self.local.query(account, table, spec.clone()),
             |c| forward::query(c, account, table, &spec),
@@ -503,4 +587,9 @@ impl TableService for ClusterTableService {
         )
         .await
     }
+}
+
+/// The routing cache's key of one partition of one table (see [`ClusterTableService::route_for`]).
+fn place(account: &str, table: &str, partition_key: &str) -> String {
+    format!("{account}\u{0}{table}\u{0}{partition_key}")
 }

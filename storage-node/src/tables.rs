@@ -119,11 +119,19 @@ impl GroupHost for NodeHost {
 
 /// `NotLeader` (no leader known) when this node hosts no range holding a key: the range lives on other
 /// nodes, or a split is applying here right now. Either way the router asks the other nodes.
+const NO_REPLICA: &str = "No range of this node holds ";
+
 fn no_range(what: &str) -> Error {
     Error::new(
         ErrorCode::NotLeader,
-        format!("No range of this node holds {what}; leader=unknown"),
+        format!("{NO_REPLICA}{what}; leader=unknown"),
     )
+}
+
+/// Whether `err` says the answering node holds no replica of the key at all (as opposed to a replica
+/// that does not lead): asking it again is pointless.
+pub fn is_no_replica(err: &Error) -> bool {
+    err.code == ErrorCode::NotLeader && err.message.starts_with(NO_REPLICA)
 }
 
 /// Where a node that hosts no replica of the meta group looks tables up: another node's catalog.
