@@ -372,8 +372,15 @@ impl TableClient {
             / 2;
         match tokio::time::timeout(budget, AdminClient::new(channel).locate(req)).await {
             Ok(Ok(resp)) if !resp.get_ref().leader_grpc_addr.is_empty() => {
-                let leader = router.normalize(&resp.get_ref().leader_grpc_addr);
-                router.cache().learn(key, &leader, Instant::now());
+                let resp = resp.into_inner();
+                let leader = router.normalize(&resp.leader_grpc_addr);
+                let span = crate::routing::PartitionSpan {
+                    first: resp.first_partition_key,
+                    end: resp.end_partition_key,
+                };
+                router
+                    .cache()
+                    .learn_range(key, span, &leader, Instant::now());
             }
             Ok(Err(status)) if classify(&status) == Failure::NotSent => {
                 router.skip_seed(&seed);

@@ -2,10 +2,12 @@
 //!
 //! Any node serves any request (a follower forwards to the leader), so routing is an optimisation and a
 //! wrong guess costs one hop, never correctness. The cache remembers the leader's address per
-//! (account, table, PartitionKey) as the cluster revealed it (a `NotLeader` redirect, or `Admin.Locate`),
-//! and per (account, table) as the fallback for partitions not seen yet: today a table lives in one
-//! range, and a range never splits a PartitionKey, so the table-level hint is right unless the table spans
-//! ranges, in which case the partition entries win.
+//! (account, table, PartitionKey) as the cluster revealed it (a `NotLeader` redirect, or `Admin.Locate`);
+//! per range of a table, as `Admin.Locate` describes it (the partitions from its first up to its end), so
+//! every partition of a table split into ranges goes to its own range's leader and a partition not seen
+//! yet is looked up only when no known range holds it; and per (account, table) as the last resort. A
+//! range never splits a PartitionKey, so a range entry is right for every partition it covers until the
+//! range splits, merges or changes leader — then the entry expires or a failed call drops it.
 //!
 //! Invariants:
 //! - Every entry expires (`route_ttl`), so a client that is silently forwarded after a leader change
@@ -30,6 +32,9 @@ use crate::error::{Error, Result};
 
 /// Partition entries kept before the map is cleared.
 pub(crate) const MAX_PARTITION_ENTRIES: usize = 10_000;
+
+/// Range entries kept per table before that table's are cleared.
+pub(crate) const MAX_RANGE_ENTRIES: usize = 1_024;
 
 /// What a call touches, for the leader cache. Table names are case-folded (Azure compares them without
 /// case).
@@ -67,11 +72,34 @@ impl Hint {
     }
 }
 
+/// The partitions of a table one range holds: from `first` (`None`: the table's start) up to, not
+/// including, `end` (`None`: the table's end).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PartitionSpan {
+    pub(crate) first: Option<String>,
+    pub(crate) end: Option<String>,
+}
+
+impl PartitionSpan {
+    fn contains(&self, pk: &str) -> bool {
+        self.first.as_deref().is_none_or(|f| pk >= f) && self.end.as_deref().is_none_or(|e| pk < e)
+    }
+
+    fn overlaps(&self, other: &PartitionSpan) -> bool {
+        let before = |end: &Option<String>, first: &Option<String>| match (end, first) {
+            (Some(e), Some(f)) => e <= f,
+            _ => false,
+        };
+        !before(&self.end, &other.first) && !before(&other.end, &self.first)
+    }
+}
+
 /// The leader cache. Pure: the caller passes the time, so tests drive it deterministically.
 #[derive(Debug)]
 pub(crate) struct RouteCache {
     tables: HashMap<(String, String), Hint>,
     partitions: HashMap<RouteKey, Hint>,
+    ranges: HashMap<(String, String), Vec<(PartitionSpan, Hint)>>,
     ttl: Duration,
     negative_ttl: Duration,
 }
@@ -81,26 +109,73 @@ impl RouteCache {
         RouteCache {
             tables: HashMap::new(),
             partitions: HashMap::new(),
+            ranges: HashMap::new(),
             ttl,
             negative_ttl,
         }
     }
 
-    /// The leader to try for `key`: its partition's entry, else its table's, if fresh and positive.
+    /// The fresh range entry holding `key`'s partition, if any.
+    fn range_of(&self, key: &RouteKey, now: Instant) -> Option<&Hint> {
+        self.ranges
+            .get(&key.table_key())?
+            .iter()
+            .find(|(span, h)| h.fresh(now) && span.contains(&key.partition_key))
+            .map(|(_, h)| h)
+    }
+
+    /// The leader to try for `key`: its partition's entry, else its range's, else its table's, if
+    /// fresh and positive.
     pub(crate) fn leader(&self, key: &RouteKey, now: Instant) -> Option<String> {
-        let hint = match self.partitions.get(key).filter(|h| h.fresh(now)) {
-            Some(h) => Some(h),
-            None => self.tables.get(&key.table_key()).filter(|h| h.fresh(now)),
-        };
+        let hint = self
+            .partitions
+            .get(key)
+            .filter(|h| h.fresh(now))
+            .or_else(|| self.range_of(key, now))
+            .or_else(|| self.tables.get(&key.table_key()).filter(|h| h.fresh(now)));
         hint.and_then(|h| h.addr.clone())
     }
 
-    /// True when nothing fresh is known about the table, so a lookup is worth its round trip.
+    /// True when nothing fresh routes `key`'s partition — no partition or range entry, and no lookup
+    /// of the table under way (a negative table entry) — so a lookup is worth its round trip. A table
+    /// entry alone answers only while no range of the table is known (a server that does not
+    /// describe ranges).
     pub(crate) fn needs_locate(&self, key: &RouteKey, now: Instant) -> bool {
-        !self
-            .tables
-            .get(&key.table_key())
-            .is_some_and(|h| h.fresh(now))
+        if self.partitions.get(key).is_some_and(|h| h.fresh(now))
+            || self.range_of(key, now).is_some()
+        {
+            return false;
+        }
+        match self.tables.get(&key.table_key()).filter(|h| h.fresh(now)) {
+            Some(h) if h.addr.is_none() => false,
+            Some(_) => self
+                .ranges
+                .get(&key.table_key())
+                .is_some_and(|r| r.iter().any(|(_, h)| h.fresh(now))),
+            None => true,
+        }
+    }
+
+    /// Records that `addr` leads the range holding `span` of `key`'s table (and `key`'s partition):
+    /// older entries of ranges it overlaps go (the ranges split or merged since).
+    pub(crate) fn learn_range(
+        &mut self,
+        key: &RouteKey,
+        span: PartitionSpan,
+        addr: &str,
+        now: Instant,
+    ) {
+        self.learn(key, addr, now);
+        let hint = Hint {
+            addr: Some(addr.to_string()),
+            expires: now + self.ttl,
+        };
+        let ranges = self.ranges.entry(key.table_key()).or_default();
+        ranges.retain(|(s, h)| h.fresh(now) && !s.overlaps(&span));
+        if ranges.len() >= MAX_RANGE_ENTRIES {
+            ranges.clear();
+        }
+        ranges.push((span, hint));
     }
 
     /// Records that `addr` leads `key`'s partition (and, as the best guess, its table).
@@ -143,6 +218,11 @@ impl RouteCache {
         {
             self.tables.remove(&table);
         }
+        if let Some(ranges) = self.ranges.get_mut(&table) {
+            ranges.retain(|(s, h)| {
+                !(s.contains(&key.partition_key) && h.addr.as_deref() == Some(addr))
+            });
+        }
     }
 
     /// `addr` could not be reached: no entry may send calls there until it is learned again. Table
@@ -150,6 +230,9 @@ impl RouteCache {
     pub(crate) fn forget_address(&mut self, addr: &str, now: Instant) {
         self.partitions
             .retain(|_, h| h.addr.as_deref() != Some(addr));
+        for ranges in self.ranges.values_mut() {
+            ranges.retain(|(_, h)| h.addr.as_deref() != Some(addr));
+        }
         for h in self.tables.values_mut() {
             if h.addr.as_deref() == Some(addr) {
                 *h = Hint {
@@ -311,6 +394,41 @@ mod tests {
         c.learn(&key("p2"), "http://c:1", now);
         assert_eq!(c.leader(&key("p1"), now).as_deref(), Some("http://b:1"));
         assert_eq!(c.leader(&key("p2"), now).as_deref(), Some("http://c:1"));
+    }
+
+    #[test]
+    fn each_range_of_a_split_table_routes_the_partitions_it_holds() {
+        let now = Instant::now();
+        let mut c = RouteCache::new(TTL, NEG);
+        let span = |first: Option<&str>, end: Option<&str>| PartitionSpan {
+            first: first.map(str::to_string),
+            end: end.map(str::to_string),
+        };
+        // The table is cut at "m": a lookup of "c" describes the left range, led by b.
+        c.learn_range(&key("c"), span(None, Some("m")), "http://b:1", now);
+        assert_eq!(c.leader(&key("a"), now).as_deref(), Some("http://b:1"));
+        assert!(!c.needs_locate(&key("l"), now), "the left range holds l");
+        // A partition of the right range is looked up (not sent to the left range's leader's guess
+        // for ever), and then every partition there goes to its own leader.
+        assert!(c.needs_locate(&key("m"), now));
+        c.learn_range(&key("x"), span(Some("m"), None), "http://c:1", now);
+        assert!(!c.needs_locate(&key("m"), now));
+        assert_eq!(c.leader(&key("m"), now).as_deref(), Some("http://c:1"));
+        assert_eq!(c.leader(&key("zz"), now).as_deref(), Some("http://c:1"));
+        assert_eq!(c.leader(&key("c"), now).as_deref(), Some("http://b:1"));
+        // The two merge: the merged range's entry replaces both.
+        c.learn_range(&key("a"), span(None, None), "http://d:1", now);
+        assert_eq!(c.leader(&key("q"), now).as_deref(), Some("http://d:1"));
+        assert_eq!(c.ranges[&key("a").table_key()].len(), 1);
+        // A failed call drops the range's entry, and an unreachable node every entry naming it.
+        c.forget(&key("q"), "http://d:1");
+        assert!(c.needs_locate(&key("b"), now));
+        c.learn_range(&key("c"), span(None, Some("m")), "http://b:1", now);
+        c.forget_address("http://b:1", now);
+        assert_eq!(c.leader(&key("c"), now), None);
+        // Range entries expire like the others.
+        c.learn_range(&key("c"), span(None, Some("m")), "http://b:1", now);
+        assert!(c.needs_locate(&key("c"), now + TTL));
     }
 
     #[test]

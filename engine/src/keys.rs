@@ -187,6 +187,18 @@ pub fn decode_data_key(key: &[u8]) -> Option<(u64, String, String)> {
     ))
 }
 
+/// Where a range boundary `key` falls in table `table_id`, as a PartitionKey: `Some(pk)` when the key is
+/// the first key of partition `pk` of the table (`table ‖ esc(pk)`), `None` when it lies outside the
+/// table's partitions (at or before the table's start, or after its end).
+pub fn boundary_partition(table_id: u64, key: &[u8]) -> Option<String> {
+    let rest = key.strip_prefix(table_prefix(table_id).as_slice())?;
+    let (pk, after) = take_escaped(rest)?;
+    if !after.is_empty() {
+        return None;
+    }
+    String::from_utf8(pk).ok()
+}
+
 /// The smallest key strictly greater than every key that starts with `prefix` (`None`: no such key, the
 /// prefix is all `0xFF`).
 pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
@@ -382,6 +394,19 @@ pub fn dropped_table_marker(table_id: u64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn range_boundaries_map_back_to_partition_keys() {
+        let t = 7;
+        assert_eq!(
+            boundary_partition(t, &partition_prefix(t, "m\u{0}x")).as_deref(),
+            Some("m\u{0}x")
+        );
+        assert_eq!(boundary_partition(t, &table_prefix(t)), None);
+        assert_eq!(boundary_partition(t, &table_prefix(t + 1)), None);
+        assert_eq!(boundary_partition(t, &data_key(t, "a", "b")), None);
+        assert_eq!(boundary_partition(t, &[]), None);
+    }
 
     #[test]
     fn table_records_are_told_apart_from_entities_at_both_anchors() {

@@ -43,6 +43,25 @@ impl AdminService {
         AdminServer::new(self)
     }
 
+    /// A Locate answer: `range`, led by `leader`, and the partitions of table `table_id` it holds.
+    fn located(
+        &self,
+        range: &crate::ranges::RangeDesc,
+        leader: u64,
+        table_id: Option<u64>,
+    ) -> LocateResponse {
+        let bound =
+            |key: &[u8]| table_id.and_then(|t| trestle_engine::keys::boundary_partition(t, key));
+        LocateResponse {
+            range_id: range.id,
+            leader_node_id: leader,
+            leader_grpc_addr: self.addr_of(leader),
+            range: Some(crate::splits::descriptor_to_proto(range)),
+            first_partition_key: bound(&range.start),
+            end_partition_key: range.end.as_deref().and_then(bound),
+        }
+    }
+
     fn addr_of(&self, node: u64) -> String {
         self.tables
             .member_list()
@@ -189,12 +208,8 @@ impl Admin for AdminService {
                     let table = table.map_err(|e| crate::grpc_api::status_from_error(&e))?;
                     let key = trestle_engine::keys::partition_prefix(table.id, &req.partition_key);
                     if let Some((leader, range)) = self.tables.leader_of_key(&key).await {
-                        return Ok(Response::new(LocateResponse {
-                            range_id: range.id,
-                            leader_node_id: leader,
-                            leader_grpc_addr: self.addr_of(leader),
-                            range: Some(range),
-                        }));
+                        let desc = crate::splits::descriptor_from_proto(&range);
+                        return Ok(Response::new(self.located(&desc, leader, Some(table.id))));
                     }
                     Err(e)
                 }
@@ -203,12 +218,8 @@ impl Admin for AdminService {
         }
         .map_err(|e| crate::grpc_api::status_from_error(&e))?;
         let leader = self.raft.leader(desc.id).unwrap_or_default();
-        Ok(Response::new(LocateResponse {
-            range_id: desc.id,
-            leader_node_id: leader,
-            leader_grpc_addr: self.addr_of(leader),
-            range: Some(crate::splits::descriptor_to_proto(&desc)),
-        }))
+        let table_id = local.table_id(&account, &req.table).await.ok();
+        Ok(Response::new(self.located(&desc, leader, table_id)))
     }
 
     async fn locks(

@@ -359,6 +359,8 @@ impl Admin for FakeAdmin {
             leader_node_id: 1,
             leader_grpc_addr: self.leader.clone(),
             range: None,
+            first_partition_key: None,
+            end_partition_key: None,
         }))
     }
 
