@@ -55,6 +55,19 @@ async fn split_at(c: &InProcessCluster, via: u64, table: &str, pk: &str) -> (Ran
         .unwrap_or_else(|e| panic!("split at {pk}: {e}"))
 }
 
+/// Creates `table` holding 60 entities over 20 partitions (`p00`..`p19`); its client handle.
+async fn sixty_entities(c: &InProcessCluster, table: &str) -> trestle_client::Table {
+    let client = c.client().await.unwrap();
+    client.create_table(table).await.unwrap();
+    let t = client.table(table);
+    for i in 0..60 {
+        t.insert(entity(&format!("p{:02}", i % 20), &format!("r{i}"), i))
+            .await
+            .unwrap();
+    }
+    t
+}
+
 /// The row keys of one full scan of `table`, page by page (`page_size` entities each).
 async fn scan(client: &TableClient, table: &str, page_size: u32) -> Vec<String> {
     let t = client.table(table);
@@ -272,14 +285,7 @@ async fn r02_point_operations_batches_and_filters_reach_the_half_that_holds_the_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn r03_killing_the_leader_in_the_middle_of_a_split_converges_with_nothing_lost() {
     let mut c = InProcessCluster::start(1).await.unwrap();
-    let client = c.client().await.unwrap();
-    client.create_table("kay").await.unwrap();
-    let t = client.table("kay");
-    for i in 0..60 {
-        t.insert(entity(&format!("p{:02}", i % 20), &format!("r{i}"), i))
-            .await
-            .unwrap();
-    }
+    let t = sixty_entities(&c, "kay").await;
     let range = ranges_of(&c, 1, "kay").await[0].clone();
     let leader = c.leader_of(range.id).await.unwrap();
     let table_id = c
@@ -977,14 +983,7 @@ async fn r12_merges_under_writes_and_scans_lose_nothing_and_scans_see_each_entit
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn r13_killing_the_leader_in_the_middle_of_a_merge_then_asking_again_converges() {
     let mut c = InProcessCluster::start(1).await.unwrap();
-    let client = c.client().await.unwrap();
-    client.create_table("kay").await.unwrap();
-    let t = client.table("kay");
-    for i in 0..60 {
-        t.insert(entity(&format!("p{:02}", i % 20), &format!("r{i}"), i))
-            .await
-            .unwrap();
-    }
+    let t = sixty_entities(&c, "kay").await;
     let (_, right) = split_at(&c, 1, "kay", "p10").await;
     // Both ranges led by one node, which coordinates the merge and is killed at once: the merge
     // may be prepared, committed, or not started.
