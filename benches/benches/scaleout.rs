@@ -14,6 +14,10 @@
 //!   range split --range` asks for). Reported: the time from the request to its acknowledgement and to
 //!   both halves having a leader, and write latency before, during (every request in flight at some
 //!   moment between the request and both halves led) and after.
+//! - **merge**: as split, but the range is split at its middle after the warm-up and, after a window
+//!   on the two halves, the right half is merged back (`ClusterTableService::merge_range`, what
+//!   `trestle ctl range merge` asks for). Reported: the time to the merge's acknowledgement and to the
+//!   merged range having a leader, and write latency before, during and after.
 //! - **move**: 4 nodes, one data range preloaded with `TRESTLE_SCALEOUT_MOVE_MIB` (64) MiB of 1 KiB
 //!   entities and led by node 2; under the same insert load, node 1's replica moves to node 4
 //!   (`ClusterTableService::move_replica`: learner, snapshot, joint promote-and-remove). Reported: the
@@ -38,7 +42,7 @@
 //!   setting after the split is also reported as a ratio to the same run's one-range figure.
 //!
 //! Runs: `TRESTLE_SCALEOUT_RUNS` (3) of each; windows of `TRESTLE_SCALEOUT_WINDOW_SECS` (2) after a
-//! 1 s warm-up; `TRESTLE_SCALEOUT_PARTS` (`split,move,hot`) picks the parts. Split and move also
+//! 1 s warm-up; `TRESTLE_SCALEOUT_PARTS` (`split,merge,move,hot`) picks the parts. Split and move also
 //! report, run by run, the ratio of the p99 during the event to the p99 before it.
 //!
 //! Run: `cargo bench -p trestle-benches --bench scaleout` (release; prints tables of medians and the
@@ -125,7 +129,7 @@ impl Settings {
                 "TRESTLE_SCALEOUT_SCHEDULER_RUNS",
                 if smoke { 0 } else { runs },
             ),
-            parts: list("TRESTLE_SCALEOUT_PARTS", "split,move,hot"),
+            parts: list("TRESTLE_SCALEOUT_PARTS", "split,merge,move,hot"),
         }
     }
 }
@@ -201,13 +205,40 @@ fn print_errors(errors: &[String]) {
 }
 
 /// One split under the insert load.
-async fn split_run(s: &Settings, figures: &mut Figures) -> anyhow::Result<()> {
+/// What [`boundary_run`] does to the table's range under the insert load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Boundary {
+    /// Split the one range at the middle of its data.
+    Split,
+    /// Merge the right half of a range split before the load back into the left half.
+    Merge,
+}
+
+async fn boundary_run(s: &Settings, figures: &mut Figures, op: Boundary) -> anyhow::Result<()> {
     let c = cluster::start(3, Chores::default()).await?;
     let (_client, table) = cluster::client_with_table(&c).await?;
     let table_id = cluster::table_id(&c, 1).await?;
-    let range = cluster::ranges_of(&c, 1, table_id)[0].id;
+    let mut range = cluster::ranges_of(&c, 1, table_id)[0].id;
     let workers = load::shared(&table, s.clients, PARTITIONS);
-    let running = load::start(Kind::Insert, workers, 0, PARTITIONS, "split");
+    let label = if op == Boundary::Split {
+        "split"
+    } else {
+        "merge"
+    };
+    let running = load::start(Kind::Insert, workers, 0, PARTITIONS, label);
+    if op == Boundary::Merge {
+        // Two ranges to merge: the data's middle after the warm-up, then a window on two ranges.
+        tokio::time::sleep(WARMUP).await;
+        let (_, right) = c
+            .node(1)
+            .tables()
+            .split_range(range, SplitAt::MiddleOfData)
+            .await
+            .map_err(|e| anyhow::anyhow!("split before the merge: {e}"))?;
+        range = right.id;
+        let led = poll(Duration::from_secs(30), || leader_now(&c, range).is_some()).await;
+        anyhow::ensure!(led, "the right half {range} has no leader after 30 s");
+    }
     tokio::time::sleep(WARMUP + s.window).await;
     let leader = leader_now(&c, range).unwrap_or(1);
     let bytes = c
@@ -220,32 +251,51 @@ async fn split_run(s: &Settings, figures: &mut Figures) -> anyhow::Result<()> {
     let term_before = term_of(&c, leader, range);
     let t0 = running.elapsed();
     let asked = Instant::now();
-    let (left, right) = c
-        .node(1)
-        .tables()
-        .split_range(range, SplitAt::MiddleOfData)
-        .await
-        .map_err(|e| anyhow::anyhow!("split: {e}"))?;
+    let (left, right) = match op {
+        Boundary::Split => c
+            .node(1)
+            .tables()
+            .split_range(range, SplitAt::MiddleOfData)
+            .await
+            .map(|(l, r)| (l.id, Some(r.id)))
+            .map_err(|e| anyhow::anyhow!("split: {e}"))?,
+        Boundary::Merge => c
+            .node(1)
+            .tables()
+            .merge_range(range, Duration::from_secs(30))
+            .await
+            .map(|m| (m.id, None))
+            .map_err(|e| anyhow::anyhow!("merge: {e}"))?,
+    };
     let acked = asked.elapsed();
     let led = poll(Duration::from_secs(30), || {
-        leader_now(&c, left.id).is_some() && leader_now(&c, right.id).is_some()
+        leader_now(&c, left).is_some() && right.is_none_or(|r| leader_now(&c, r).is_some())
     })
     .await;
     anyhow::ensure!(
         led,
-        "the halves of range {range} have no leaders after 30 s"
+        "the ranges after the {label} have no leaders after 30 s"
     );
-    let both_led = asked.elapsed();
-    let done = t0 + both_led.max(acked);
+    let all_led = asked.elapsed();
+    let done = t0 + all_led.max(acked);
     tokio::time::sleep(s.window).await;
     let recorded = running.finish().await;
     figures.add(
-        "range bytes at the split (MiB)",
+        &format!("range bytes at the {label} (MiB)"),
         bytes as f64 / 1048576.0,
         1,
     );
-    figures.add("split acknowledged (ms)", acked.as_secs_f64() * 1e3, 1);
-    figures.add("both halves led (ms)", both_led.as_secs_f64() * 1e3, 1);
+    figures.add(
+        &format!("{label} acknowledged (ms)"),
+        acked.as_secs_f64() * 1e3,
+        1,
+    );
+    let led_label = if op == Boundary::Split {
+        "both halves led (ms)"
+    } else {
+        "merged range led (ms)"
+    };
+    figures.add(led_label, all_led.as_secs_f64() * 1e3, 1);
     let before = recorded.answered_in(t0.saturating_sub(s.window), t0);
     let during = recorded.in_flight_during(t0, done);
     let after = recorded.answered_in(done, done + s.window);
@@ -265,17 +315,16 @@ async fn split_run(s: &Settings, figures: &mut Figures) -> anyhow::Result<()> {
         after.per_sec / before.per_sec,
         2,
     );
-    let left_leader = leader_now(&c, left.id);
+    let left_leader = leader_now(&c, left);
     println!(
-        "  run: range {range} led by node {leader}, split into {} and {} (new) at {:.1} MiB; acked {:.1} ms, led {:.1} ms, leaders {:?}/{:?}; term {term_before} -> {}; {}; load average {}",
-        left.id,
-        right.id,
+        "  run: range {range} led by node {leader}, {label} into {left}{} at {:.1} MiB; acked {:.1} ms, led {:.1} ms, leaders {:?}/{:?}; term {term_before} -> {}; {}; load average {}",
+        right.map_or(String::new(), |r| format!(" and {r} (new)")),
         bytes as f64 / 1048576.0,
         acked.as_secs_f64() * 1e3,
-        both_led.as_secs_f64() * 1e3,
+        all_led.as_secs_f64() * 1e3,
         left_leader,
-        leader_now(&c, right.id),
-        left_leader.map_or(0, |l| term_of(&c, l, left.id)),
+        right.and_then(|r| leader_now(&c, r)),
+        left_leader.map_or(0, |l| term_of(&c, l, left)),
         describe_slowest(&recorded, t0, done),
         loadavg(),
     );
@@ -641,7 +690,22 @@ async fn bench(s: Settings) {
         );
         let mut f = Figures::default();
         for _ in 0..s.runs {
-            if let Err(e) = split_run(&s, &mut f).await {
+            if let Err(e) = boundary_run(&s, &mut f, Boundary::Split).await {
+                println!("  run failed: {e:#}");
+            }
+        }
+        f.print();
+    }
+    if wants("merge") {
+        println!(
+            "\n== merge: 3 nodes, the range split at its middle after the warm-up, then merged back, {} clients inserting, {} runs (load average {})",
+            s.clients,
+            s.runs,
+            loadavg()
+        );
+        let mut f = Figures::default();
+        for _ in 0..s.runs {
+            if let Err(e) = boundary_run(&s, &mut f, Boundary::Merge).await {
                 println!("  run failed: {e:#}");
             }
         }
