@@ -326,7 +326,9 @@ fn frozen_source(statuses: &[(u64, StatusResponse)]) -> Option<u64> {
         .map(|r| r.range_id)
 }
 
-/// What `merge_candidate` needs, from the leaders' reports.
+/// What `merge_candidate` needs, from the leaders' reports. A range with a replica on a node that did
+/// not answer this round counts as unsettled: its merge could not finish (every source replica must
+/// apply the prepare) and would only freeze the source until it is rolled back.
 fn merge_views(
     statuses: &[(u64, StatusResponse)],
     now: &[RangeLoad],
@@ -344,7 +346,11 @@ fn merge_views(
                 start: d.start.clone(),
                 end: d.end.clone(),
                 voters,
-                settled: d.learners.is_empty() && d.voters_outgoing.is_empty(),
+                settled: d.learners.is_empty()
+                    && d.voters_outgoing.is_empty()
+                    && d.voters
+                        .iter()
+                        .all(|v| statuses.iter().any(|(n, _)| n == v)),
                 bytes,
                 ops_per_sec: now
                     .iter()
