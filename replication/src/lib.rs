@@ -60,6 +60,17 @@ impl Span {
             && self.end.as_deref().is_none_or(|end| key < end)
     }
 
+    /// Whether every key of `other` lies in this span.
+    pub fn covers(&self, other: &Span) -> bool {
+        self.cf == other.cf
+            && self.start <= other.start
+            && match (&self.end, &other.end) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some(a), Some(b)) => a >= b,
+            }
+    }
+
     /// Whether the two spans share a key.
     pub fn overlaps(&self, other: &Span) -> bool {
         self.cf == other.cf

@@ -694,14 +694,8 @@ impl Peer {
                 if ours != theirs || !source.learners.is_empty() {
                     return refuse(MergeRefused::VotersDiffer);
                 }
-                let source_applied = engine
-                    .get(Cf::Raft, &keys::apply_state_key(source.id))
-                    .map_err(|e| ApplyError(format!("reading group {}: {e}", source.id)))?
-                    .and_then(|b| {
-                        b.get(..8)
-                            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
-                    })
-                    .unwrap_or(0);
+                let source_applied = crate::storage::applied_on_disk(engine, source.id)
+                    .map_err(|e| ApplyError(format!("reading group {}: {e}", source.id)))?;
                 if source_applied < prepare_index {
                     if self.blocked.is_empty() {
                         tracing::info!(
@@ -719,16 +713,7 @@ impl Peer {
                 }
                 next.span.end = source.span.end.clone();
                 next.epoch.version = range.epoch.version.max(source.epoch.version) + 1;
-                batch.delete_range(
-                    Cf::Raft,
-                    keys::group_start(source.id),
-                    keys::group_start(source.id + 1),
-                );
-                batch.put(
-                    Cf::Raft,
-                    keys::tombstone_key(source.id),
-                    MERGED_AWAY.to_be_bytes().to_vec(),
-                );
+                crate::storage::stage_tombstone(source.id, MERGED_AWAY, batch);
                 effect = Some(Effect::Merged { source: source.id });
                 tracing::info!(
                     group = self.group,

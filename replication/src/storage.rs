@@ -158,6 +158,32 @@ fn decode_u64_pair(bytes: &[u8]) -> Option<(u64, u64)> {
     Some((a, b))
 }
 
+/// Stages the end of this node's replica of `group`: its raft state (log, hard, apply and range state)
+/// is deleted and a tombstone holding `removed_at` stays. Its data keys are the caller's business.
+pub(crate) fn stage_tombstone(group: u64, removed_at: u64, batch: &mut WriteBatch) {
+    batch.delete_range(
+        Cf::Raft,
+        keys::group_start(group),
+        keys::group_start(group + 1),
+    );
+    batch.put(
+        Cf::Raft,
+        keys::tombstone_key(group),
+        removed_at.to_be_bytes().to_vec(),
+    );
+}
+
+/// The index this node's replica of `group` has applied, as its persisted apply state says (0: none).
+pub(crate) fn applied_on_disk(
+    engine: &dyn Engine,
+    group: u64,
+) -> Result<u64, trestle_engine::Error> {
+    Ok(engine
+        .get(Cf::Raft, &keys::apply_state_key(group))?
+        .and_then(|b| decode_u64_pair(&b))
+        .map_or(0, |(index, _)| index))
+}
+
 pub(crate) struct PeerStorage {
     group: u64,
     engine: Arc<dyn Engine>,

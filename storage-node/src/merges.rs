@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use trestle_proto::admin::StatusResponse;
 use trestle_proto::node as npb;
 use trestle_proto::node::node_forward_client::NodeForwardClient;
-use trestle_replication::{GroupDesc, MergeStep, Role};
+use trestle_replication::{GroupDesc, MergeStep};
 use trestle_types::{Error, ErrorCode, Result};
 
 use crate::cluster::ClusterTableService;
@@ -62,10 +62,7 @@ fn seen(statuses: &[(u64, StatusResponse)], range: u64) -> Option<Seen> {
     for (node, status) in statuses {
         for r in status.ranges.iter().filter(|r| r.range_id == range) {
             let Some(d) = &r.desc else { continue };
-            let leads = r
-                .replicas
-                .first()
-                .is_some_and(|rep| rep.node_id == *node && rep.role == Role::Leader.as_str());
+            let leads = crate::scheduler::leads_in_own_report(*node, r);
             let candidate = Seen {
                 leader: (r.leader_node_id != 0).then_some(r.leader_node_id),
                 desc: descriptor_from_proto(d),
@@ -113,15 +110,6 @@ fn applied_everywhere(statuses: &[(u64, StatusResponse)], source: &RangeDesc, in
     })
 }
 
-fn covers(target: &RangeDesc, source: &RangeDesc) -> bool {
-    target.start <= source.start
-        && match (&target.end, &source.end) {
-            (None, _) => true,
-            (Some(_), None) => false,
-            (Some(t), Some(s)) => t >= s,
-        }
-}
-
 fn same_nodes(a: &RangeDesc, b: &RangeDesc) -> bool {
     let mut x = a.voters.clone();
     let mut y = b.voters.clone();
@@ -155,7 +143,7 @@ impl ClusterTableService {
             let Some(tgt) = seen(&statuses, target) else {
                 return Err(busy(format!("no member reports range {target}")));
             };
-            if covers(&tgt.desc, &src.desc) {
+            if tgt.desc.span().covers(&src.desc.span()) {
                 // The commit applied (the source's last replicas are going as they apply it).
                 return Ok(tgt.desc);
             }
@@ -254,7 +242,7 @@ impl ClusterTableService {
         let (target_desc, _) = self.step_until(target, abort, deadline).await?;
         let target_desc = RangeDesc::from_group(&target_desc)
             .ok_or_else(|| Error::internal("an abort answer without a span"))?;
-        if covers(&target_desc, source) {
+        if target_desc.span().covers(&source.span()) {
             return Ok(target_desc);
         }
         let rollback = MergeStep::Rollback {

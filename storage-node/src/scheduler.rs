@@ -475,7 +475,7 @@ async fn collect_stale_replicas(cluster: &ClusterTableService, statuses: &[(u64,
 }
 
 /// Whether `node`'s own report of range `r` says it leads the range.
-fn leads_in_own_report(node: u64, r: &trestle_proto::admin::RangeStatus) -> bool {
+pub(crate) fn leads_in_own_report(node: u64, r: &trestle_proto::admin::RangeStatus) -> bool {
     r.replicas
         .iter()
         .any(|rep| rep.node_id == node && rep.role == Role::Leader.as_str())

@@ -814,16 +814,21 @@ impl Driver {
         let target = peer.merging().map_or(0, |m| m.target);
         peer.fail_waiting(&ProposeError::Merging { target });
         self.outgoing.cancel_group(source);
-        if let Ok(mut map) = self.status.write() {
-            map.remove(&source);
-        }
-        self.host.on_removed(source);
+        self.forget_replica(source);
         tracing::info!(
             node = self.id,
             group = source,
             target,
             "replica merged away"
         );
+    }
+
+    /// Drops a replica that is gone from this node from the published statuses and tells the host.
+    fn forget_replica(&self, group: u64) {
+        if let Ok(mut map) = self.status.write() {
+            map.remove(&group);
+        }
+        self.host.on_removed(group);
     }
 
     /// Before a snapshot of `group` is taken in: this node's replicas frozen for a merge into `group`
@@ -833,34 +838,21 @@ impl Driver {
         let Some(range) = storage::snapshot_range(msg.get_snapshot().get_data()) else {
             return Ok(());
         };
-        let covered = |s: &crate::Span| {
-            s.cf == range.span.cf
-                && s.start >= range.span.start
-                && match (&s.end, &range.span.end) {
-                    (_, None) => true,
-                    (None, Some(_)) => false,
-                    (Some(a), Some(b)) => a <= b,
-                }
-        };
         let sources: Vec<u64> = self
             .peers
             .iter()
             .filter(|(_, p)| p.merging().is_some_and(|m| m.target == group))
-            .filter(|(_, p)| p.raw.store().range().is_some_and(|r| covered(&r.span)))
+            .filter(|(_, p)| {
+                p.raw
+                    .store()
+                    .range()
+                    .is_some_and(|r| range.span.covers(&r.span))
+            })
             .map(|(&id, _)| id)
             .collect();
         for source in sources {
             let mut batch = WriteBatch::new();
-            batch.delete_range(
-                trestle_engine::Cf::Raft,
-                trestle_engine::keys::group_start(source),
-                trestle_engine::keys::group_start(source + 1),
-            );
-            batch.put(
-                trestle_engine::Cf::Raft,
-                trestle_engine::keys::tombstone_key(source),
-                MERGED_AWAY.to_be_bytes().to_vec(),
-            );
+            storage::stage_tombstone(source, MERGED_AWAY, &mut batch);
             self.engine
                 .write(&batch, true)
                 .map_err(|e| format!("retiring merged replica {source}: {e}"))?;
@@ -887,11 +879,7 @@ impl Driver {
             return Ok(());
         };
         let mut batch = WriteBatch::new();
-        batch.delete_range(
-            trestle_engine::Cf::Raft,
-            trestle_engine::keys::group_start(group),
-            trestle_engine::keys::group_start(group + 1),
-        );
+        storage::stage_tombstone(group, removed_at, &mut batch);
         if let Some(range) = peer.raw.store().range() {
             let span = &range.span;
             // Keys another replica here owns now (it restored a snapshot after a split) stay.
@@ -904,18 +892,10 @@ impl Driver {
                 batch.delete_range(span.cf, span.start.clone(), end);
             }
         }
-        batch.put(
-            trestle_engine::Cf::Raft,
-            trestle_engine::keys::tombstone_key(group),
-            removed_at.to_be_bytes().to_vec(),
-        );
         self.engine
             .write(&batch, true)
             .map_err(|e| format!("destroying replica {group}: {e}"))?;
-        if let Ok(mut map) = self.status.write() {
-            map.remove(&group);
-        }
-        self.host.on_removed(group);
+        self.forget_replica(group);
         tracing::info!(node = self.id, group, removed_at, "replica destroyed");
         Ok(())
     }
@@ -1114,13 +1094,9 @@ impl Driver {
             }
         }
         let mut compaction = WriteBatch::new();
-        let mut splits = Vec::new();
-        let mut removed = Vec::new();
-        // Sources whose merge committed here this turn: they apply nothing more (their raft state is
-        // already deleted) and go once the loop is done.
-        let mut merged_away = HashSet::new();
+        let mut effects_due = Effects::default();
         for (group, mut rd) in readies {
-            if merged_away.contains(&group) {
+            if effects_due.merged_away.contains(&group) {
                 continue;
             }
             let Some(peer) = self.peers.get_mut(&group) else {
@@ -1147,28 +1123,13 @@ impl Driver {
             peer.serve_reads();
             peer.maybe_compact(&mut compaction)
                 .map_err(|e| format!("group {group}: compaction: {e}"))?;
-            let leader = peer.is_leader();
-            for effect in effects {
-                match effect {
-                    Effect::Split { right, start_right } if start_right => {
-                        splits.push((right, leader))
-                    }
-                    Effect::Split { .. } => {}
-                    Effect::Removed => {
-                        let conf_ver = peer.desc().map_or(0, |d| d.epoch.conf_ver);
-                        removed.push((group, conf_ver));
-                    }
-                    Effect::Merged { source } => {
-                        merged_away.insert(source);
-                    }
-                }
-            }
+            effects_due.collect(group, peer, effects);
         }
         // Groups whose merge commit waited for their source replica here to catch up.
         let waiting: Vec<u64> = self
             .peers
             .iter()
-            .filter(|(g, p)| p.has_blocked() && !merged_away.contains(*g))
+            .filter(|(g, p)| p.has_blocked() && !effects_due.merged_away.contains(*g))
             .map(|(&g, _)| g)
             .collect();
         for group in waiting {
@@ -1186,32 +1147,18 @@ impl Driver {
                 .apply_committed(Vec::new())
                 .map_err(|e| format!("group {group}: {e}"))?;
             peer.serve_reads();
-            for effect in effects {
-                match effect {
-                    Effect::Merged { source } => {
-                        merged_away.insert(source);
-                    }
-                    Effect::Removed => {
-                        let conf_ver = peer.desc().map_or(0, |d| d.epoch.conf_ver);
-                        removed.push((group, conf_ver));
-                    }
-                    Effect::Split { right, start_right } if start_right => {
-                        splits.push((right, peer.is_leader()))
-                    }
-                    Effect::Split { .. } => {}
-                }
-            }
+            effects_due.collect(group, peer, effects);
             touched.insert(group);
         }
-        for source in merged_away {
+        for source in effects_due.merged_away {
             self.retire_merged(source);
             touched.remove(&source);
         }
-        for (right, campaign) in splits {
+        for (right, campaign) in effects_due.splits {
             self.start_split_right(&right, campaign)?;
             touched.insert(right.id);
         }
-        for (group, conf_ver) in removed {
+        for (group, conf_ver) in effects_due.removed {
             self.destroy(group, conf_ver)?;
             touched.remove(&group);
         }
@@ -1289,6 +1236,38 @@ fn collect_messages(
             continue;
         }
         outbox.entry(msg.to).or_default().push(env);
+    }
+}
+
+/// What this turn's applied entries ask of the driver once every group has applied (see [`Effect`]).
+#[derive(Default)]
+struct Effects {
+    /// Right halves of splits to start, and whether to campaign (the parent's leader applied it).
+    splits: Vec<(GroupDesc, bool)>,
+    /// Replicas removed from their groups, with the conf version that removed them.
+    removed: Vec<(u64, u64)>,
+    /// Sources whose merge committed here this turn: they apply nothing more (their raft state is
+    /// already deleted) and go once the loop is done.
+    merged_away: HashSet<u64>,
+}
+
+impl Effects {
+    fn collect(&mut self, group: u64, peer: &Peer, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Split { right, start_right } if start_right => {
+                    self.splits.push((right, peer.is_leader()))
+                }
+                Effect::Split { .. } => {}
+                Effect::Removed => {
+                    let conf_ver = peer.desc().map_or(0, |d| d.epoch.conf_ver);
+                    self.removed.push((group, conf_ver));
+                }
+                Effect::Merged { source } => {
+                    self.merged_away.insert(source);
+                }
+            }
+        }
     }
 }
 
